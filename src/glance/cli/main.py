@@ -2,8 +2,8 @@
 
 Each area of glance adds its subcommands from its own module (``glance.cli._<area>``) through an
 ``add_parsers(subparsers)`` function that sets ``func`` on the parsers it creates, so areas
-never edit each other's code. User errors (:class:`glance.exceptions.GlanceError`, missing files) print one
-line and exit non-zero; ``--debug`` shows the traceback instead.
+never edit each other's code. User errors (:class:`glance.exceptions.GlanceError`, missing
+files) print one line and exit non-zero; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
