@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/glance demo --out demo-run
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff check $(wildcard src tests benchmarks scripts examples)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -m "not slow"
