@@ -1,0 +1,1 @@
+"""Faithfulness and quality metrics (plain functions); import the submodules directly."""

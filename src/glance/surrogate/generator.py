@@ -1,0 +1,404 @@
+"""StyleGAN2-style generator: mapping network, synthesis network, and their composition.
+
+``Generator(z) = SynthesisNetwork(MappingNetwork(z))``. The synthesis network starts from a
+learned 4x4 constant and doubles the resolution per block with modulated/demodulated 3x3
+convolutions, per-pixel noise inputs and skip-connection RGB outputs (Karras et al., 2020,
+"Analyzing and Improving the Image Quality of StyleGAN").
+
+Differences from the paper, and why:
+
+- ``z`` is *not* normalised to unit length by default: in glance ``z`` is a concept vector whose
+  aligned dimensions carry standardised context values, and their magnitude is the message.
+- Upsampling is bilinear followed by the 3x3 convolution (instead of a transposed convolution and
+  an FIR filter): simpler, and one plain convolution per layer is what runs fastest on CPU.
+- Resolutions that are not a power of two (28 for MNIST) are synthesised at the next power of two
+  and then centre-cropped when the difference is at most 1/8 of it (32 -> 28 crops 2 px of
+  border, where MNIST digits are blank anyway), otherwise resized with antialiasing. Choose with
+  ``fit_mode``.
+- Images are returned in ``[0, 1]`` through a sigmoid of the summed RGB skips (gradients
+  everywhere, unlike a clamp).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glance.exceptions import ShapeError
+from glance.surrogate.layers import EqualizedLinear, check_shape, modulated_conv2d
+
+__all__ = ["MappingNetwork", "SynthesisLayer", "SynthesisBlock", "SynthesisNetwork", "Generator"]
+
+NoiseMode = Literal["random", "const", "none"]
+FitMode = Literal["auto", "crop", "resize"]
+_SQRT2 = math.sqrt(2.0)
+
+
+def synthesis_resolution(img_resolution: int) -> int:
+    """Smallest power of two >= ``img_resolution`` (at least 4) that the synthesis runs at."""
+    if img_resolution < 4:
+        raise ShapeError(f"img_resolution must be at least 4; got {img_resolution}")
+    return 1 << (img_resolution - 1).bit_length()
+
+
+def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
+    """Channel count of the block working at ``resolution`` (StyleGAN's ``base // res`` rule)."""
+    return max(1, min(channel_base // resolution, channel_max))
+
+
+def fit_to_resolution(x: torch.Tensor, resolution: int, mode: FitMode = "auto") -> torch.Tensor:
+    """Centre-crop or resize square maps ``x`` [N, C, P, P] to [N, C, resolution, resolution]."""
+    size = x.shape[-1]
+    if size == resolution:
+        return x
+    if mode == "auto":
+        mode = "crop" if 0 < size - resolution <= size // 8 else "resize"
+    if mode == "crop" and size > resolution:
+        lo = (size - resolution) // 2
+        return x[:, :, lo : lo + resolution, lo : lo + resolution]
+    return F.interpolate(
+        x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+    )
+
+
+class MappingNetwork(nn.Module):
+    """MLP mapping concepts ``z`` (N, z_dim) to the intermediate latent ``w`` (N, w_dim).
+
+    Parameters
+    ----------
+    z_dim : int
+        Size of the concept vector.
+    w_dim : int
+        Size of the intermediate latent.
+    num_layers : int
+        Number of fully connected layers (leaky ReLU after each).
+    lr_multiplier : float
+        Learning-rate multiplier of the layers (StyleGAN uses 0.01).
+    normalize_z : bool
+        Normalise ``z`` to unit second moment (StyleGAN does; glance does not: module doc).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_layers: int = 4,
+        *,
+        lr_multiplier: float = 0.01,
+        normalize_z: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers of MappingNetwork must be >= 1; got {num_layers}")
+        self.z_dim, self.w_dim, self.normalize_z = z_dim, w_dim, normalize_z
+        dims = [z_dim] + [w_dim] * num_layers
+        self.layers = nn.Sequential(
+            *[
+                EqualizedLinear(a, b, lr_multiplier=lr_multiplier, activation="lrelu")
+                for a, b in zip(dims[:-1], dims[1:], strict=True)
+            ]
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        check_shape(z, (None, self.z_dim), "z")
+        if self.normalize_z:
+            z = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        return self.layers(z)
+
+    def macs(self) -> int:
+        """Multiply-adds of one forward pass per sample."""
+        return sum(layer.in_features * layer.out_features for layer in self.layers)
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution + noise + bias + leaky ReLU, optionally upsampling 2x first."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        *,
+        up: int = 1,
+        use_noise: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution, self.up, self.use_noise = resolution, up, use_noise
+        self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        if use_noise:
+            self.noise_strength = nn.Parameter(torch.zeros(()))
+            self.register_buffer("noise_const", torch.randn(resolution, resolution))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise_mode: NoiseMode = "random",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        styles = self.affine(w)  # [N, I]
+        # The sqrt(2) gain of the leaky ReLU is folded into the demodulation (free); bias and
+        # noise strength are learned, so scaling them by the same gain is a reparametrisation.
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, gain=_SQRT2)  # [N, O, R, R]
+        if self.use_noise and noise_mode != "none":
+            if noise_mode == "random":
+                noise = torch.randn(
+                    x.shape[0],
+                    1,
+                    self.resolution,
+                    self.resolution,
+                    generator=generator,
+                    device=x.device,
+                    dtype=x.dtype,
+                )
+            else:
+                noise = self.noise_const
+            x = x + noise * self.noise_strength
+        return F.leaky_relu(x + self.bias.reshape(1, -1, 1, 1), 0.2)
+
+    def macs(self) -> int:
+        """Multiply-adds per sample: convolution (at the output size), affine, demodulation."""
+        conv = self.resolution**2 * self.out_channels * self.in_channels * 9
+        demod = self.out_channels * self.in_channels
+        return conv + demod + self.affine.in_features * self.affine.out_features
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 convolution (no demodulation) to image channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
+        self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, gain=self.weight_gain)
+        return x + self.bias.reshape(1, -1, 1, 1)
+
+    def macs(self) -> int:
+        conv = self.resolution**2 * self.out_channels * self.in_channels
+        return conv + self.affine.in_features * self.affine.out_features
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: (constant or 2x upsampling conv) + conv + RGB skip output."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        *,
+        use_noise: bool = True,
+    ) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.is_first = in_channels == 0
+        if self.is_first:
+            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+        else:
+            self.conv0 = SynthesisLayer(
+                in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise
+            )
+        self.conv1 = SynthesisLayer(
+            out_channels, out_channels, w_dim, resolution, use_noise=use_noise
+        )
+        self.torgb = ToRGB(out_channels, img_channels, w_dim, resolution)
+        self.num_ws = (1 if self.is_first else 2) + 1
+
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise_mode: NoiseMode = "random",
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ws`` [N, num_ws, w_dim]; returns features and the running RGB image (logit scale)."""
+        i = 0
+        if self.is_first:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode, generator)
+            i = 1
+        x = self.conv1(x, ws[:, i], noise_mode, generator)
+        rgb = self.torgb(x, ws[:, i + 1])
+        if img is not None:
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False)
+            rgb = rgb + img
+        return x, rgb
+
+    def macs(self) -> int:
+        convs = [self.conv1] if self.is_first else [self.conv0, self.conv1]
+        return sum(c.macs() for c in convs) + self.torgb.macs()
+
+
+class SynthesisNetwork(nn.Module):
+    """Intermediate latents ``ws`` (N, num_ws, w_dim) -> images (N, C, R, R) in [0, 1].
+
+    Parameters
+    ----------
+    w_dim : int
+        Size of the intermediate latent.
+    img_resolution : int
+        Output size ``R`` (>= 4; not necessarily a power of two, see the module doc).
+    img_channels : int
+        1 (grey) or 3 (RGB); any positive count works.
+    channel_base, channel_max : int
+        Channels at resolution ``r`` are ``min(channel_base // r, channel_max)``.
+    use_noise : bool
+        Per-pixel noise inputs.
+    fit_mode : {"auto", "crop", "resize"}
+        How the power-of-two synthesis is brought to ``img_resolution``.
+    """
+
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        *,
+        channel_base: int = 16384,
+        channel_max: int = 256,
+        use_noise: bool = True,
+        fit_mode: FitMode = "auto",
+    ) -> None:
+        super().__init__()
+        if img_channels < 1:
+            raise ValueError(f"img_channels must be >= 1; got {img_channels}")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.synthesis_resolution = synthesis_resolution(img_resolution)
+        self.fit_mode = fit_mode
+        resolutions = [4 << i for i in range(int(math.log2(self.synthesis_resolution)) - 1)]
+        blocks = []
+        in_ch = 0
+        for res in resolutions:
+            out_ch = channels_at(res, channel_base, channel_max)
+            blocks.append(
+                SynthesisBlock(in_ch, out_ch, w_dim, res, img_channels, use_noise=use_noise)
+            )
+            in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        self.num_ws = sum(b.num_ws for b in blocks)
+
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: NoiseMode = "random",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        check_shape(ws, (None, self.num_ws, self.w_dim), "ws")
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode must be 'random', 'const' or 'none'; got {noise_mode!r}")
+        x = img = None
+        i = 0
+        for block in self.blocks:
+            x, img = block(x, img, ws[:, i : i + block.num_ws], noise_mode, generator)
+            i += block.num_ws
+        img = fit_to_resolution(img, self.img_resolution, self.fit_mode)
+        return torch.sigmoid(img)  # [N, C, R, R]
+
+    def macs(self) -> int:
+        """Multiply-adds of one forward pass per image (convolutions and affines)."""
+        return sum(b.macs() for b in self.blocks)
+
+
+class Generator(nn.Module):
+    """Generative surrogate ``G``: concepts ``z`` (N, z_dim) -> images (N, C, R, R) in [0, 1].
+
+    Parameters
+    ----------
+    z_dim : int
+        Size of the concept vector.
+    img_resolution : int
+        Output image size ``R`` (28 to 256; non powers of two are cropped/resized, see module doc).
+    img_channels : int
+        Output channels (1 or 3).
+    w_dim : int
+        Size of the intermediate latent ``w``.
+    mapping_layers : int
+        Depth of the mapping network.
+    channel_base, channel_max : int
+        Width of the synthesis network: ``min(channel_base // r, channel_max)`` channels at
+        resolution ``r`` (e.g. ``channel_base=1536, channel_max=48`` for a small CPU model,
+        ``32768, 512`` for the paper's).
+    mapping_lr_multiplier : float
+        Learning-rate multiplier of the mapping network.
+    use_noise : bool
+        Per-pixel noise inputs in the synthesis layers.
+    fit_mode : {"auto", "crop", "resize"}
+        How the power-of-two synthesis is brought to ``img_resolution``.
+
+    Examples
+    --------
+    >>> g = Generator(8, 28, 1, w_dim=32, mapping_layers=2, channel_base=256, channel_max=16)
+    >>> g(torch.zeros(2, 8), noise_mode="const").shape
+    torch.Size([2, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        *,
+        w_dim: int = 256,
+        mapping_layers: int = 4,
+        channel_base: int = 16384,
+        channel_max: int = 256,
+        mapping_lr_multiplier: float = 0.01,
+        use_noise: bool = True,
+        fit_mode: FitMode = "auto",
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.img_resolution, self.img_channels = z_dim, img_resolution, img_channels
+        self.mapping = MappingNetwork(
+            z_dim, w_dim, mapping_layers, lr_multiplier=mapping_lr_multiplier
+        )
+        self.synthesis = SynthesisNetwork(
+            w_dim,
+            img_resolution,
+            img_channels,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            use_noise=use_noise,
+            fit_mode=fit_mode,
+        )
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        noise_mode: NoiseMode = "random",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Images (N, C, R, R) in [0, 1]; ``generator`` seeds the noise when ``"random"``."""
+        w = self.mapping(z)  # [N, w_dim]
+        ws = w.unsqueeze(1).expand(-1, self.synthesis.num_ws, -1)  # [N, num_ws, w_dim]
+        return self.synthesis(ws, noise_mode=noise_mode, generator=generator)
+
+    def macs_per_image(self) -> int:
+        """Multiply-adds of one forward pass for one image (convolutions and linear layers)."""
+        return self.mapping.macs() + self.synthesis.macs()
+
+    def flops_per_image(self) -> int:
+        """FLOPs (2 x multiply-adds) of one forward pass for one image.
+
+        Counts the convolutions and linear layers, which are all but a few percent of the work;
+        elementwise operations, upsampling and demodulation are not counted. A training step
+        (forward + backward) costs about 3x this.
+        """
+        return 2 * self.macs_per_image()

@@ -1,0 +1,1 @@
+"""Training of the surrogates: losses, tasks, loop and checkpoints."""
