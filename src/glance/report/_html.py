@@ -1,0 +1,420 @@
+"""Render a run directory into one self-contained HTML report.
+
+The report is a pure function of the run's saved artefacts: every figure, chart and picture is read
+from files in the run directory (``metrics.json``, ``graph/graph.json``,
+``explanations/explanations.json``, PNGs) and inlined (CSS in a ``<style>``, pictures as
+``data:`` URIs), so the file opens offline and makes no request.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from glance._io import atomic_write_text
+from glance._version import __version__
+from glance.exceptions import CheckpointCorruptError
+from glance.report._artifacts import (
+    RunArtifacts,
+    load_run_artifacts,
+    read_image_file,
+    safe_run_path,
+)
+from glance.report._svg import bar_chart, graph_svg, heat_map
+from glance.report._thresholds import FIDELITY_FLOOR, THRESHOLDS, grade
+
+__all__ = ["render_report", "write_report", "normalise_interactions"]
+
+_SCALAR_METRICS = ("fidelity", "reconstruction_fidelity", "sampled_fidelity")
+_PER_CONTEXT_METRICS = ("alignment_r2", "generated_alignment")
+_OTHER_METRICS = ("mig", "fid", "kid", "fit_seconds")
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _data_uri(art: RunArtifacts, rel: str, what: str) -> str:
+    path = safe_run_path(art.run_dir, rel, what=what)
+    if not path.is_file():
+        raise CheckpointCorruptError(f"{art.run_dir}: {what} {rel!r} is referenced but missing")
+    data, mime = read_image_file(path)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# ---------------------------------------------------------------- faithfulness
+def _metric_row(key: str, label: str, value: Any, bar_key: str | None = None) -> dict:
+    bar = THRESHOLDS.get(bar_key or key)
+    v = _num(value)
+    return {
+        "key": key,
+        "label": label,
+        "value": v,
+        "text": "not computed" if v is None else f"{v:.4g}",
+        "grade": grade(bar_key or key, v),
+        "threshold": bar.describe() if bar else "no agreed threshold",
+        "description": bar.description if bar else "",
+    }
+
+
+def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
+    if metrics is None:
+        return {"computed": False, "rows": [], "low_fidelity": False, "extra": []}
+    rows = [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _SCALAR_METRICS]
+    for key in _PER_CONTEXT_METRICS:
+        per = metrics.get(key)
+        if isinstance(per, Mapping) and per:
+            rows += [
+                _metric_row(f"{key}.{ctx}", f"{THRESHOLDS[key].label}: {ctx}", v, key)
+                for ctx, v in per.items()
+            ]
+        else:
+            rows.append(_metric_row(key, THRESHOLDS[key].label, None))
+    rows.append(_metric_row("mig", "MIG", metrics.get("mig")))
+    dci = metrics.get("dci")
+    for part in ("disentanglement", "completeness", "informativeness"):
+        value = dci.get(part) if isinstance(dci, Mapping) else None
+        rows.append(_metric_row(f"dci.{part}", f"DCI {part}", value, "dci"))
+    rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS[1:]]
+    known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _OTHER_METRICS + ("dci",))
+    extra = [
+        {"key": k, "text": f"{_num(v):.4g}"}
+        for k, v in sorted(metrics.items())
+        if k not in known and _num(v) is not None
+    ]
+    fid = _num(metrics.get("fidelity"))
+    return {
+        "computed": True,
+        "rows": rows,
+        "low_fidelity": fid is not None and fid < FIDELITY_FLOOR,
+        "fidelity": fid,
+        "floor": FIDELITY_FLOOR,
+        "extra": extra,
+    }
+
+
+# ---------------------------------------------------------------- graph and importances
+def _graph_section(art: RunArtifacts) -> dict:
+    if art.graph is None:
+        return {"computed": False}
+    png = art.run_dir / "graph" / "graph.png"
+    edges = []
+    for e in art.graph.get("edges", []):
+        edges.append(
+            {
+                "source": str(e.get("source")),
+                "target": str(e.get("target")),
+                "arrow": "→" if e.get("directed", True) else "—",
+                "directed": bool(e.get("directed", True)),
+                "confidence": _fmt(e.get("confidence")),
+                "orientation_confidence": _fmt(e.get("orientation_confidence")),
+                "effect": _fmt(e.get("effect")),
+                "assumption": bool(e.get("assumed") or e.get("assumption")),
+            }
+        )
+    return {
+        "computed": True,
+        "png": _data_uri(art, "graph/graph.png", "graph picture") if png.is_file() else None,
+        "svg": graph_svg(art.graph, title="Causal graph (drawn from graph.json)"),
+        "edges": edges,
+        "n_nodes": len(art.graph.get("nodes", [])),
+        "n_undirected": sum(not e["directed"] for e in edges),
+    }
+
+
+def _fmt(v: Any) -> str:
+    n = _num(v)
+    return "—" if n is None else f"{n:.3g}"
+
+
+def _flat_numbers(d: Any) -> dict[str, float]:
+    if not isinstance(d, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in d.items() if _num(v) is not None}
+
+
+def _global_importance(art: RunArtifacts, explanations: list[dict]) -> dict:
+    gi = art.global_importance
+    if gi is not None:
+        body = gi.get("importance", gi.get("importances", gi))
+        nested = {str(k): _flat_numbers(v) for k, v in body.items() if isinstance(v, Mapping)}
+        if nested:  # {output: {node: effect}}
+            nodes = sorted({n for d in nested.values() for n in d})
+            mean = {
+                n: sum(abs(d.get(n, 0.0)) for d in nested.values()) / len(nested) for n in nodes
+            }
+            return {
+                "computed": True,
+                "source": art.global_importance_source,
+                "chart": bar_chart(
+                    {"mean |total effect| over outputs": mean}, title="Global importance"
+                ),
+                "table_outputs": sorted(nested),
+                "table": [
+                    {"node": n, "values": [_fmt(nested[o].get(n)) for o in sorted(nested)]}
+                    for n in nodes
+                ],
+            }
+        flat = _flat_numbers(body)
+        if flat:
+            return {
+                "computed": True,
+                "source": art.global_importance_source,
+                "chart": bar_chart({"total effect": flat}, title="Global importance"),
+            }
+    with_imp = [e["importance"] for e in explanations if e["importance"]]
+    if with_imp:
+        nodes = sorted({n for d in with_imp for n in d})
+        mean = {n: sum(abs(d.get(n, 0.0)) for d in with_imp) / len(with_imp) for n in nodes}
+        return {
+            "computed": True,
+            "source": f"mean |total effect| over the {len(with_imp)} explained images "
+            "(explanations/explanations.json)",
+            "chart": bar_chart({"mean |total effect|": mean}, title="Global importance"),
+        }
+    return {"computed": False}
+
+
+# ---------------------------------------------------------------- local explanations
+def normalise_interactions(raw: Any) -> dict[tuple[str, str], float]:
+    """Turn the accepted interaction encodings into ``{(u, v): value}``.
+
+    Accepted: ``{u: {v: value}}``, ``{"u|v": value}`` (also ``,`` or ``×``), a list of
+    ``{"nodes"|"pair": [u, v], "value"|"interaction": value}`` or of ``[u, v, value]``.
+    """
+    out: dict[tuple[str, str], float] = {}
+    if isinstance(raw, Mapping):
+        for k, v in raw.items():
+            if isinstance(v, Mapping):
+                for k2, v2 in v.items():
+                    if _num(v2) is not None:
+                        out[(str(k), str(k2))] = float(v2)
+            elif _num(v) is not None:
+                for sep in ("|", "×", ",", " x "):
+                    if sep in str(k):
+                        a, b = str(k).split(sep, 1)
+                        out[(a.strip(), b.strip())] = float(v)
+                        break
+    elif isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, Mapping):
+                pair = item.get("nodes", item.get("pair"))
+                value = item.get("value", item.get("interaction"))
+            elif isinstance(item, (list, tuple)) and len(item) == 3:
+                pair, value = item[:2], item[2]
+            else:
+                continue
+            if isinstance(pair, (list, tuple)) and len(pair) == 2 and _num(value) is not None:
+                out[(str(pair[0]), str(pair[1]))] = float(value)
+    return out
+
+
+def _explanation_items(raw: dict | None) -> list[Mapping[str, Any]]:
+    if raw is None:
+        return []
+    for key in ("images", "explanations", "items"):
+        if isinstance(raw.get(key), list):
+            return [x for x in raw[key] if isinstance(x, Mapping)]
+    return []
+
+
+def _pictures(art: RunArtifacts, item: Mapping[str, Any]) -> list[dict]:
+    """Every ``*.png`` path the explanation item names (one level of nesting), inlined."""
+    found: list[tuple[str, str]] = []
+
+    def visit(prefix: str, obj: Any) -> None:
+        if isinstance(obj, str) and obj.lower().endswith((".png", ".jpg", ".jpeg")):
+            found.append((prefix, obj))
+        elif isinstance(obj, Mapping):
+            for k, v in obj.items():
+                visit(f"{prefix} {k}".strip(), v)
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                visit(f"{prefix} {i}", v)
+
+    visit("", {k: v for k, v in item.items()})
+    out = []
+    for caption, rel in found:
+        rel_path = rel if (art.run_dir / rel).exists() else f"explanations/{rel}"
+        out.append(
+            {
+                "caption": caption.replace("_", " "),
+                "uri": _data_uri(art, rel_path, "explanation picture"),
+                "kind": "counterfactual"
+                if "counterfactual" in caption
+                else "traversal"
+                if "travers" in caption
+                else "other",
+            }
+        )
+    return out
+
+
+def _local(art: RunArtifacts) -> tuple[list[dict], dict]:
+    items = _explanation_items(art.explanations)
+    out = []
+    for i, item in enumerate(items):
+        imp = _flat_numbers(item.get("importance", item.get("total_importance")))
+        direct = _flat_numbers(item.get("direct_importance"))
+        series = {"total effect": imp}
+        if direct:
+            series["direct effect"] = direct
+        inter = normalise_interactions(item.get("interactions"))
+        inter_nodes = sorted({n for pair in inter for n in pair})
+        cf = item.get("counterfactual") if isinstance(item.get("counterfactual"), Mapping) else None
+        out.append(
+            {
+                "id": str(item.get("image_id", item.get("index", item.get("id", i)))),
+                "label": item.get("label"),
+                "prediction": item.get("prediction", item.get("predicted_class")),
+                "target": item.get("target"),
+                "probability": _fmt(item.get("probability", item.get("confidence"))),
+                "importance": imp,
+                "chart": bar_chart(series, title=f"Importance, image {i}") if imp else "",
+                "interactions": inter,
+                "heat_map": heat_map(inter_nodes, inter, title=f"Interactions, image {i}")
+                if inter
+                else "",
+                "counterfactual": _counterfactual(cf),
+                "pictures": _pictures(art, item),
+            }
+        )
+    # Mean interaction over images: the global heat-map.
+    sums: dict[tuple[str, str], list[float]] = {}
+    for e in out:
+        for pair, v in e["interactions"].items():
+            sums.setdefault(tuple(sorted(pair)), []).append(v)
+    mean = {pair: sum(vs) / len(vs) for pair, vs in sums.items()}
+    nodes = sorted({n for pair in mean for n in pair})
+    inter = {
+        "computed": bool(mean),
+        "n_images": sum(bool(e["interactions"]) for e in out),
+        "heat_map": heat_map(nodes, mean, title="Mean interaction over explained images")
+        if mean
+        else "",
+    }
+    return out, inter
+
+
+def _counterfactual(cf: Mapping[str, Any] | None) -> dict | None:
+    if cf is None:
+        return None
+    nodes = cf.get("nodes", cf.get("interventions", {}))
+    if isinstance(nodes, Mapping):
+        changes = [{"node": str(k), "value": _fmt(v)} for k, v in nodes.items()]
+    elif isinstance(nodes, list):
+        changes = [{"node": str(n), "value": ""} for n in nodes]
+    else:
+        changes = []
+    valid = cf.get("valid", cf.get("success"))
+    return {
+        "target": cf.get("target"),
+        "prediction": cf.get("prediction"),
+        "changes": changes,
+        "valid": None if valid is None else bool(valid),
+    }
+
+
+# ---------------------------------------------------------------- config and versions
+def _provenance(art: RunArtifacts) -> dict:
+    versions = {}
+    if isinstance(art.state, Mapping) and isinstance(art.state.get("versions"), Mapping):
+        versions = {str(k): str(v) for k, v in art.state["versions"].items()}
+    files = art.manifest.get("files", {}) if isinstance(art.manifest, Mapping) else {}
+    return {
+        "config": art.config_text,
+        "versions": versions,
+        "glance_version": art.manifest.get("glance_version"),
+        "format_version": art.manifest.get("format_version"),
+        "files": [{"path": p, "sha": str(h)[:16]} for p, h in sorted(files.items())],
+        "classes": art.state.get("classes") if isinstance(art.state, Mapping) else None,
+        "contexts": art.state.get("context_names") if isinstance(art.state, Mapping) else None,
+    }
+
+
+def _template_env() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("glance.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_report(run_dir: str | os.PathLike[str], *, verify: bool = True) -> str:
+    """Render the run directory ``run_dir`` into one self-contained HTML document.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory (``glance fit``; optionally ``evaluate``, ``graph``, ``explain``).
+    verify
+        Check the run's ``MANIFEST.json`` first and refuse a tampered or incomplete run.
+
+    Returns
+    -------
+    str
+        The HTML. Sections whose artefacts are absent say "not computed".
+
+    Raises
+    ------
+    CheckpointCorruptError
+        The manifest check fails or an artefact is unreadable.
+    CheckpointIncompatibleError
+        The run was written in a newer format.
+    """
+    art = load_run_artifacts(run_dir, verify=verify)
+    local, interactions = _local(art)
+    surrogate = [
+        {"caption": name, "uri": _data_uri(art, name, "surrogate picture")}
+        for name in art.surrogate_pictures
+    ]
+    css = resources.files("glance.report").joinpath("static/report.css").read_text("utf-8")
+    context = {
+        "title": f"glance report: {Path(run_dir).resolve().name}",
+        "run_name": Path(run_dir).resolve().name,
+        "css": css,
+        "glance_version": __version__,
+        "faith": _faithfulness(art.metrics),
+        "graph": _graph_section(art),
+        "global_importance": _global_importance(art, local),
+        "local": local,
+        "interactions": interactions,
+        "surrogate": surrogate,
+        "prov": _provenance(art),
+    }
+    return _template_env().get_template("report.html.j2").render(**context)
+
+
+def write_report(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
+) -> Path:
+    """Render ``run_dir`` (see :func:`render_report`) and write it atomically.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory.
+    out
+        Output file; default ``RUN/report.html``.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    html = render_report(run_dir)
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    atomic_write_text(path, html)
+    return path

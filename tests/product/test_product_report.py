@@ -1,0 +1,207 @@
+"""The HTML report: structure, honesty of its figures, refusal of tampered runs, CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from product_helpers import make_fixture_run
+
+from glance._io import write_manifest
+from glance.cli.main import main
+from glance.exceptions import CheckpointCorruptError, CheckpointIncompatibleError
+from glance.report import THRESHOLDS, grade, render_report, write_report
+
+SECTIONS = [
+    "faithfulness",
+    "causal-graph",
+    "global-importance",
+    "local-explanations",
+    "interactions",
+    "surrogate",
+    "provenance",
+]
+
+
+class _Collect(HTMLParser):
+    """Collect ids, metric rows (with their grade and value text) and every URL attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.rows: dict[str, dict] = {}
+        self.urls: list[str] = []
+        self.imgs: list[str] = []
+        self._row: str | None = None
+        self._cell = 0
+        self._in_value = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        for key in ("src", "href", "xlink:href", "action"):
+            if key in a and not a[key].startswith("#"):
+                self.urls.append(a[key])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "tr" and "data-metric" in a:
+            self._row = a["data-metric"]
+            self.rows[self._row] = {"grade": a.get("data-grade"), "value": ""}
+        if tag == "td" and self._row is not None:
+            self._in_value = "value" in (a.get("class") or "")
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self._row = None
+        if tag == "td":
+            self._in_value = False
+
+    def handle_data(self, data):
+        if self._row is not None and self._in_value:
+            self.rows[self._row]["value"] += data.strip()
+
+
+def _parse(html: str) -> _Collect:
+    p = _Collect()
+    p.feed(html)
+    return p
+
+
+def test_report_has_every_section_and_figure_from_metrics(fixture_run: Path) -> None:
+    html = render_report(fixture_run)
+    doc = _parse(html)
+    assert set(SECTIONS) <= doc.ids
+    metrics = json.loads((fixture_run / "metrics.json").read_text())
+    # every figure shown comes from metrics.json, with its grade against the threshold table
+    assert doc.rows["fidelity"]["value"] == f"{metrics['fidelity']:.4g}"
+    assert doc.rows["fidelity"]["grade"] == "pass"  # 0.981 >= 0.97
+    assert doc.rows["sampled_fidelity"]["grade"] == "fail"  # 0.874 < 0.90
+    assert doc.rows["alignment_r2.intensity"]["grade"] == "warn"  # 0.8 <= 0.85 < 0.9
+    assert doc.rows["alignment_r2.thickness"]["grade"] == "pass"
+    assert doc.rows["generated_alignment.intensity"]["grade"] == "fail"
+    assert doc.rows["dci.completeness"]["value"] == "0.55"
+    assert doc.rows["fid"]["grade"] == "info"
+    assert "LOW FIDELITY" not in html
+    assert "low-fidelity" not in doc.ids
+
+
+def test_changed_metrics_change_the_report(tmp_path: Path) -> None:
+    run = make_fixture_run(tmp_path / "r", fidelity=0.9123)
+    doc = _parse(render_report(run))
+    assert doc.rows["fidelity"]["value"] == "0.9123"
+    assert doc.rows["fidelity"]["grade"] == "fail"
+    assert "low-fidelity" in doc.ids
+
+
+def test_report_is_self_contained(fixture_run: Path) -> None:
+    html = render_report(fixture_run)
+    doc = _parse(html)
+    assert doc.urls, "expected embedded pictures"
+    assert all(u.startswith("data:image/") for u in doc.urls), doc.urls
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
+    assert "<link" not in html and "<script" not in html
+    # graph.png, reconstructions, samples, a traversal and a counterfactual per image
+    assert len(doc.imgs) == 3 + 2 * 3
+    for uri in doc.imgs:
+        head, b64 = uri.split(",", 1)
+        assert base64.b64decode(b64).startswith(b"\x89PNG")
+
+
+def test_report_is_a_pure_function_of_the_artefacts(fixture_run: Path, tmp_path: Path) -> None:
+    a = render_report(fixture_run)
+    assert render_report(fixture_run) == a
+    copy = make_fixture_run(tmp_path / "run")  # same artefacts, other place
+    assert render_report(copy) == a
+
+
+def test_missing_sections_say_not_computed(tmp_path: Path) -> None:
+    run = make_fixture_run(
+        tmp_path / "run", with_metrics=False, with_graph=False, with_explanations=False
+    )
+    html = render_report(run)
+    doc = _parse(html)
+    assert set(SECTIONS) <= doc.ids
+    assert html.count("Not computed") >= 5
+    assert "NOT EVALUATED" in html
+    assert not doc.rows
+
+
+def test_global_importance_falls_back_to_mean_local(tmp_path: Path) -> None:
+    run = make_fixture_run(tmp_path / "run")
+    (run / "graph" / "global_importance.json").unlink()
+    write_manifest(run)
+    html = render_report(run)
+    assert "mean |total effect| over the 3 explained images" in html
+
+
+def test_tampered_run_is_refused(fixture_run: Path) -> None:
+    (fixture_run / "metrics.json").write_text(json.dumps({"fidelity": 0.999}))
+    with pytest.raises(CheckpointCorruptError, match="metrics.json: sha256 mismatch"):
+        render_report(fixture_run)
+
+
+def test_newer_format_is_refused(fixture_run: Path) -> None:
+    manifest = json.loads((fixture_run / "MANIFEST.json").read_text())
+    manifest["format_version"] = 999
+    (fixture_run / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointIncompatibleError, match="format 999"):
+        render_report(fixture_run)
+
+
+def test_picture_path_outside_run_is_refused(fixture_run: Path) -> None:
+    path = fixture_run / "explanations" / "explanations.json"
+    data = json.loads(path.read_text())
+    data["images"][0]["traversal_png"] = "../../../etc/secret.png"
+    path.write_text(json.dumps(data))
+    write_manifest(fixture_run)
+    with pytest.raises(CheckpointCorruptError, match="leaves the run directory"):
+        render_report(fixture_run)
+
+
+def test_non_png_picture_is_refused(fixture_run: Path) -> None:
+    (fixture_run / "graph" / "graph.png").write_bytes(b"<html>not a picture</html>")
+    write_manifest(fixture_run)
+    with pytest.raises(CheckpointCorruptError, match="graph.png: expected a PNG"):
+        render_report(fixture_run)
+
+
+def test_grade_against_threshold_table() -> None:
+    assert grade("fidelity", THRESHOLDS["fidelity"].target) == "pass"
+    assert grade("fidelity", 0.96) == "warn"
+    assert grade("fidelity", 0.5) == "fail"
+    assert grade("fidelity", None) == "missing"
+    assert grade("fidelity", float("nan")) == "missing"
+    assert grade("mig", 0.1) == "info"
+    assert grade("unknown_metric", 3.0) == "info"
+
+
+def test_cli_report_writes_file(fixture_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out" / "r.html"
+    assert main(["report", str(fixture_run), "--out", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert capsys.readouterr().out.strip().endswith(str(out))
+    # default location
+    assert main(["report", str(fixture_run)]) == 0
+    assert (fixture_run / "report.html").is_file()
+    assert write_report(fixture_run) == fixture_run / "report.html"
+
+
+def test_cli_report_refuses_tampered_run_in_one_line(fixture_run: Path, capsys) -> None:
+    (fixture_run / "state.json").write_text("{}")
+    rc = main(["report", str(fixture_run)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1
+    assert "state.json" in err and "sha256 mismatch" in err
+    assert not (fixture_run / "report.html").exists()
+
+
+def test_cli_report_missing_run(tmp_path: Path, capsys) -> None:
+    rc = main(["report", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "run directory not found" in err and "nope" in err
