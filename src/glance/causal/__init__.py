@@ -1,0 +1,25 @@
+"""Global explanation: causal graph discovery (causal-learn), bootstrap confidence and a fitted
+structural causal model (interventions and counterfactuals).
+
+Public API: :class:`CausalGraph`, :class:`Edge`, :class:`Endpoint`, :class:`BackgroundKnowledge`,
+:func:`discover`, :func:`bootstrap_discover`, :class:`StructuralCausalModel`.
+"""
+
+from __future__ import annotations
+
+from glance.causal.bootstrap import bootstrap_discover
+from glance.causal.discovery import discover
+from glance.causal.graph import CausalGraph, Edge, Endpoint, Node
+from glance.causal.knowledge import BackgroundKnowledge
+from glance.causal.scm import StructuralCausalModel
+
+__all__ = [
+    "BackgroundKnowledge",
+    "CausalGraph",
+    "Edge",
+    "Endpoint",
+    "Node",
+    "StructuralCausalModel",
+    "bootstrap_discover",
+    "discover",
+]
