@@ -1,0 +1,36 @@
+"""Local explanations of GLANCE: interventional importance, interactions, counterfactual images.
+
+Public API
+----------
+- :func:`explain` / :class:`LocalExplainer`: the full local explanation (DESIGN §2.4).
+- :class:`InterventionalImportance`, :class:`CounterfactualSearch`: the parts on their own.
+- :class:`LocalExplanation`: the batched, frozen result with ``to_dict()``, ``plot()``, ``save()``.
+- :class:`Twin`: the protocol the explainers run on (built from a fitted ``glance.Glance``).
+- :mod:`glance.explain.soundness`: counterfactual soundness and randomisation sanity metrics.
+- :mod:`glance.explain.toy`: an analytic world where the right explanation is known.
+- ``EXPLAINERS``: the registry (``"local"``, ``"importance"``, ``"counterfactual"``).
+"""
+
+from __future__ import annotations
+
+from glance.explain._twin import GlanceSCMAdapter, Twin, ZSpaceSCM
+from glance.explain.base import EXPLAINERS, Explainer
+from glance.explain.counterfactual import CounterfactualSearch
+from glance.explain.explanation import Counterfactuals, Interactions, LocalExplanation
+from glance.explain.importance import InterventionalImportance
+from glance.explain.local import LocalExplainer, explain
+
+__all__ = [
+    "EXPLAINERS",
+    "Counterfactuals",
+    "CounterfactualSearch",
+    "Explainer",
+    "GlanceSCMAdapter",
+    "Interactions",
+    "InterventionalImportance",
+    "LocalExplainer",
+    "LocalExplanation",
+    "Twin",
+    "ZSpaceSCM",
+    "explain",
+]

@@ -1,0 +1,127 @@
+"""Matplotlib figures of a :class:`~glance.explain.LocalExplanation` (one image at a time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from glance.exceptions import ConfigError
+
+_KINDS = ("summary", "traversal", "interaction")
+
+
+def _show(ax: Any, img: np.ndarray, title: str) -> None:
+    """Draw a uint8 (C, H, W) image without axes."""
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        ax.imshow(arr[0], cmap="gray", vmin=0, vmax=255)
+    elif arr.ndim == 3:
+        ax.imshow(np.moveaxis(arr, 0, -1))
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def figure(exp: Any, i: int, kind: str) -> Any:
+    """Build the figure of ``kind`` for image ``i``."""
+    if kind not in _KINDS:
+        raise ConfigError(f"'kind' of LocalExplanation.plot must be one of {_KINDS}; got {kind!r}")
+    if not -len(exp) <= i < len(exp):
+        raise IndexError(f"LocalExplanation.plot: image {i} out of range for {len(exp)} images")
+    return {"summary": _summary, "traversal": _traversal, "interaction": _interaction}[kind](exp, i)
+
+
+def _label(exp: Any, k: int, p: float) -> str:
+    return f"{exp.classes[k]} ({p:.2f})"
+
+
+def _summary(exp: Any, i: int) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(10, 4.2), layout="constrained")
+    grid = fig.add_gridspec(2, 4)
+    pred = int(exp.prediction[i])
+    _show(
+        fig.add_subplot(grid[0, 0]),
+        exp.images[i],
+        "input: " + _label(exp, pred, exp.probabilities[i, pred]),
+    )
+    rp = int(exp.reconstruction_prediction[i])
+    if exp.reconstructions.ndim == 4:
+        _show(
+            fig.add_subplot(grid[1, 0]),
+            exp.reconstructions[i],
+            "reconstruction: " + _label(exp, rp, exp.reconstruction_probabilities[i, rp]),
+        )
+    cf = exp.counterfactual
+    if cf is not None and cf.images is not None:
+        shifts = ", ".join(f"{k}{v:+.1f}" for k, v in cf.nodes[i].items()) or "none"
+        ok = "valid" if cf.valid[i] else "NOT valid"
+        _show(
+            fig.add_subplot(grid[0, 1]),
+            cf.images[i],
+            f"counterfactual ({ok}): {_label(exp, int(cf.prediction[i]), cf.probability[i])}"
+            f"\n{shifts}",
+        )
+    ax = fig.add_subplot(grid[:, 2])
+    order = np.argsort(exp.importance[i])
+    y = np.arange(len(order))
+    ax.barh(y + 0.2, exp.importance[i, order], height=0.4, label="total")
+    if np.all(np.isfinite(exp.direct_importance[i])):
+        ax.barh(y - 0.2, exp.direct_importance[i, order], height=0.4, label="direct")
+    ax.set_yticks(y, [exp.nodes[j] for j in order], fontsize=7)
+    ax.set_xlabel(f"mean |Δ p({exp.classes[int(exp.target[i])]})|")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[:, 3])
+    for j in np.argsort(-exp.importance[i])[:6]:
+        ax.plot(exp.deltas, exp.curves[i, j], marker="o", label=exp.nodes[j])
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("shift δ (node std)")
+    ax.set_ylabel("Δ p(target), total effect")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _traversal(exp: Any, i: int) -> Any:
+    import matplotlib.pyplot as plt
+
+    v, g = exp.traversal_classes.shape[1:]
+    fig, axes = plt.subplots(v, g, figsize=(1.3 * g, 1.35 * v), squeeze=False, layout="constrained")
+    for j in range(v):
+        for c in range(g):
+            ax = axes[j, c]
+            _show(
+                ax,
+                exp.traversal_images[i, j, c],
+                _label(
+                    exp, int(exp.traversal_classes[i, j, c]), exp.traversal_probabilities[i, j, c]
+                ),
+            )
+            if c == 0:
+                ax.set_ylabel(exp.nodes[j], fontsize=7)
+            if j == v - 1:
+                ax.set_xlabel(f"δ={exp.deltas[c]:+g}", fontsize=7)
+    return fig
+
+
+def _interaction(exp: Any, i: int) -> Any:
+    import matplotlib.pyplot as plt
+
+    ia = exp.interactions
+    a, b = ia.grid_nodes[i]
+    g = ia.grid_classes.shape[1]
+    fig, axes = plt.subplots(g, g, figsize=(1.3 * g, 1.35 * g), squeeze=False, layout="constrained")
+    for r in range(g):
+        for c in range(g):
+            ax = axes[r, c]
+            _show(
+                ax,
+                ia.grid_images[i, r, c],
+                _label(exp, int(ia.grid_classes[i, r, c]), ia.grid_probabilities[i, r, c]),
+            )
+            if c == 0:
+                ax.set_ylabel(f"{exp.nodes[a]} {exp.deltas[r]:+g}", fontsize=7)
+            if r == g - 1:
+                ax.set_xlabel(f"{exp.nodes[b]} {exp.deltas[c]:+g}", fontsize=7)
+    return fig

@@ -1,0 +1,244 @@
+"""The small protocol the explainers run on: a *twin* of the classifier in concept space.
+
+A :class:`Twin` bundles what a local explanation needs and nothing else: ``encode`` (images →
+concepts ``z``), ``generate`` (``z`` → images), ``classify`` (the *real* classifier's logits), one
+node name per ``z`` dimension, the scale of one "standard deviation" per node, and an optional
+structural causal model working in ``z`` units. Keeping the explainers on this protocol (rather than
+on :class:`glance.Glance` directly) lets them be proved correct on an analytic toy world
+(:mod:`glance.explain.toy`) where the truth is known, and then reused unchanged on a fitted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from glance.exceptions import ConfigError, NotFittedError
+
+__all__ = ["Twin", "ZSpaceSCM", "GlanceSCMAdapter"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ZSpaceSCM(Protocol):
+    """A structural causal model over the concept dimensions, in ``z`` units.
+
+    ``counterfactual`` abducts the exogenous residuals of each row of ``z``, applies the hard
+    interventions (dimension index → new value per row) and propagates them to the descendants;
+    every other dimension keeps its factual value. ``descendants(j)`` lists the ``z`` dimensions
+    downstream of dimension ``j`` (``j`` itself excluded).
+    """
+
+    def counterfactual(
+        self, z: np.ndarray, interventions: Mapping[int, np.ndarray]
+    ) -> np.ndarray: ...
+
+    def descendants(self, j: int) -> frozenset[int]: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Twin:
+    """Everything a local explanation needs about a fitted GLANCE model.
+
+    Parameters
+    ----------
+    encode
+        ``images (N, C, H, W) in [0, 1] -> z (N, d)``: the concept encoder (posterior mean).
+    generate
+        ``z (N, d) -> images (N, C, H, W) in [0, 1]``; must be deterministic.
+    classify
+        ``images -> logits (N, K)``: the *real* classifier. Every generated image is judged by it.
+    nodes
+        One node name per ``z`` dimension (context names first, then ``concept_<i>``).
+    classes
+        Class names, length ``K``.
+    node_kinds
+        ``"context"`` or ``"concept"`` per node; default: all ``"concept"``.
+    node_std
+        Size of one standard deviation of each node in ``z`` units (interventions are given in
+        these units); default: ones (contexts are standardised).
+    scm
+        A :class:`ZSpaceSCM`; ``None`` means no causal graph is known, so total effects equal
+        direct effects.
+    """
+
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    generate: Callable[[torch.Tensor], torch.Tensor]
+    classify: Callable[[torch.Tensor], torch.Tensor]
+    nodes: tuple[str, ...]
+    classes: tuple[str, ...]
+    node_kinds: tuple[str, ...] | None = None
+    node_std: np.ndarray | None = None
+    scm: ZSpaceSCM | None = None
+    _descendants: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        d = len(self.nodes)
+        if d == 0:
+            raise ConfigError("Twin: 'nodes' must name at least one concept dimension; got none")
+        object.__setattr__(self, "nodes", tuple(str(n) for n in self.nodes))
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        kinds = self.node_kinds if self.node_kinds is not None else ("concept",) * d
+        if len(kinds) != d:
+            raise ConfigError(f"Twin: 'node_kinds' must have {d} entries; got {len(kinds)}")
+        object.__setattr__(self, "node_kinds", tuple(kinds))
+        std = np.ones(d) if self.node_std is None else np.asarray(self.node_std, dtype=np.float64)
+        if std.shape != (d,) or not np.all(np.isfinite(std)) or np.any(std <= 0):
+            raise ConfigError(
+                f"Twin: 'node_std' must be {d} positive finite values; got {np.asarray(std)}"
+            )
+        object.__setattr__(self, "node_std", std)
+        if self.scm is not None and not isinstance(self.scm, ZSpaceSCM):
+            raise ConfigError(
+                "Twin: 'scm' must provide counterfactual(z, interventions) and descendants(j); "
+                f"got {type(self.scm).__name__}"
+            )
+        desc = {
+            j: (self.scm.descendants(j) if self.scm is not None else frozenset()) for j in range(d)
+        }
+        object.__setattr__(self, "_descendants", desc)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of concept dimensions ``d``."""
+        return len(self.nodes)
+
+    def descendants(self, j: int) -> frozenset[int]:
+        """``z`` dimensions downstream of dimension ``j`` in the SCM (empty without an SCM)."""
+        return self._descendants[j]
+
+    def intervene(
+        self, z: torch.Tensor, interventions: Mapping[int, torch.Tensor], *, total: bool = True
+    ) -> torch.Tensor:
+        """Return ``z'`` after setting dimensions to new values, one value per row.
+
+        With ``total=True`` the SCM propagates the change to the descendants (residuals of each
+        row kept: a counterfactual); with ``total=False`` (or no SCM) only the named dimensions
+        change, which gives direct effects.
+        """
+        out = z.clone()
+        if not interventions:
+            return out
+        if total and self.scm is not None and any(self.descendants(j) for j in interventions):
+            vals = {
+                j: v.detach().cpu().numpy().astype(np.float64) for j, v in interventions.items()
+            }
+            cf = self.scm.counterfactual(z.detach().cpu().numpy().astype(np.float64), vals)
+            out = torch.as_tensor(np.asarray(cf), dtype=z.dtype, device=z.device)
+            # The SCM must honour the intervention exactly; re-set it to remove float drift.
+        for j, v in interventions.items():
+            out[:, j] = v.to(dtype=z.dtype, device=z.device)
+        return out
+
+    @classmethod
+    def from_glance(cls, model: Any, *, n_std_samples: int = 4096) -> Twin:
+        """Build the twin of a fitted :class:`glance.Glance` (after causal discovery if any).
+
+        Context nodes use one standardised unit as their standard deviation (the aligned
+        dimension *is* the standardised context); free concepts use the spread of concepts
+        sampled from the fitted aggregate posterior when the model can sample them, else 1.
+        """
+        for attr in ("encode", "generate", "classify", "concept_names_"):
+            if not hasattr(model, attr):
+                raise NotFittedError(
+                    f"explain needs a fitted glance.Glance (missing {attr!r}); call fit() or "
+                    "glance.load(RUN) first"
+                )
+        nodes = tuple(model.concept_names_)
+        m = len(getattr(model, "context_names_", ()) or ())
+        kinds = ("context",) * m + ("concept",) * (len(nodes) - m)
+        std = np.ones(len(nodes))
+        if len(nodes) > m and hasattr(model, "sample_concepts"):
+            try:
+                zs = np.asarray(_to_numpy(model.sample_concepts(n_std_samples, random_state=0)))
+                s = zs.std(axis=0)
+                ok = np.isfinite(s) & (s > 1e-6)
+                std[m:] = np.where(ok[m:], s[m:], 1.0)
+            except Exception as exc:  # sampling is optional; fall back to the unit prior
+                logger.warning("could not sample concepts for node scales (%s); using 1", exc)
+        scm_obj = getattr(model, "scm_", None)
+        scm = GlanceSCMAdapter(scm_obj, nodes) if scm_obj is not None else None
+        classes = tuple(getattr(model, "classes_", ()) or ())
+        if not classes:
+            raise NotFittedError("explain: the model has no 'classes_'; fit it first")
+        return cls(
+            encode=model.encode,
+            generate=model.generate,
+            classify=model.classify,
+            nodes=nodes,
+            classes=classes,
+            node_kinds=kinds,
+            node_std=std,
+            scm=scm,
+        )
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class GlanceSCMAdapter:
+    """Expose a :class:`glance.causal.StructuralCausalModel` as a :class:`ZSpaceSCM`.
+
+    The SCM is fitted on node values named as in the causal graph (context names, ``concept_<i>``,
+    ``output_<class>``). Output nodes are sinks: they never influence a concept dimension, so their
+    factual values are irrelevant for the ``z`` part of a counterfactual and the adapter feeds
+    zeros for them when the SCM asks for them. Node values are the ``z`` values themselves
+    (contexts in standardised units, as in the aligned dimensions).
+    """
+
+    def __init__(self, scm: Any, nodes: Sequence[str]) -> None:
+        self.scm = scm
+        self.nodes = tuple(nodes)
+        graph = getattr(scm, "graph", None)
+        self._desc: dict[int, frozenset[int]] = {}
+        index = {n: i for i, n in enumerate(self.nodes)}
+        for i, name in enumerate(self.nodes):
+            self._desc[i] = frozenset(
+                index[n] for n in _graph_descendants(graph, name) if n in index and n != name
+            )
+
+    def descendants(self, j: int) -> frozenset[int]:
+        """``z`` dimensions downstream of ``j`` in the SCM's DAG."""
+        return self._desc[j]
+
+    def counterfactual(self, z: np.ndarray, interventions: Mapping[int, np.ndarray]) -> np.ndarray:
+        """Counterfactual ``z`` rows under per-row hard interventions."""
+        data = {name: z[:, i] for i, name in enumerate(self.nodes)}
+        for name in _scm_node_names(self.scm):
+            data.setdefault(name, np.zeros(len(z)))
+        ivs = {self.nodes[j]: np.asarray(v, dtype=np.float64) for j, v in interventions.items()}
+        out = self.scm.counterfactual(data, ivs)
+        res = z.copy()
+        for i, name in enumerate(self.nodes):
+            if name in out:
+                res[:, i] = np.asarray(out[name], dtype=np.float64)
+        return res
+
+
+def _scm_node_names(scm: Any) -> list[str]:
+    graph = getattr(scm, "graph", None)
+    nodes = getattr(graph, "nodes", None)
+    if nodes is None:
+        return []
+    names = nodes() if callable(nodes) else nodes
+    return [getattr(n, "name", n) for n in names]
+
+
+def _graph_descendants(graph: Any, name: str) -> set[str]:
+    if graph is None:
+        return set()
+    if hasattr(graph, "descendants"):
+        return {getattr(n, "name", n) for n in graph.descendants(name)}
+    import networkx as nx
+
+    g = graph.to_networkx() if hasattr(graph, "to_networkx") else graph
+    return set(nx.descendants(g, name)) if name in g else set()
