@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import morphology, transform
 
+from glance.data._parallel import run_chunks
 from glance.exceptions import DataValidationError
 
-__all__ = ["METRIC_NAMES", "measure", "measure_image", "analyse", "Morphology", "to_uint8_batch"]
+__all__ = ["METRIC_NAMES", "measure", "measure_image", "analyse", "Morphology", "as_float_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def analyse(
     }
 
 
-def to_uint8_batch(images: object, name: str = "images") -> np.ndarray:
+def as_float_batch(images: object, name: str = "images") -> np.ndarray:
     """Validate ``images`` and return a float64 batch (N, H, W) in [0, 1].
 
     Accepts uint8 (0-255) or float (0-1) arrays or tensors of shape (H, W), (N, H, W) or
@@ -253,7 +253,7 @@ def measure_image(
     dict
         ``{name: value}`` for every name in :data:`METRIC_NAMES`.
     """
-    batch = to_uint8_batch(image, "image")
+    batch = as_float_batch(image, "image")
     if len(batch) != 1:
         raise DataValidationError(f"image must be a single image; got a batch of {len(batch)}")
     _check_params(threshold, scale, bound_frac)
@@ -275,17 +275,6 @@ def _measure_chunk(images: np.ndarray, kwargs: Mapping[str, float]) -> np.ndarra
         values = analyse(img, **kwargs)  # type: ignore[arg-type]
         out[k] = [values[n] for n in METRIC_NAMES]
     return out
-
-
-def resolve_n_jobs(n_jobs: int | None) -> int:
-    """``n_jobs`` as a positive worker count (None or -1: every core this process may use)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    if n_jobs is None or n_jobs == -1:
-        return cores
-    if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise DataValidationError(f"n_jobs must be a positive integer, -1 or None; got {n_jobs!r}")
-    return int(n_jobs)
 
 
 def measure(
@@ -334,38 +323,12 @@ def measure(
     Castro, Tan, Kainz, Konukoglu, Glocker. Morpho-MNIST: Quantitative Assessment and
     Diagnostics for Representation Learning. JMLR 20(178), 2019.
     """
-    batch = to_uint8_batch(images)
+    batch = as_float_batch(images)
     _check_params(threshold, scale, bound_frac)
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise DataValidationError(f"chunk_size must be a positive integer; got {chunk_size!r}")
     kwargs = {"threshold": threshold, "scale": scale, "bound_frac": bound_frac}
     chunks = [batch[i : i + chunk_size] for i in range(0, len(batch), chunk_size)]
-    workers = min(resolve_n_jobs(n_jobs), len(chunks))
-    results = run_chunks(_measure_chunk, chunks, kwargs, workers, progress, "measure")
+    results = run_chunks(_measure_chunk, chunks, kwargs, n_jobs, progress=progress, desc="measure")
     table = np.concatenate(results) if results else np.empty((0, len(METRIC_NAMES)))
     return {name: table[:, k].copy() for k, name in enumerate(METRIC_NAMES)}
-
-
-def run_chunks(func, chunks, kwargs, workers: int, progress: bool, desc: str) -> list:  # noqa: ANN001
-    """``[func(chunk, kwargs) for chunk in chunks]`` in order, on ``workers`` processes."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, leave=False)
-    try:
-        if workers <= 1:
-            out = []
-            for chunk in chunks:
-                out.append(func(chunk, kwargs))
-                bar.update()
-            return out
-        from joblib import Parallel, delayed
-
-        # loky keeps its workers alive between calls, so the import cost is paid once.
-        parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
-        out = []
-        for result in parallel(delayed(func)(chunk, kwargs) for chunk in chunks):
-            out.append(result)
-            bar.update()
-        return out
-    finally:
-        bar.close()

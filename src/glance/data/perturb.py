@@ -20,14 +20,14 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import transform
 
-from glance.data.morphometrics import Morphology, _intensity, _moments, to_uint8_batch
+from glance.data.morphometrics import Morphology, _intensity, _moments, as_float_batch
 from glance.exceptions import DataValidationError
 
 __all__ = ["set_thickness", "set_intensity", "set_slant"]
 
 
 def _one(image: object) -> np.ndarray:
-    batch = to_uint8_batch(image, "image")
+    batch = as_float_batch(image, "image")
     if len(batch) != 1:
         raise DataValidationError(f"image must be one image (H, W); got a batch of {len(batch)}")
     return batch[0]
@@ -60,8 +60,8 @@ def set_thickness(
     target: float,
     *,
     scale: int = 4,
-    max_iter: int = 4,
-    tol: float = 0.02,
+    max_iter: int = 3,
+    tol: float = 0.05,
 ) -> np.ndarray:
     """Make the digit's stroke ``target`` pixels thick.
 
