@@ -1,0 +1,254 @@
+"""Configuration of a GLANCE fit: encoder, generator, loss weights and training schedule.
+
+Every dataclass here is the single source of truth for its keys; YAML/TOML files and presets are
+validated through :meth:`glance.config.ConfigBase.from_dict`, so an unknown key or a wrong type
+is a :class:`~glance.exceptions.ConfigError` naming it. Resolution and channel count are never
+configured: they come from the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from glance.config import ConfigBase, load_config_file
+from glance.exceptions import ConfigError
+
+__all__ = [
+    "EncoderConfig",
+    "GeneratorConfig",
+    "LossConfig",
+    "TrainConfig",
+    "GlanceConfig",
+    "resolve_config",
+    "config_hash",
+]
+
+
+def _positive(obj: ConfigBase, *names: str, allow_zero: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"{type(obj).__name__}.{name} must be {bound}; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EncoderConfig(ConfigBase):
+    """Concept encoder E and surrogate head S (DESIGN §2.1).
+
+    Attributes
+    ----------
+    free_dims
+        Number ``u`` of free (unaligned) concept dimensions after the aligned ones.
+    """
+
+    free_dims: int = 8
+    hidden: int = 128
+    head_hidden: int = 128
+    head_layers: int = 2
+
+    def validate(self) -> None:
+        _positive(self, "free_dims", allow_zero=True)
+        _positive(self, "hidden", "head_hidden", "head_layers")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeneratorConfig(ConfigBase):
+    """StyleGAN2-style generator G and discriminator D (DESIGN §2.2)."""
+
+    w_dim: int = 64
+    mapping_layers: int = 2
+    channel_base: int = 2048
+    channel_max: int = 64
+    d_channel_base: int = 2048
+    d_channel_max: int = 64
+    mbstd_group: int = 4
+    use_noise: bool = True
+
+    def validate(self) -> None:
+        _positive(
+            self,
+            "w_dim",
+            "mapping_layers",
+            "channel_base",
+            "channel_max",
+            "d_channel_base",
+            "d_channel_max",
+            "mbstd_group",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LossConfig(ConfigBase):
+    """Weights of every loss term (each term is logged under its key)."""
+
+    # Stage 1: encoder E + surrogate head S.
+    distill: float = 1.0
+    temperature: float = 2.0
+    align: float = 4.0
+    kl: float = 0.02
+    covariance: float = 1.0
+    # Stage 2: generator G (+ discriminator D).
+    adversarial: float = 0.1
+    reconstruction: float = 1.0
+    feature_matching: float = 1.0
+    distill_generated: float = 1.0
+    latent_cycle: float = 1.0
+    r1_gamma: float = 1.0
+    r1_interval: int = 16
+    disentangle: float = 0.0
+    disentangle_interval: int = 4
+
+    def validate(self) -> None:
+        _positive(
+            self,
+            "distill",
+            "align",
+            "kl",
+            "covariance",
+            "adversarial",
+            "reconstruction",
+            "feature_matching",
+            "distill_generated",
+            "latent_cycle",
+            "r1_gamma",
+            "disentangle",
+            allow_zero=True,
+        )
+        _positive(self, "temperature", "r1_interval", "disentangle_interval")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(ConfigBase):
+    """Schedule, optimisers, checkpoints and numerics of the staged training."""
+
+    encoder_steps: int = 600
+    encoder_batch: int = 128
+    encoder_lr: float = 2e-3
+    generator_steps: int = 2000
+    generator_batch: int = 32
+    generator_lr: float = 2e-3
+    discriminator_lr: float = 2e-3
+    betas: tuple[float, ...] = (0.0, 0.99)
+    joint_steps: int = 0
+    joint_lr: float = 2e-4
+    ema_beta: float = 0.995
+    mixture_components: int = 20
+    sample_fraction: float = 0.5
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    eval_images: int = 2000
+
+    def validate(self) -> None:
+        _positive(self, "encoder_steps", "generator_steps", "joint_steps", allow_zero=True)
+        _positive(
+            self,
+            "encoder_batch",
+            "generator_batch",
+            "encoder_lr",
+            "generator_lr",
+            "discriminator_lr",
+            "joint_lr",
+            "mixture_components",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "rollback_lr_factor",
+            "eval_images",
+        )
+        _positive(self, "max_rollbacks", allow_zero=True)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"TrainConfig.betas must be two numbers in [0, 1); got {self.betas}")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ConfigError(f"TrainConfig.ema_beta must be in [0, 1); got {self.ema_beta}")
+        if not 0.0 <= self.sample_fraction <= 1.0:
+            raise ConfigError(
+                f"TrainConfig.sample_fraction must be in [0, 1]; got {self.sample_fraction}"
+            )
+        if self.rollback_lr_factor > 1.0:
+            raise ConfigError(
+                f"TrainConfig.rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GlanceConfig(ConfigBase):
+    """The complete, resolved configuration of a fit (written to ``RUN/config.yaml``)."""
+
+    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def _deep_update(base: dict[str, Any], changes: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_update(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config(
+    preset: str = "fast",
+    config: GlanceConfig | Mapping[str, Any] | str | Path | None = None,
+) -> GlanceConfig:
+    """Resolve a preset name plus overrides into a validated :class:`GlanceConfig`.
+
+    Parameters
+    ----------
+    preset
+        Name of a registered preset (see :data:`glance.presets.PRESETS`).
+    config
+        ``None`` (the preset as is), a complete :class:`GlanceConfig` (used as is), a mapping of
+        overrides (``{"train": {"generator_steps": 100}}``), or the path of a YAML/TOML file with
+        such overrides. A file may name its own base with a top-level ``preset`` key.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type or out-of-range value, naming the key (and the file).
+    UnknownNameError
+        Unknown preset name.
+    """
+    from glance.presets import PRESETS
+
+    if isinstance(config, GlanceConfig):
+        return config
+    overrides: dict[str, Any] = {}
+    source = "config"
+    if isinstance(config, (str, Path)):
+        source = str(config)
+        overrides = load_config_file(config)
+    elif isinstance(config, Mapping):
+        overrides = dict(config)
+    elif config is not None:
+        raise ConfigError(
+            "'config' must be a GlanceConfig, a mapping or a file path; "
+            f"got {type(config).__name__}"
+        )
+    preset = overrides.pop("preset", preset)
+    if not isinstance(preset, str):
+        raise ConfigError(f"{source}: 'preset' must be a string; got {preset!r}")
+    base = PRESETS.get(preset).to_dict()
+    try:
+        return GlanceConfig.from_dict(_deep_update(base, overrides, "config"))
+    except ConfigError as exc:
+        if source != "config":
+            raise ConfigError(f"{source}: {exc}") from None
+        raise
+
+
+def config_hash(config: GlanceConfig) -> str:
+    """Short sha256 of the resolved configuration (recorded in every checkpoint)."""
+    text = json.dumps(config.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

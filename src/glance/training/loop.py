@@ -1,0 +1,655 @@
+"""The staged training loop of GLANCE (DESIGN §2.1–2.2): encoder, then generator, then joint.
+
+:func:`fit_loop` is the whole schedule in a few lines; each section is a method of
+:class:`Trainer`. Every random draw comes from one ``torch.Generator`` whose state is
+checkpointed, and the data order of each epoch is a permutation derived from (seed, stage,
+epoch), so a run resumed from a checkpoint continues exactly as if it had never stopped.
+
+Numerics: every loss term is checked for NaN/inf *before* any optimiser step. A bad step rolls
+back to the last good checkpoint with the learning rates scaled down, at most
+``train.max_rollbacks`` times, then raises :class:`~glance.exceptions.TrainingDivergedError`
+naming the term, the step and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from glance._io import atomic_write_text
+from glance.exceptions import CheckpointIncompatibleError, GlanceError, TrainingDivergedError
+from glance.training.checkpoint import CheckpointData, CheckpointManager
+from glance.training.config import GlanceConfig, config_hash
+from glance.training.distributed import DistContext
+from glance.training.tasks import (
+    ConceptMixture,
+    DiscriminatorTask,
+    EncoderTask,
+    GeneratorTask,
+    ParallelSlice,
+)
+
+__all__ = ["Parts", "TrainData", "Hooks", "Trainer", "TrainingInterrupted", "fit_loop"]
+
+logger = logging.getLogger(__name__)
+
+_STAGE_IDS = {"encoder": 1, "generator": 2, "joint": 3}
+
+
+@dataclass
+class Parts:
+    """The networks being trained (and the frozen classifier's forward)."""
+
+    encoder: nn.Module
+    head: nn.Module
+    generator: nn.Module
+    generator_ema: nn.Module
+    discriminator: nn.Module
+    classify: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    mixture: ConceptMixture | None = None
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "encoder": self.encoder,
+            "head": self.head,
+            "generator": self.generator,
+            "generator_ema": self.generator_ema,
+            "discriminator": self.discriminator,
+        }
+
+
+@dataclass
+class TrainData:
+    """Training images plus the classifier outputs cached once (features, logits)."""
+
+    dataset: Any  # glance.data.ImageDataset
+    features: torch.Tensor  # [N, C, h, w]
+    logits: torch.Tensor  # [N, K]
+    contexts: torch.Tensor  # [N, m] standardised, NaN = missing
+
+
+@dataclass
+class Hooks:
+    """Test seams (fault injection); all optional."""
+
+    on_loss: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    on_before_commit: Callable[[Path], None] | None = None
+    on_step: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    start: int
+    steps: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.steps
+
+
+class TrainingInterrupted(GlanceError):
+    """Training stopped on request (SIGTERM/SIGINT) after saving a checkpoint."""
+
+    exit_code = 143
+
+
+class _NonFinite(Exception):
+    def __init__(self, term: str, step: int, value: float):
+        super().__init__(f"non-finite loss term {term!r} ({value}) at step {step}")
+        self.term, self.step, self.value = term, step, value
+
+
+@dataclass
+class _Precision:
+    """Autocast + GradScaler on CUDA (bf16 or fp16); plain fp32 elsewhere."""
+
+    device: torch.device
+    mode: str
+    scalers: dict[str, Any] = field(default_factory=dict)
+    skipped: int = 0
+
+    def __post_init__(self) -> None:
+        self.enabled = self.device.type == "cuda" and self.mode != "off"
+        use_bf16 = self.mode == "bf16" or (
+            self.mode == "auto" and self.enabled and torch.cuda.is_bf16_supported()
+        )
+        self.dtype = torch.bfloat16 if use_bf16 else torch.float16
+        self.use_scaler = self.enabled and self.dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, name: str, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Backward and step; with fp16 the scaler may skip a step (counted)."""
+        if not self.use_scaler:
+            loss.backward()
+            opt.step()
+            return
+        scaler = self.scalers.setdefault(name, torch.amp.GradScaler(self.device.type))
+        before = scaler.get_scale()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if scaler.get_scale() < before:
+            self.skipped += 1
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (stable across runs and platforms)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+class Trainer:
+    """State and sections of one staged fit; driven by :func:`fit_loop`.
+
+    Parameters
+    ----------
+    parts, data, config
+        Networks, cached training data and the resolved configuration.
+    checkpoint_dir
+        Where checkpoints go (``RUN/checkpoints``); also the rollback source.
+    metrics_path
+        ``RUN/metrics.jsonl`` (``None``: keep the history in memory only).
+    seed
+        Seeds the sampling generator and the data order.
+    dist
+        Rank / world size (see :class:`~glance.training.distributed.DistContext`).
+    """
+
+    log_every = 10
+
+    def __init__(
+        self,
+        parts: Parts,
+        data: TrainData,
+        config: GlanceConfig,
+        *,
+        checkpoint_dir: Path,
+        metrics_path: Path | None,
+        seed: int,
+        fingerprint: str,
+        dist: DistContext | None = None,
+        quiet: bool = False,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.parts, self.data, self.config, self.seed = parts, data, config, int(seed)
+        self.dist = dist or DistContext()
+        self.device = self.dist.device
+        self.hooks = hooks or Hooks()
+        self.quiet, self.fingerprint = quiet, fingerprint
+        self.metrics_path = metrics_path if self.dist.is_main else None
+        self.ckpt = CheckpointManager(
+            checkpoint_dir,
+            keep=config.train.keep_checkpoints,
+            on_before_commit=self.hooks.on_before_commit,
+        )
+        self.n_aligned = data.contexts.shape[1]
+        self.rng = torch.Generator().manual_seed(_mix_seed(self.seed, 7))
+        self.precision = _Precision(self.device, config.train.mixed_precision)
+        self.stages = self._plan()
+        self.total_steps = self.stages[-1].end if self.stages else 0
+        self.lr_scale, self.rollbacks = 1.0, 0
+        self.last_checkpoint: Path | None = None
+        self.history: list[dict[str, Any]] = []
+        self._latents: torch.Tensor | None = None
+        self._perm_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._stop_requested = False
+        self._build_tasks()
+        self._build_optimizers()
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _plan(self) -> list[Stage]:
+        t, stages, start = self.config.train, [], 0
+        for name, steps in (
+            ("encoder", t.encoder_steps),
+            ("generator", t.generator_steps),
+            ("joint", t.joint_steps),
+        ):
+            if steps > 0:
+                stages.append(Stage(name, start, steps))
+                start += steps
+        for name in ("encoder_batch", "generator_batch"):
+            self.dist.check_divisible(getattr(t, name), name)
+        return stages
+
+    def _build_tasks(self) -> None:
+        p, cfg = self.parts, self.config.loss
+        self.enc_task = EncoderTask(p.encoder, p.head, self.n_aligned, cfg)
+        self.gen_task = GeneratorTask(
+            p.generator, p.discriminator, p.encoder, p.head, p.classify, cfg
+        )
+        self.disc_task = DiscriminatorTask(p.discriminator, cfg)
+        self.enc_ddp = self.dist.wrap(self.enc_task)
+        self.gen_ddp = self.dist.wrap(self.gen_task)
+        self.disc_ddp = self.dist.wrap(self.disc_task)
+
+    def _build_optimizers(self) -> None:
+        t, p = self.config.train, self.parts
+        enc_params = [*p.encoder.parameters(), *p.head.parameters()]
+        self.optimizers = {
+            "encoder": torch.optim.Adam(enc_params, lr=t.encoder_lr),
+            "generator": torch.optim.Adam(
+                p.generator.parameters(), lr=t.generator_lr, betas=tuple(t.betas)
+            ),
+            "discriminator": torch.optim.Adam(
+                p.discriminator.parameters(), lr=t.discriminator_lr, betas=tuple(t.betas)
+            ),
+            "joint": torch.optim.Adam(enc_params, lr=t.joint_lr),
+        }
+        self._base_lr = {n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
+
+    def _set_lr_scale(self, scale: float) -> None:
+        self.lr_scale = scale
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self._base_lr[name] * scale
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _state(self, step: int) -> dict[str, Any]:
+        return {
+            "stage": self.stage_at(step).name if step < self.total_steps else "done",
+            "seed": self.seed,
+            "config": self.config.to_dict(),
+            "config_hash": config_hash(self.config),
+            "dataset_fingerprint": self.fingerprint,
+            "world_size": self.dist.world_size,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "amp_skipped_steps": self.precision.skipped,
+            "torch_version": torch.__version__,
+        }
+
+    def checkpoint(self, step: int) -> None:
+        """Save a checkpoint of ``step`` (rank 0 writes; every rank waits for the commit)."""
+        if self.dist.is_main:
+            extra = {}
+            if self.parts.mixture is not None:
+                extra = {f"mixture.{k}": v for k, v in self.parts.mixture.state_dict().items()}
+            path = self.ckpt.save(
+                step,
+                modules=self.parts.modules(),
+                optimizers=self.optimizers,
+                generators={"sampling": self.rng},
+                extra=extra,
+                state=self._state(step),
+            )
+            logger.debug("checkpoint %s", path)
+        self.dist.barrier()
+        self.last_checkpoint = self.ckpt.path_for(step)
+
+    def _check_compatible(self, data: CheckpointData) -> None:
+        state = data.state
+        if state.get("config_hash") != config_hash(self.config):
+            old, new = state.get("config", {}), self.config.to_dict()
+            diffs = [
+                f"{sec}.{k}: {old.get(sec, {}).get(k)!r} -> {v!r}"
+                for sec, vals in new.items()
+                for k, v in vals.items()
+                if old.get(sec, {}).get(k) != v
+            ]
+            raise CheckpointIncompatibleError(
+                f"{data.path} was written with a different configuration ("
+                + "; ".join(diffs[:8])
+                + "); resume with the same config or start a new run"
+            )
+        if state.get("dataset_fingerprint") != self.fingerprint:
+            raise CheckpointIncompatibleError(
+                f"{data.path} was trained on different data (fingerprint "
+                f"{state.get('dataset_fingerprint')} vs {self.fingerprint} now)"
+            )
+        if int(state.get("world_size", 1)) != self.dist.world_size:
+            raise CheckpointIncompatibleError(
+                f"{data.path} was written by {state.get('world_size')} processes; resuming with "
+                f"{self.dist.world_size} would not be exact. Resume with the same number."
+            )
+
+    def restore(self, path: Path) -> int:
+        """Load the checkpoint at ``path`` into the live objects; return its step."""
+        data = self.ckpt.load(path)
+        self._check_compatible(data)
+        self.ckpt.restore(
+            data,
+            modules=self.parts.modules(),
+            optimizers=self.optimizers,
+            generators={"sampling": self.rng},
+        )
+        mix = {k.split(".", 1)[1]: v for k, v in data.extra.items() if k.startswith("mixture.")}
+        self.parts.mixture = None
+        if mix:
+            self.parts.mixture = ConceptMixture(mix["weights"].shape[0], mix["means"].shape[1])
+            self.parts.mixture.load_state_dict(mix)
+        self.rollbacks = int(data.state.get("rollbacks", 0))
+        self._set_lr_scale(float(data.state.get("lr_scale", 1.0)))
+        self.precision.skipped = int(data.state.get("amp_skipped_steps", 0))
+        self._latents = None
+        self.last_checkpoint = path
+        return data.step
+
+    def start(self, resume: bool) -> int:
+        """Resume from the newest complete checkpoint, or checkpoint the initial state."""
+        step = -1
+        if resume:
+            if self.dist.is_main:
+                found = self.ckpt.latest_valid()
+                step = -1 if found is None else int(found.name.split("-")[1])
+            step = self.dist.broadcast_int(step)
+            if step < 0:
+                logger.warning(
+                    "no complete checkpoint in %s; starting from step 0", self.ckpt.directory
+                )
+        if step >= 0:
+            self.restore(self.ckpt.path_for(step))
+            self._load_history(step)
+            if step >= self.total_steps:
+                logger.info("already complete: step %d/%d", step, self.total_steps)
+            else:
+                logger.info(
+                    "resumed from %s (step %d/%d)", self.last_checkpoint, step, self.total_steps
+                )
+            return step
+        self._reset_history()
+        self.checkpoint(0)
+        return 0
+
+    # -- data --------------------------------------------------------------------------------
+
+    def stage_at(self, step: int) -> Stage:
+        for stage in self.stages:
+            if stage.start <= step < stage.end:
+                return stage
+        raise IndexError(step)
+
+    def batch_indices(self, stage: Stage, step: int, batch: int) -> np.ndarray:
+        """Global batch of ``step``: slice of a (seed, stage, epoch)-derived permutation."""
+        n = len(self.data.dataset)
+        per_epoch = max(1, n // batch)
+        epoch, pos = divmod(step - stage.start, per_epoch)
+        key = (_STAGE_IDS[stage.name], epoch)
+        if key not in self._perm_cache:
+            g = torch.Generator().manual_seed(_mix_seed(self.seed, *key))
+            perm = torch.randperm(n, generator=g)
+            if n < batch:  # tiny datasets: cycle through the permutation
+                perm = perm.repeat(math.ceil(batch / n))
+            self._perm_cache = {key: perm}
+        return self._perm_cache[key][pos * batch : (pos + 1) * batch].numpy()
+
+    def _share(self, batch: int) -> ParallelSlice:
+        return ParallelSlice.of(batch, self.dist.rank, self.dist.world_size)
+
+    def latents(self) -> torch.Tensor:
+        """Posterior means of all training images under the current (frozen) encoder."""
+        if self._latents is None:
+            self._latents = encode_features(self.parts.encoder, self.data.features, self.device)
+        return self._latents
+
+    def ensure_mixture(self) -> None:
+        """Fit the concept mixture to the encoded training images (once, after stage 1)."""
+        if self.parts.mixture is None:
+            t = self.config.train
+            self.parts.mixture = ConceptMixture.fit(
+                self.latents(), t.mixture_components, random_state=self.seed
+            )
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _check_finite(self, out: dict[str, torch.Tensor], step: int) -> None:
+        names = [k for k in out if not k.startswith("_") and k != "loss"]
+        values = [out[k].detach() for k in names]
+        bad = torch.stack([~torch.isfinite(v).all() for v in values])
+        bad = self.dist.any(bad)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise _NonFinite(names[i], step, float(values[i].float().mean()))
+
+    def _encoder_step(self, stage: Stage, step: int, opt: str) -> dict[str, torch.Tensor]:
+        t = self.config.train
+        share = self._share(t.encoder_batch)
+        idx = self.batch_indices(stage, step, t.encoder_batch)[share.start : share.stop]
+        d = self.data
+        eps = share.randn(self.parts.encoder.z_dim, generator=self.rng, device=self.device)
+        with self.precision.autocast():
+            out = self.enc_ddp(
+                d.features[idx].to(self.device),
+                d.logits[idx].to(self.device),
+                d.contexts[idx].to(self.device),
+                eps,
+                on_loss=self.hooks.on_loss,
+            )
+        self._check_finite(out, step)
+        self.optimizers[opt].zero_grad(set_to_none=True)
+        self.precision.step(opt, self.optimizers[opt], out["loss"])
+        return out
+
+    def _generator_step(self, stage: Stage, step: int) -> dict[str, torch.Tensor]:
+        t, cfg, p = self.config.train, self.config.loss, self.parts
+        share = self._share(t.generator_batch)
+        idx = self.batch_indices(stage, step, t.generator_batch)[share.start : share.stop]
+        n_sampled = int(round(t.generator_batch * t.sample_fraction))
+        n_sampled -= n_sampled % self.dist.world_size
+        z_sampled = p.mixture.sample(n_sampled, self.rng, self._share(n_sampled)).to(self.device)
+        real = self.data.dataset.load_images(idx).to(self.device)
+        if stage.name == "joint":
+            self._latents = None  # the encoder moves: encode afresh
+            z_real = encode_features(p.encoder, self.data.features[idx], self.device)
+        else:
+            z_real = self.latents()[idx].to(self.device)
+        local = step - stage.start
+        noise_rng = torch.Generator().manual_seed(_mix_seed(self.seed, step, self.dist.rank))
+        with self.precision.autocast():
+            p.discriminator.requires_grad_(False)
+            g_out = self.gen_ddp(
+                real,
+                self.data.features[idx].to(self.device),
+                z_real,
+                z_sampled,
+                noise_rng,
+                disentangle=local % self.config.loss.disentangle_interval == 0,
+                on_loss=self.hooks.on_loss,
+            )
+            p.discriminator.requires_grad_(True)
+            d_out = self.disc_ddp(
+                real,
+                g_out["_images"],
+                r1=local % cfg.r1_interval == 0,
+                on_loss=self.hooks.on_loss,
+            )
+        self._check_finite(g_out, step)
+        self._check_finite(d_out, step)
+        for name, out in (("generator", g_out), ("discriminator", d_out)):
+            self.optimizers[name].zero_grad(set_to_none=True)
+            self.precision.step(name, self.optimizers[name], out["loss"])
+        update_ema(p.generator_ema, p.generator, t.ema_beta)
+        return {**g_out, **{k: v for k, v in d_out.items() if k != "loss"}, "d_loss": d_out["loss"]}
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step of the stage that ``step`` belongs to."""
+        stage = self.stage_at(step)
+        p = self.parts
+        if stage.name == "encoder":
+            out = self._encoder_step(stage, step, "encoder")
+        else:
+            self.ensure_mixture()
+            joint = stage.name == "joint"
+            p.encoder.requires_grad_(joint)
+            p.head.requires_grad_(joint)
+            enc = self._encoder_step(stage, step, "joint") if joint else {}
+            out = {**enc, **self._generator_step(stage, step)}
+        return {k: float(v.detach().float().mean()) for k, v in out.items() if k[0] != "_"}
+
+    # -- numerics ------------------------------------------------------------------------------
+
+    def rollback(self, bad: _NonFinite) -> int:
+        """Return to the last good checkpoint with lower learning rates, or give up."""
+        t = self.config.train
+        last = self.last_checkpoint
+        if self.rollbacks >= t.max_rollbacks or last is None:
+            raise TrainingDivergedError(
+                f"training diverged: loss term {bad.term!r} was non-finite ({bad.value}) at "
+                f"step {bad.step} after {self.rollbacks} rollback(s) with lower learning rates; "
+                f"last good checkpoint: {last}"
+            )
+        rollbacks = self.rollbacks + 1
+        scale = self.lr_scale * t.rollback_lr_factor
+        logger.warning(
+            "%s; rolling back to %s with learning rates x%.3g (rollback %d of %d)",
+            bad,
+            last,
+            scale,
+            rollbacks,
+            t.max_rollbacks,
+        )
+        step = self.restore(last)
+        self.rollbacks = rollbacks
+        self._set_lr_scale(scale)
+        self._load_history(step)
+        return step
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def _reset_history(self) -> None:
+        self.history = []
+        if self.metrics_path is not None:
+            atomic_write_text(self.metrics_path, "")
+
+    def _load_history(self, step: int) -> None:
+        """Keep the logged records up to ``step`` (a resumed run rewrites what follows)."""
+        records = []
+        if self.metrics_path is not None and self.metrics_path.is_file():
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(line)
+                    if rec.get("step", 1 << 62) <= step:
+                        records.append(rec)
+            atomic_write_text(
+                self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            )
+        self.history = records
+
+    def log(self, step: int, values: dict[str, float], bar: Any) -> None:
+        stage = self.stage_at(step - 1).name
+        if bar is not None:
+            bar.set_description(f"glance fit [{stage}]")
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:5]}, refresh=False)
+            bar.update(1)
+        if step % self.log_every and step != self.total_steps:
+            return
+        rec = {"step": step, "stage": stage, "time": round(time.time(), 3), **values}
+        self.history.append(rec)
+        if self.metrics_path is not None:
+            with open(self.metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+
+    def should_checkpoint(self, step: int) -> bool:
+        every = self.config.train.checkpoint_every
+        return step % every == 0 or any(step == s.end for s in self.stages)
+
+    def request_stop(self) -> None:
+        """Ask the loop to checkpoint and stop at the next step boundary (signal-safe)."""
+        self._stop_requested = True
+
+    @contextlib.contextmanager
+    def progress(self, initial: int) -> Iterator[Any]:
+        from tqdm.auto import tqdm
+
+        disable = self.quiet or not self.dist.is_main
+        bar = tqdm(
+            total=self.total_steps,
+            initial=initial,
+            disable=disable,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+
+@torch.no_grad()
+def encode_features(
+    encoder: nn.Module, features: torch.Tensor, device: torch.device, batch: int = 512
+) -> torch.Tensor:
+    """Posterior means ``mu`` of ``features`` in batches (no gradients), on CPU."""
+    out = [
+        encoder(features[i : i + batch].to(device))[0].float().cpu()
+        for i in range(0, len(features), batch)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, encoder.z_dim)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """``ema ← beta·ema + (1 − beta)·model`` for parameters; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` for the exponential moving average."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
+    """Run (or resume) the staged schedule of ``trainer``; return the logged history.
+
+    Raises
+    ------
+    TrainingDivergedError
+        Non-finite loss terms persisted through ``train.max_rollbacks`` rollbacks.
+    TrainingInterrupted
+        A stop was requested (SIGTERM/SIGINT); a checkpoint of the last step was saved.
+    """
+    step = trainer.start(resume)
+    with trainer.progress(step) as bar:
+        while step < trainer.total_steps:
+            try:
+                values = trainer.train_step(step)
+            except _NonFinite as bad:
+                step = trainer.rollback(bad)
+                bar.reset(total=trainer.total_steps)
+                bar.update(step)
+                continue
+            step += 1
+            trainer.log(step, values, bar)
+            if step == trainer.stages[0].end and trainer.stages[0].name == "encoder":
+                trainer.ensure_mixture()  # so the stage-end checkpoint holds the mixture
+            if trainer.should_checkpoint(step):
+                trainer.checkpoint(step)
+            if trainer.hooks.on_step is not None:
+                trainer.hooks.on_step(step)
+            if trainer._stop_requested:
+                if trainer.last_checkpoint != trainer.ckpt.path_for(step):
+                    trainer.checkpoint(step)
+                raise TrainingInterrupted(
+                    f"training stopped at step {step}/{trainer.total_steps}; checkpoint "
+                    f"{trainer.last_checkpoint} saved. Continue with --resume."
+                )
+    if trainer.precision.skipped:
+        logger.warning(
+            "mixed precision skipped %d optimiser steps (inf/NaN gradients)",
+            trainer.precision.skipped,
+        )
+    return trainer.history
