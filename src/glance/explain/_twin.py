@@ -163,7 +163,10 @@ class Twin:
             except Exception as exc:  # sampling is optional; fall back to the unit prior
                 logger.warning("could not sample concepts for node scales (%s); using 1", exc)
         scm_obj = getattr(model, "scm_", None)
-        scm = GlanceSCMAdapter(scm_obj, nodes) if scm_obj is not None else None
+        scm = None
+        if scm_obj is not None:
+            offset, scale = _scm_units(model, scm_obj, nodes, m)
+            scm = GlanceSCMAdapter(scm_obj, nodes, offset, scale)
         classes = tuple(getattr(model, "classes_", ()) or ())
         if not classes:
             raise NotFittedError("explain: the model has no 'classes_'; fit it first")
@@ -179,6 +182,38 @@ class Twin:
         )
 
 
+def _scm_units(model: Any, scm: Any, nodes: Sequence[str], m: int) -> tuple[np.ndarray, ...]:
+    """Affine map ``z → SCM units`` per node.
+
+    Concept nodes are in ``z`` units. A context node is in standardised units (= ``z``) unless
+    the model says ``scm_units_ == "raw"`` or, without that attribute, the SCM's training mean
+    and std of the node are closer to the context's raw statistics than to (0, 1).
+    """
+    d = len(nodes)
+    offset, scale = np.zeros(d), np.ones(d)
+    cmean = np.asarray(getattr(model, "context_mean_", np.zeros(m)), dtype=np.float64)
+    cstd = np.asarray(getattr(model, "context_std_", np.ones(m)), dtype=np.float64)
+    declared = getattr(model, "scm_units_", None)
+    names = list(getattr(getattr(scm, "graph", None), "names", []))
+    for i in range(m):
+        raw = declared == "raw"
+        if declared is None and nodes[i] in names and hasattr(scm, "mean_"):
+            c = names.index(nodes[i])
+            mu, sd = float(scm.mean_[c]), max(float(scm.std_[c]), 1e-12)
+            d_raw = abs(mu - cmean[i]) / cstd[i] + abs(np.log(sd / cstd[i]))
+            d_std = abs(mu) + abs(np.log(sd))
+            raw = d_raw < d_std
+        if raw:
+            offset[i], scale[i] = cmean[i], cstd[i]
+            logger.info(
+                "SCM node %r is in raw context units (mean %.3g, std %.3g)",
+                nodes[i],
+                cmean[i],
+                cstd[i],
+            )
+    return offset, scale
+
+
 def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
@@ -186,59 +221,76 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 class GlanceSCMAdapter:
-    """Expose a :class:`glance.causal.StructuralCausalModel` as a :class:`ZSpaceSCM`.
+    """Expose a fitted :class:`glance.causal.StructuralCausalModel` as a :class:`ZSpaceSCM`.
 
-    The SCM is fitted on node values named as in the causal graph (context names, ``concept_<i>``,
-    ``output_<class>``). Output nodes are sinks: they never influence a concept dimension, so their
-    factual values are irrelevant for the ``z`` part of a counterfactual and the adapter feeds
-    zeros for them when the SCM asks for them. Node values are the ``z`` values themselves
-    (contexts in standardised units, as in the aligned dimensions).
+    The SCM works on the nodes of its graph (context names, ``concept_<i>``, ``output_<class>``)
+    in its own units; node ``v``'s value is ``offset_v + scale_v · z_v`` (identity by default, i.e.
+    contexts in standardised units as in the aligned dimensions). Output nodes are sinks, so
+    their factual values cannot change a concept dimension: the adapter feeds zeros for them (the
+    real classifier, not the SCM, judges every image). Descendants come from the SCM's chosen DAG.
+
+    Parameters
+    ----------
+    scm
+        A fitted SCM with ``graph.names``, ``dag_`` and ``counterfactual(data, interventions)``.
+    nodes
+        The ``z`` node names, in ``z`` order.
+    offset, scale
+        Per ``z`` node, the affine map from ``z`` units to the SCM's units.
     """
 
-    def __init__(self, scm: Any, nodes: Sequence[str]) -> None:
+    def __init__(
+        self,
+        scm: Any,
+        nodes: Sequence[str],
+        offset: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ) -> None:
         self.scm = scm
         self.nodes = tuple(nodes)
-        graph = getattr(scm, "graph", None)
-        self._desc: dict[int, frozenset[int]] = {}
+        self.names = list(scm.graph.names)
+        col = {n: i for i, n in enumerate(self.names)}
+        self._cols = [(i, col[n]) for i, n in enumerate(self.nodes) if n in col]
+        d = len(self.nodes)
+        self.offset = np.zeros(d) if offset is None else np.asarray(offset, dtype=np.float64)
+        self.scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
+        dag = getattr(scm, "dag_", None)
         index = {n: i for i, n in enumerate(self.nodes)}
+        self._desc: dict[int, frozenset[int]] = {}
         for i, name in enumerate(self.nodes):
-            self._desc[i] = frozenset(
-                index[n] for n in _graph_descendants(graph, name) if n in index and n != name
-            )
+            below = _dag_descendants(dag, scm.graph, name)
+            self._desc[i] = frozenset(index[n] for n in below if n in index and n != name)
 
     def descendants(self, j: int) -> frozenset[int]:
         """``z`` dimensions downstream of ``j`` in the SCM's DAG."""
         return self._desc[j]
 
     def counterfactual(self, z: np.ndarray, interventions: Mapping[int, np.ndarray]) -> np.ndarray:
-        """Counterfactual ``z`` rows under per-row hard interventions."""
-        data = {name: z[:, i] for i, name in enumerate(self.nodes)}
-        for name in _scm_node_names(self.scm):
-            data.setdefault(name, np.zeros(len(z)))
-        ivs = {self.nodes[j]: np.asarray(v, dtype=np.float64) for j, v in interventions.items()}
-        out = self.scm.counterfactual(data, ivs)
+        """Counterfactual ``z`` rows under per-row hard interventions (in ``z`` units)."""
+        data = np.zeros((len(z), len(self.names)))
+        for i, c in self._cols:
+            data[:, c] = self.offset[i] + self.scale[i] * z[:, i]
+        ivs = {
+            self.nodes[j]: (self.offset[j] + self.scale[j] * np.asarray(v, np.float64))[None, :]
+            for j, v in interventions.items()
+            if self.nodes[j] in self.names
+        }
         res = z.copy()
-        for i, name in enumerate(self.nodes):
-            if name in out:
-                res[:, i] = np.asarray(out[name], dtype=np.float64)
+        if not ivs:
+            return res
+        out = np.asarray(self.scm.counterfactual(data, ivs))
+        out = out[0] if out.ndim == 3 else out  # one setting of per-row values: (1, n, p)
+        for i, c in self._cols:
+            res[:, i] = (out[:, c] - self.offset[i]) / self.scale[i]
         return res
 
 
-def _scm_node_names(scm: Any) -> list[str]:
-    graph = getattr(scm, "graph", None)
-    nodes = getattr(graph, "nodes", None)
-    if nodes is None:
-        return []
-    names = nodes() if callable(nodes) else nodes
-    return [getattr(n, "name", n) for n in names]
+def _dag_descendants(dag: Any, graph: Any, name: str) -> set[str]:
+    """Descendants of ``name`` in the fitted DAG (else the graph's directed part)."""
+    if dag is not None:
+        import networkx as nx
 
-
-def _graph_descendants(graph: Any, name: str) -> set[str]:
-    if graph is None:
-        return set()
-    if hasattr(graph, "descendants"):
+        return set(nx.descendants(dag, name)) if name in dag else set()
+    if graph is not None and hasattr(graph, "descendants") and name in graph.names:
         return {getattr(n, "name", n) for n in graph.descendants(name)}
-    import networkx as nx
-
-    g = graph.to_networkx() if hasattr(graph, "to_networkx") else graph
-    return set(nx.descendants(g, name)) if name in g else set()
+    return set()
