@@ -31,3 +31,24 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def toy_server():
+    """The explorer on the toy world, served on a free loopback port; yields its base URL."""
+    import threading
+
+    from product_helpers import toy_backend
+
+    from glance.serve import make_server
+
+    server = make_server(toy_backend(max_upload_bytes=20_000), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -172,3 +172,50 @@ def free_port() -> int:
 
 def chromium_available() -> bool:
     return os.path.exists(CHROMIUM) and shutil.which(CHROMIUM) is not None
+
+
+TOY_GRAPH = {
+    "nodes": [
+        {"name": "size", "kind": "context"},
+        {"name": "brightness", "kind": "context"},
+        {"name": "concept_0", "kind": "concept"},
+        {"name": "output_0", "kind": "output"},
+        {"name": "output_1", "kind": "output"},
+    ],
+    "edges": [
+        {
+            "source": "size",
+            "target": "brightness",
+            "directed": True,
+            "confidence": 1.0,
+            "orientation_confidence": 1.0,
+            "effect": 0.8,
+        },
+        {
+            "source": "size",
+            "target": "output_1",
+            "directed": True,
+            "confidence": 1.0,
+            "orientation_confidence": 1.0,
+            "effect": 0.9,
+        },
+    ],
+}
+
+
+def toy_backend(n_images: int = 12, **kwargs):
+    """An explorer backend on glance's analytic toy world (size → brightness; size decides)."""
+    from glance.explain.toy import make_twin, render, sample_concepts
+    from glance.serve import ExplorerBackend
+
+    z = sample_concepts(n_images, random_state=0)
+    labels = [int(v > 0) for v in z[:, 0].tolist()]
+    return ExplorerBackend(
+        make_twin(),
+        render(z),
+        labels,
+        graph=TOY_GRAPH,
+        name="toy",
+        image_source="toy world",
+        **kwargs,
+    )

@@ -1,0 +1,363 @@
+"""The explorer's computation: image → concepts → SCM counterfactual → image → classifier.
+
+:class:`ExplorerBackend` runs on a :class:`glance.explain.Twin` (encode, generate, the *real*
+classifier, node names and scales, the structural causal model in ``z`` units), so the same code
+serves a fitted run (:meth:`ExplorerBackend.from_run`, through ``glance.load``) and the analytic toy
+world of :mod:`glance.explain.toy` in tests. Slider values are in units of each node's standard
+deviation (``z / node_std``); an intervention sets a node and lets its descendants follow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from glance.exceptions import DataValidationError, GlanceError
+
+__all__ = ["ExplorerBackend", "UploadError", "DEFAULT_MAX_UPLOAD_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest accepted upload (decoded image bytes); ``glance serve --max-upload-bytes``.
+DEFAULT_MAX_UPLOAD_BYTES = 1 << 20
+_MAX_UPLOADS_KEPT = 64
+_SLIDER_RANGE = 3.0
+
+
+class UploadError(DataValidationError):
+    """A rejected request to the explorer; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _png_base64(image: torch.Tensor) -> str:
+    """(C, H, W) float image in [0, 1] → base64 PNG."""
+    from PIL import Image
+
+    arr = (image.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class ExplorerBackend:
+    """Answer the explorer's questions about one fitted GLANCE model.
+
+    Parameters
+    ----------
+    twin
+        The model as a :class:`glance.explain.Twin`.
+    images
+        Images to pick from, float32 of shape (n_images, C, H, W) in [0, 1]; may be empty.
+    labels
+        Optional labels of ``images`` (shown in the picker).
+    graph
+        ``graph.json`` content to draw (nodes, edges); ``None`` hides the graph panel.
+    name
+        Title shown in the page.
+    image_source
+        Where ``images`` came from, for the page (e.g. the held-out split's path).
+    max_upload_bytes
+        Largest accepted upload, in bytes.
+    """
+
+    def __init__(
+        self,
+        twin: Any,
+        images: torch.Tensor | None = None,
+        labels: Sequence[int] | None = None,
+        *,
+        graph: Mapping[str, Any] | None = None,
+        name: str = "glance",
+        image_source: str = "",
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    ) -> None:
+        self.twin = twin
+        self.images = images if images is not None else torch.zeros(0)
+        self.labels = list(labels) if labels is not None else None
+        self.graph = dict(graph) if graph is not None else None
+        self.name = name
+        self.image_source = image_source
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.nodes: tuple[str, ...] = tuple(twin.nodes)
+        self.node_std = np.asarray(twin.node_std, dtype=np.float64)
+        self._lock = threading.Lock()
+        self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._z_cache: dict[str, torch.Tensor] = {}
+        self.image_shape: tuple[int, ...] | None = (
+            tuple(self.images.shape[1:]) if self.images.ndim == 4 and len(self.images) else None
+        )
+        if self.image_shape is None:
+            # Learn the image shape from the generator itself.
+            with torch.no_grad():
+                probe = twin.generate(torch.zeros(1, len(self.nodes)))
+            self.image_shape = tuple(probe.shape[1:])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike[str],
+        *,
+        data: str | os.PathLike[str] | None = None,
+        n_images: int = 64,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    ) -> ExplorerBackend:
+        """Load a fitted run (manifest verified) and pick the images to explore.
+
+        Parameters
+        ----------
+        run_dir
+            Run directory written by ``glance fit`` (and ``glance graph`` for the SCM).
+        data
+            Dataset to draw images from (its held-out split); default: the dataset the run
+            records in ``state.json``, else images generated from sampled concepts.
+        n_images
+            How many images to offer.
+        max_upload_bytes
+            Largest accepted upload.
+
+        Raises
+        ------
+        CheckpointCorruptError
+            The run's manifest check fails.
+        """
+        import glance
+        from glance._io import verify_manifest
+        from glance.explain import Twin
+        from glance.report._artifacts import load_run_artifacts
+
+        run = Path(run_dir)
+        verify_manifest(run)  # refuse a tampered run before anything is loaded from it
+        art = load_run_artifacts(run, verify=False)
+        model = glance.load(run)
+        twin = Twin.from_glance(model)
+        images, labels, source = _pick_images(model, art.state, data, n_images)
+        return cls(
+            twin,
+            images,
+            labels,
+            graph=art.graph,
+            name=run.resolve().name,
+            image_source=source,
+            max_upload_bytes=max_upload_bytes,
+        )
+
+    # ------------------------------------------------------------------ queries
+    def info(self) -> dict:
+        """Nodes (name, kind, slider range), classes, image shape, graph, limits."""
+        from glance.report._svg import graph_svg
+
+        return {
+            "name": self.name,
+            "classes": list(self.twin.classes),
+            "nodes": [
+                {"name": n, "kind": k, "std": float(s), "min": -_SLIDER_RANGE, "max": _SLIDER_RANGE}
+                for n, k, s in zip(self.nodes, self.twin.node_kinds, self.node_std, strict=True)
+            ],
+            "image_shape": list(self.image_shape or ()),
+            "n_images": int(len(self.images)) if self.images.ndim == 4 else 0,
+            "image_source": self.image_source,
+            "graph": self.graph,
+            "graph_svg": graph_svg(self.graph) if self.graph else None,
+            "max_upload_bytes": self.max_upload_bytes,
+        }
+
+    def list_images(self) -> list[dict]:
+        """The images offered in the picker: ``[{"id", "label"}]``."""
+        n = int(len(self.images)) if self.images.ndim == 4 else 0
+        return [
+            {"id": str(i), "label": None if self.labels is None else int(self.labels[i])}
+            for i in range(n)
+        ]
+
+    def image_png(self, image_id: str) -> bytes:
+        """The picker image ``image_id`` (or an upload) as PNG bytes."""
+        return base64.b64decode(_png_base64(self._image(image_id)))
+
+    def _image(self, image_id: str) -> torch.Tensor:
+        if image_id in self._uploads:
+            return self._uploads[image_id]
+        try:
+            i = int(image_id)
+        except (TypeError, ValueError):
+            raise UploadError(f"unknown image_id {image_id!r}", status=404) from None
+        n = int(len(self.images)) if self.images.ndim == 4 else 0
+        if not 0 <= i < n:
+            raise UploadError(
+                f"unknown image_id {image_id!r}: the explorer holds images 0..{n - 1}", status=404
+            )
+        return self.images[i]
+
+    # ------------------------------------------------------------------ uploads
+    def add_upload(self, data: bytes) -> str:
+        """Validate an uploaded PNG/JPEG and keep it; return its ``image_id``.
+
+        Raises
+        ------
+        UploadError
+            Too large (413), not a PNG/JPEG image (415) or not the model's image size (422).
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        if len(data) > self.max_upload_bytes:
+            raise UploadError(
+                f"upload too large: {len(data)} bytes; the limit is {self.max_upload_bytes} bytes",
+                status=413,
+            )
+        if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
+            raise UploadError("upload is not a PNG or JPEG image", status=415)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                c, h, w = self.image_shape  # type: ignore[misc]
+                if img.size != (w, h):
+                    raise UploadError(
+                        f"upload is {img.size[0]}×{img.size[1]} pixels; this model takes "
+                        f"{w}×{h} images",
+                        status=422,
+                    )
+                arr = np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.float32)
+        except UploadError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise UploadError(f"upload is not a readable image ({exc})", status=415) from None
+        tensor = torch.from_numpy(arr / 255.0)
+        tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+        image_id = "upload-" + hashlib.sha256(data).hexdigest()[:16]
+        with self._lock:
+            self._uploads[image_id] = tensor.contiguous()
+            self._uploads.move_to_end(image_id)
+            while len(self._uploads) > _MAX_UPLOADS_KEPT:
+                old, _ = self._uploads.popitem(last=False)
+                self._z_cache.pop(old, None)
+        return image_id
+
+    @staticmethod
+    def decode_base64_image(text: str) -> bytes:
+        """Bytes of a base64 image, with or without a ``data:image/...;base64,`` prefix."""
+        if not isinstance(text, str):
+            raise UploadError("'image' must be a base64 string")
+        if text.startswith("data:"):
+            text = text.split(",", 1)[-1]
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise UploadError("'image' is not valid base64", status=415) from None
+
+    # ------------------------------------------------------------------ counterfactual
+    def _z(self, image_id: str) -> torch.Tensor:
+        z = self._z_cache.get(image_id)
+        if z is None:
+            with torch.no_grad():
+                z = self.twin.encode(self._image(image_id)[None]).detach().to(torch.float32)
+            self._z_cache[image_id] = z
+        return z
+
+    def _interventions(self, raw: Any) -> dict[int, float]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            raise UploadError("'interventions' must be an object {node: value}")
+        index = {n: i for i, n in enumerate(self.nodes)}
+        out = {}
+        for name, value in raw.items():
+            if name not in index:
+                raise UploadError(
+                    f"unknown node {name!r} in 'interventions'; nodes: {', '.join(self.nodes)}"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UploadError(f"intervention on {name!r} must be a number; got {value!r}")
+            if not np.isfinite(value) or abs(value) > 10 * _SLIDER_RANGE:
+                raise UploadError(
+                    f"intervention on {name!r} must be finite and within ±{10 * _SLIDER_RANGE} "
+                    f"standard deviations; got {value!r}"
+                )
+            out[index[name]] = float(value)
+        return out
+
+    def counterfactual(self, image_id: str, interventions: Any = None) -> dict:
+        """Counterfactual of image ``image_id`` under ``interventions`` ``{node: value in std}``.
+
+        Returns
+        -------
+        dict
+            ``image`` (base64 PNG of G(z')), ``probabilities`` (real classifier on it),
+            ``prediction``, ``nodes`` (z' per node, in std units, descendants propagated),
+            ``factual`` (z per node), ``changed`` (z' − z per node, in std units),
+            ``factual_probabilities`` (real classifier on the reconstruction G(z)).
+        """
+        ivs = self._interventions(interventions)
+        std = torch.as_tensor(self.node_std, dtype=torch.float32)
+        with self._lock, torch.no_grad():
+            z = self._z(image_id)
+            values = {j: torch.tensor([v * float(std[j])]) for j, v in ivs.items()}
+            z_cf = self.twin.intervene(z, values, total=True) if values else z.clone()
+            batch = torch.cat([z, z_cf]) if values else z
+            images = self.twin.generate(batch)
+            probs = torch.softmax(self.twin.classify(images).float(), dim=1)
+        p_f, p_cf = probs[0], probs[-1]
+        zf, zc = (z[0] / std).numpy(), (z_cf[0] / std).numpy()
+        return {
+            "image": _png_base64(images[-1]),
+            "probabilities": [float(p) for p in p_cf],
+            "prediction": int(torch.argmax(p_cf)),
+            "factual_probabilities": [float(p) for p in p_f],
+            "nodes": {n: float(v) for n, v in zip(self.nodes, zc, strict=True)},
+            "factual": {n: float(v) for n, v in zip(self.nodes, zf, strict=True)},
+            "changed": {
+                n: float(b - a)
+                for n, a, b in zip(self.nodes, zf, zc, strict=True)
+                if abs(b - a) > 1e-6
+            },
+            "interventions": {self.nodes[j]: v for j, v in ivs.items()},
+        }
+
+
+def _pick_images(
+    model: Any, state: Mapping[str, Any] | None, data: Any, n_images: int
+) -> tuple[torch.Tensor, list[int] | None, str]:
+    """Images for the picker: the held-out split of ``data`` (or the run's), else generated."""
+    from glance.data import load_dataset, test_split
+
+    path = data
+    if path is None and isinstance(state, Mapping):
+        recorded = state.get("data") or state.get("data_path") or state.get("dataset")
+        if isinstance(recorded, str) and Path(recorded).exists():
+            path = recorded
+    if path is not None:
+        try:
+            split = test_split(path)
+            ds = load_dataset(path, split=split)
+        except GlanceError:
+            if data is not None:
+                raise
+            logger.warning("could not read the run's dataset %s; showing generated images", path)
+        else:
+            n = min(n_images, len(ds))
+            idx = np.arange(n)
+            labels = [int(v) for v in np.asarray(ds.labels)[idx]]
+            return ds.load_images(idx), labels, f"{path} ({split or 'all'}), first {n}"
+    with torch.no_grad():
+        z = model.sample_concepts(n_images, random_state=0)
+        z = torch.as_tensor(np.asarray(z), dtype=torch.float32)
+        return (
+            model.generate(z).detach().float().clamp(0, 1),
+            None,
+            "generated from sampled concepts",
+        )

@@ -1,0 +1,196 @@
+// glance explorer: talks only to this server's JSON API (docs/api.md).
+"use strict";
+
+const state = { info: null, imageId: null, interventions: {}, pending: null, inflight: false, seq: 0 };
+window.glanceExplorer = { requests: 0, lastLatencyMs: null, latencies: [] };
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const res = await fetch(path, opts);
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.error || `HTTP ${res.status}`);
+  return data;
+}
+
+function el(tag, attrs, text) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function showError(id, message) {
+  const e = document.getElementById(id);
+  e.textContent = message || "";
+  e.hidden = !message;
+}
+
+function buildSliders() {
+  const box = document.getElementById("sliders");
+  box.replaceChildren();
+  for (const node of state.info.nodes) {
+    const row = el("div", { class: "slider", "data-node": node.name, "data-kind": node.kind });
+    const label = el("label", { for: `s-${node.name}` }, node.name);
+    const input = el("input", {
+      type: "range", id: `s-${node.name}`, min: node.min, max: node.max, step: "0.05", value: "0",
+      "data-node": node.name,
+    });
+    const value = el("output", { id: `v-${node.name}` }, "0.00");
+    input.addEventListener("input", () => {
+      state.interventions[node.name] = parseFloat(input.value);
+      row.classList.add("intervened");
+      value.textContent = parseFloat(input.value).toFixed(2);
+      request();
+    });
+    row.append(label, input, value);
+    box.append(row);
+  }
+}
+
+function buildProbabilities() {
+  const box = document.getElementById("probabilities");
+  box.replaceChildren();
+  state.info.classes.forEach((name, k) => {
+    const row = el("div", { class: "prob", "data-class": String(k) });
+    const bar = el("div", { class: "bar" });
+    bar.append(el("div", { class: "fill", id: `p-${k}` }));
+    row.append(el("span", { class: "name" }, name), bar, el("span", { class: "pv", id: `pv-${k}` }, "—"));
+    box.append(row);
+  });
+}
+
+function render(result) {
+  document.getElementById("counterfactual").src = `data:image/png;base64,${result.image}`;
+  result.probabilities.forEach((p, k) => {
+    const fill = document.getElementById(`p-${k}`);
+    if (!fill) return;
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    fill.parentElement.parentElement.classList.toggle("top", k === result.prediction);
+    document.getElementById(`pv-${k}`).textContent = p.toFixed(3);
+  });
+  for (const [name, v] of Object.entries(result.nodes)) {
+    if (name in state.interventions) continue;
+    const input = document.getElementById(`s-${name}`);
+    if (input) input.value = String(v);
+    const out = document.getElementById(`v-${name}`);
+    if (out) out.textContent = v.toFixed(2);
+  }
+  highlight(result);
+}
+
+function highlight(result) {
+  const changed = Object.assign({}, result.changed || {});
+  const pf = result.factual_probabilities || [];
+  result.probabilities.forEach((p, k) => {
+    const d = p - (pf[k] ?? p);
+    if (Math.abs(d) > 1e-3) changed[`output_${state.info.classes[k]}`] = d * 3;
+  });
+  const max = Math.max(1e-9, ...Object.values(changed).map(Math.abs));
+  document.querySelectorAll("#graph g.node").forEach((g) => {
+    const name = g.getAttribute("data-node");
+    const ellipse = g.querySelector("ellipse");
+    if (name in changed) {
+      g.classList.add("changed");
+      ellipse.setAttribute("stroke", "#e08214");
+      ellipse.setAttribute("stroke-width", (1.5 + 3.5 * Math.abs(changed[name]) / max).toFixed(2));
+    } else {
+      g.classList.remove("changed");
+      ellipse.setAttribute("stroke", "#555");
+      ellipse.setAttribute("stroke-width", "1");
+    }
+  });
+}
+
+// One request in flight; a slider moved meanwhile sends only its latest value afterwards.
+function request() {
+  state.pending = { image_id: state.imageId, interventions: Object.assign({}, state.interventions) };
+  if (!state.inflight) flush();
+}
+
+async function flush() {
+  if (!state.pending) return;
+  const body = state.pending;
+  state.pending = null;
+  state.inflight = true;
+  const t0 = performance.now();
+  try {
+    const result = await api("/api/counterfactual", body);
+    if (body.image_id === state.imageId) render(result);
+    const ms = performance.now() - t0;
+    window.glanceExplorer.requests += 1;
+    window.glanceExplorer.lastLatencyMs = ms;
+    window.glanceExplorer.latencies.push(ms);
+    document.getElementById("latency").textContent = `(${ms.toFixed(0)} ms)`;
+    showError("cf-error", "");
+  } catch (err) {
+    showError("cf-error", err.message);
+  } finally {
+    state.inflight = false;
+    if (state.pending) flush();
+  }
+}
+
+function resetSliders() {
+  state.interventions = {};
+  document.querySelectorAll("#sliders .slider").forEach((r) => r.classList.remove("intervened"));
+  request();
+}
+
+function selectImage(id, src) {
+  state.imageId = id;
+  document.getElementById("original").src = src;
+  document.querySelectorAll("#thumbs img").forEach((t) =>
+    t.classList.toggle("selected", t.getAttribute("data-id") === id));
+  resetSliders();
+}
+
+async function upload(file) {
+  showError("upload-error", "");
+  if (file.size > state.info.max_upload_bytes) {
+    showError("upload-error", `file too large: ${file.size} bytes (limit ${state.info.max_upload_bytes})`);
+    return;
+  }
+  const dataUrl = await new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+    r.readAsDataURL(file);
+  });
+  try {
+    const res = await api("/api/upload", { image: dataUrl });
+    selectImage(res.image_id, dataUrl);
+  } catch (err) {
+    showError("upload-error", err.message);
+  }
+}
+
+async function init() {
+  state.info = await api("/api/info");
+  document.getElementById("run-name").textContent = state.info.name;
+  document.getElementById("image-source").textContent = state.info.image_source;
+  if (state.info.graph_svg) {
+    document.getElementById("graph").innerHTML = state.info.graph_svg;
+  } else {
+    document.getElementById("graph").textContent = "No causal graph in this run (run glance graph RUN).";
+  }
+  buildSliders();
+  buildProbabilities();
+  document.getElementById("reset").addEventListener("click", resetSliders);
+  document.getElementById("upload").addEventListener("change", (e) => {
+    if (e.target.files.length) upload(e.target.files[0]);
+  });
+  const { images } = await api("/api/images");
+  const thumbs = document.getElementById("thumbs");
+  for (const img of images) {
+    const src = `/api/images/${encodeURIComponent(img.id)}.png`;
+    const t = el("img", { src, "data-id": img.id, alt: `image ${img.id}`, title: img.label === null ? img.id : `label ${img.label}` });
+    t.addEventListener("click", () => selectImage(img.id, src));
+    thumbs.append(t);
+  }
+  if (images.length) selectImage(images[0].id, `/api/images/${encodeURIComponent(images[0].id)}.png`);
+  document.body.setAttribute("data-ready", "1");
+}
+
+init().catch((err) => showError("cf-error", `could not load the explorer: ${err.message}`));

@@ -1,0 +1,115 @@
+"""The explorer page in a real headless Chromium: move a slider, see image and probabilities change.
+
+The slider round-trip latency (input event → counterfactual rendered) is logged, not asserted.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+log = logging.getLogger(__name__)
+
+
+def _state(page) -> dict:
+    return page.evaluate(
+        """() => ({
+            src: document.getElementById('counterfactual').src,
+            probs: [...document.querySelectorAll('#probabilities .pv')].map(e => e.textContent),
+            requests: window.glanceExplorer.requests,
+            brightness: document.getElementById('s-brightness').value,
+        })"""
+    )
+
+
+def _wait(page, expression: str, timeout: float = 20.0) -> None:
+    """Poll ``expression`` with page.evaluate (wait_for_function evals strings, which the
+    explorer's Content-Security-Policy rightly forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        page.wait_for_timeout(5)
+
+
+def _move(page, node: str, value: float) -> None:
+    page.eval_on_selector(
+        f"#s-{node}",
+        "(e, v) => { e.value = String(v); e.dispatchEvent(new Event('input', {bubbles: true})); }",
+        value,
+    )
+
+
+def test_slider_changes_image_and_probabilities(toy_server: str, browser) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((toy_server, "data:")) else outside.append(r.url),
+    )
+    page.goto(toy_server + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    _wait(page, "window.glanceExplorer.requests >= 1")
+    assert page.locator("#sliders input[type=range]").count() == 3
+    assert page.locator("#thumbs img").count() == 12
+    assert page.locator("#graph svg g.node").count() == 5
+    before = _state(page)
+
+    _move(page, "size", 2.5)
+    _wait(page, "window.glanceExplorer.requests >= 2")
+    after = _state(page)
+    assert after["src"] != before["src"]
+    assert after["probs"] != before["probs"]
+    assert float(after["probs"][1]) > 0.9  # a big square is class 1
+    # the propagated change: brightness (a descendant of size) moved, and is highlighted
+    assert after["brightness"] != before["brightness"]
+    highlighted = page.eval_on_selector_all(
+        "#graph g.node.changed", "els => els.map(e => e.getAttribute('data-node'))"
+    )
+    assert "size" in highlighted and "brightness" in highlighted
+    assert "concept_0" not in highlighted
+
+    _move(page, "size", -2.5)
+    _wait(page, "window.glanceExplorer.requests >= 3")
+    assert float(_state(page)["probs"][0]) > 0.9
+
+    # latency of slider round trips (logged, not asserted)
+    for i in range(20):
+        _move(page, "concept_0", -2 + 0.2 * i)
+        _wait(page, f"window.glanceExplorer.requests >= {4 + i}")
+    lat = page.evaluate("window.glanceExplorer.latencies")[3:]
+    log.warning(
+        "explorer slider round trip (toy world, %d moves): median %.1f ms, max %.1f ms",
+        len(lat),
+        statistics.median(lat),
+        max(lat),
+    )
+    assert errors == [] and outside == []
+    page.close()
+
+
+def test_upload_of_wrong_size_shows_clear_message(toy_server: str, browser, tmp_path) -> None:
+    from product_helpers import png_bytes
+
+    bad = tmp_path / "big.png"
+    bad.write_bytes(png_bytes(28, 28, 0))
+    page = browser.new_page()
+    page.goto(toy_server + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#upload", str(bad))
+    page.wait_for_selector("#upload-error:not([hidden])")
+    assert "this model takes 16×16" in page.inner_text("#upload-error")
+
+    good = tmp_path / "ok.png"
+    good.write_bytes(png_bytes(16, 16, 1))
+    page.set_input_files("#upload", str(good))
+    _wait(page, "window.glanceExplorer.requests >= 2")
+    assert page.eval_on_selector("#original", "e => e.src").startswith("data:image/png")
+    page.close()
