@@ -1,0 +1,191 @@
+"""Loss terms against analytic values, NaN safety, and the Dirac-GAN check of R1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glance.exceptions import ShapeError
+from glance.surrogate import Generator
+from glance.training.losses import (
+    adversarial_distillation,
+    alignment_loss,
+    covariance_penalty,
+    d_logistic,
+    distillation_kl,
+    feature_matching,
+    g_nonsaturating,
+    kl_standard_normal,
+    latent_cycle,
+    orthogonal_jacobian_penalty,
+    r1_penalty,
+    reconstruction_l1,
+)
+
+
+def _kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+
+def test_distillation_kl_analytic():
+    t_logits = torch.tensor([[math.log(0.75), math.log(0.25)]])
+    s_logits = torch.tensor([[0.0, 0.0]])
+    assert distillation_kl(t_logits, s_logits, 1.0).item() == pytest.approx(
+        _kl([0.75, 0.25], [0.5, 0.5]), rel=1e-6
+    )
+    # temperature 2 on logits 2*log(p): softmax(f/2) = p again, and the T^2 factor applies
+    got = distillation_kl(2 * t_logits, s_logits, 2.0).item()
+    assert got == pytest.approx(4 * _kl([0.75, 0.25], [0.5, 0.5]), rel=1e-6)
+    same = torch.randn(5, 10)
+    assert distillation_kl(same, same + 3.0, 1.5).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_kl(same, torch.randn(5, 10)).item() > 0
+
+
+def test_distillation_kl_rejects_mismatch():
+    with pytest.raises(ShapeError):
+        distillation_kl(torch.randn(4, 10), torch.randn(4, 9))
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_kl(torch.randn(4, 10), torch.randn(4, 10), 0.0)
+
+
+def test_adversarial_distillation_direction():
+    s = torch.tensor([[math.log(0.9), math.log(0.1)]])
+    f = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    loss = adversarial_distillation(s, f)
+    assert loss.item() == pytest.approx(_kl([0.9, 0.1], [0.5, 0.5]), rel=1e-6)
+    loss.backward()
+    assert f.grad[0, 0] < 0 < f.grad[0, 1]  # pushes the classifier towards S's class 0
+
+
+def test_alignment_loss_only_known_and_nan_safe():
+    z = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    c = torch.tensor([[0.0, float("nan")], [3.0, 2.0]])
+    loss = alignment_loss(z, c)
+    assert loss.item() == pytest.approx((1.0 + 0.0 + 4.0) / 3)
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+    assert z.grad[0, 1] == 0  # the unknown entry gets no gradient
+    mask = torch.tensor([[True, True], [False, True]])
+    assert alignment_loss(z, c, mask).item() == pytest.approx((1.0 + 4.0) / 2)
+    none_known = alignment_loss(z, torch.full_like(c, float("nan")))
+    assert none_known.item() == 0.0 and none_known.requires_grad
+
+
+def test_kl_standard_normal_analytic():
+    mu = torch.tensor([[1.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)]])
+    want = 0.5 * (1.0 + 1.0 - 1 - 0) + 0.5 * (0 + 2.0 - 1 - math.log(2.0))
+    assert kl_standard_normal(mu, logvar).item() == pytest.approx(want, rel=1e-6)
+    assert kl_standard_normal(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
+
+
+def test_covariance_penalty_spares_aligned_pairs():
+    n = 4000
+    a0 = torch.randn(n)
+    a1 = 0.8 * a0 + 0.6 * torch.randn(n)  # aligned dims correlate naturally
+    free = torch.randn(n, 2)
+    z = torch.stack([a0, a1, free[:, 0], free[:, 1]], dim=1)
+    assert covariance_penalty(z, 2, 2).item() < 1e-3
+    copy = torch.stack([a0, a1, a0, free[:, 1]], dim=1)  # a free dim copies a context
+    # cov(free0, a0) = 1, cov(free0, a1) = 0.8 among 5 penalised pairs (1 free-free + 4 cross)
+    got = covariance_penalty(copy, [0, 1], [2, 3]).item()
+    assert got == pytest.approx((1.0 + 0.64) / 5, abs=0.05)
+    with pytest.raises(ShapeError):
+        covariance_penalty(z, 2, 3)
+
+
+def test_covariance_penalty_free_only_exact():
+    z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # cov = [[2, 2], [2, 2]]
+    assert covariance_penalty(z, 0, 2).item() == pytest.approx(4.0)
+
+
+def test_gan_losses_at_zero_logits():
+    zero = torch.zeros(8)
+    assert g_nonsaturating(zero).item() == pytest.approx(math.log(2))
+    assert d_logistic(zero, zero).item() == pytest.approx(2 * math.log(2))
+    assert d_logistic(torch.full((8,), 20.0), torch.full((8,), -20.0)).item() < 1e-8
+
+
+def test_r1_penalty_linear_discriminator_is_squared_weight_norm():
+    w = torch.randn(1, 3, 4, 4)
+    images = torch.rand(5, 3, 4, 4, requires_grad=True)
+    logits = (images * w).flatten(1).sum(1) + 0.3  # D(x) = w . x + b
+    assert r1_penalty(logits, images).item() == pytest.approx(w.square().sum().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="requires_grad"):
+        r1_penalty(logits.detach(), images.detach())
+
+
+def _dirac_gan(gamma: float, g_loss: str, steps: int = 500, lr: float = 0.1) -> float:
+    """Dirac-GAN (Mescheder et al. 2018): G = theta, D(x) = psi * x, real data at 0.
+
+    Simultaneous gradient descent from (theta, psi) = (1, 1); returns the final distance from
+    the equilibrium (0, 0).
+    """
+    theta = torch.tensor(1.0, requires_grad=True)
+    psi = torch.tensor(1.0, requires_grad=True)
+    for _ in range(steps):
+        real = torch.zeros(1, 1, 1, 1, requires_grad=True)
+        real_logits = psi * real.flatten(1).sum(1)
+        d_loss = d_logistic(real_logits, psi * theta.detach().reshape(1))
+        if gamma > 0:
+            d_loss = d_loss + gamma / 2 * r1_penalty(real_logits, real)
+        fake_logits = psi.detach() * theta.reshape(1)
+        if g_loss == "nonsaturating":
+            loss_g = g_nonsaturating(fake_logits)
+        else:  # minimax: G ascends the discriminator's loss
+            loss_g = -d_logistic(real_logits.detach(), fake_logits)
+        (g_psi,) = torch.autograd.grad(d_loss, psi)
+        (g_theta,) = torch.autograd.grad(loss_g, theta)
+        with torch.no_grad():
+            psi -= lr * g_psi
+            theta -= lr * g_theta
+    return math.hypot(theta.item(), psi.item())
+
+
+@pytest.mark.parametrize("g_loss", ["nonsaturating", "minimax"])
+def test_dirac_gan_converges_with_r1_and_not_without(g_loss):
+    assert _dirac_gan(1.0, g_loss) < 1e-2
+    # Without R1 the iterates circle the equilibrium: the minimax game spirals outwards, the
+    # non-saturating one stalls on an orbit whose radius shrinks only polynomially slowly.
+    assert _dirac_gan(0.0, g_loss, steps=2000) > 0.2
+
+
+def test_simple_regression_losses():
+    a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
+    assert latent_cycle(a, b).item() == pytest.approx(2.5)
+    assert feature_matching(a, b).item() == pytest.approx(2.5)
+    assert reconstruction_l1(a, b).item() == pytest.approx(1.5)
+    with pytest.raises(ShapeError):
+        reconstruction_l1(a, b.t())
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self, columns):
+        super().__init__()
+        self.register_buffer("j", columns)  # [P, d] Jacobian
+
+    def forward(self, z):
+        return (z @ self.j.t()).reshape(z.shape[0], 1, 1, -1)
+
+
+def test_orthogonal_jacobian_penalty_linear_generators():
+    ortho = _Linear(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    z = torch.randn(4, 2)
+    assert orthogonal_jacobian_penalty(ortho, z, 0.5).item() == pytest.approx(0.0, abs=1e-10)
+    skew = _Linear(torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]))
+    # Gram over pixels (mean over P=3): <c0, c1> / 3 = 1/3; both off-diagonal entries squared
+    got = orthogonal_jacobian_penalty(skew, z, 0.5).item()
+    assert got == pytest.approx(1 / 9, rel=1e-5)
+
+
+def test_orthogonal_jacobian_penalty_on_generator_is_differentiable():
+    g = Generator(4, 16, 1, w_dim=16, mapping_layers=1, channel_base=64, channel_max=8)
+    z = torch.randn(3, 4)
+    loss = orthogonal_jacobian_penalty(g, z, 0.1, dims=[0, 2])
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert g.mapping.layers[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 2"):
+        orthogonal_jacobian_penalty(g, z, 0.1, dims=[1])
