@@ -58,10 +58,14 @@ def make_fixture_run(
     (root / "state.json").write_text(
         json.dumps(
             {
-                "context_names": CONTEXTS,
+                "format_version": 1,
+                "glance_version": "0.1.0",
+                "torch_version": "2.x-fixture",
+                "preset": "fast",
+                "random_state": 0,
+                "contexts": CONTEXTS,
                 "concept_names": CONTEXTS + CONCEPTS,
                 "classes": ["0", "1", "2"],
-                "versions": {"torch": "2.x-fixture", "numpy": "1.x-fixture"},
             }
         )
     )
@@ -125,17 +129,23 @@ def make_fixture_run(
         (root / "graph" / "global_importance.json").write_text(json.dumps(gi))
     if with_explanations:
         (root / "explanations").mkdir(exist_ok=True)
-        images = []
+        records = []
+        nodes = CONTEXTS + CONCEPTS
         for i in range(n_images):
-            trav, cf = f"traversal_{i}.png", f"counterfactual_{i}.png"
-            (root / "explanations" / trav).write_bytes(png_bytes(28 * 4, 28 * 5, 10 + i))
-            (root / "explanations" / cf).write_bytes(png_bytes(28, 56, 20 + i))
-            images.append(
+            # the picture names LocalExplanation.save_pngs writes
+            for kind, (h, w) in {
+                "summary": (80, 200),
+                "traversal": (112, 140),
+                "interaction": (90, 90),
+            }.items():
+                (root / "explanations" / f"{kind}_{i}.png").write_bytes(png_bytes(h, w, 10 * i))
+            records.append(
                 {
-                    "index": 100 + i,
-                    "label": i % 3,
+                    "index": i,
                     "prediction": i % 3,
                     "probability": 0.9,
+                    "target": i % 3,
+                    "reconstruction": {"prediction": i % 3, "probability": 0.8},
                     "importance": {
                         "thickness": 0.3 + i,
                         "intensity": 0.1,
@@ -148,17 +158,31 @@ def make_fixture_run(
                         "concept_0": 0.05,
                         "concept_1": 0.2,
                     },
-                    "interactions": {"thickness|intensity": 0.04, "thickness|concept_1": -0.02},
+                    "interactions": [
+                        {"nodes": ["thickness", "intensity"], "strength": 0.04, "values": []},
+                        {"nodes": ["thickness", "concept_1"], "strength": 0.02, "values": []},
+                    ],
                     "counterfactual": {
                         "target": (i + 1) % 3,
                         "nodes": {"thickness": 1.5},
                         "prediction": (i + 1) % 3,
+                        "probability": 0.7,
+                        "valid": True,
+                        "proximity": 0.1,
                     },
-                    "traversal_png": trav,
-                    "counterfactual_png": cf,
                 }
             )
-        (root / "explanations" / "explanations.json").write_text(json.dumps({"images": images}))
+        (root / "explanations" / "explanations.json").write_text(
+            json.dumps(
+                {
+                    "nodes": nodes,
+                    "node_kinds": ["context"] * 2 + ["concept"] * 2,
+                    "classes": ["0", "1", "2"],
+                    "deltas": [-2, -1, 0, 1, 2],
+                    "explanations": records,
+                }
+            )
+        )
     write_manifest(root)
     return root
 

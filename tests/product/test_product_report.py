@@ -105,8 +105,8 @@ def test_report_is_self_contained(fixture_run: Path) -> None:
     assert all(u.startswith("data:image/") for u in doc.urls), doc.urls
     assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)
     assert "<link" not in html and "<script" not in html
-    # graph.png, reconstructions, samples, a traversal and a counterfactual per image
-    assert len(doc.imgs) == 3 + 2 * 3
+    # graph.png, reconstructions, samples; summary, traversal and interaction per image
+    assert len(doc.imgs) == 3 + 3 * 3
     for uri in doc.imgs:
         head, b64 = uri.split(",", 1)
         assert base64.b64decode(b64).startswith(b"\x89PNG")
@@ -156,7 +156,7 @@ def test_newer_format_is_refused(fixture_run: Path) -> None:
 def test_picture_path_outside_run_is_refused(fixture_run: Path) -> None:
     path = fixture_run / "explanations" / "explanations.json"
     data = json.loads(path.read_text())
-    data["images"][0]["traversal_png"] = "../../../etc/secret.png"
+    data["explanations"][0]["extra_png"] = "../../../etc/secret.png"
     path.write_text(json.dumps(data))
     write_manifest(fixture_run)
     with pytest.raises(CheckpointCorruptError, match="leaves the run directory"):

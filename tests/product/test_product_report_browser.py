@@ -46,7 +46,7 @@ def test_report_renders_offline_in_chromium(fixture_run: Path, tmp_path: Path, b
     assert sampled.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(192, 40, 45)"
 
     imgs = page.locator("img")
-    assert imgs.count() == 9
+    assert imgs.count() == 12
     widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth)")
     assert all(w and w > 0 for w in widths), widths
     assert page.locator("svg.graph g.node").count() == 7

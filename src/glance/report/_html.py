@@ -187,8 +187,9 @@ def _global_importance(art: RunArtifacts, explanations: list[dict]) -> dict:
 def normalise_interactions(raw: Any) -> dict[tuple[str, str], float]:
     """Turn the accepted interaction encodings into ``{(u, v): value}``.
 
-    Accepted: ``{u: {v: value}}``, ``{"u|v": value}`` (also ``,`` or ``×``), a list of
-    ``{"nodes"|"pair": [u, v], "value"|"interaction": value}`` or of ``[u, v, value]``.
+    Accepted: the ``LocalExplanation.to_dict`` list ``[{"nodes": [u, v], "strength": s}]``
+    (also ``"pair"`` / ``"value"``), ``{u: {v: value}}``, ``{"u|v": value}`` (also ``,`` or
+    ``×``), or a list of ``[u, v, value]``.
     """
     out: dict[tuple[str, str], float] = {}
     if isinstance(raw, Mapping):
@@ -207,7 +208,7 @@ def normalise_interactions(raw: Any) -> dict[tuple[str, str], float]:
         for item in raw:
             if isinstance(item, Mapping):
                 pair = item.get("nodes", item.get("pair"))
-                value = item.get("value", item.get("interaction"))
+                value = item.get("strength", item.get("value", item.get("interaction")))
             elif isinstance(item, (list, tuple)) and len(item) == 3:
                 pair, value = item[:2], item[2]
             else:
@@ -226,13 +227,27 @@ def _explanation_items(raw: dict | None) -> list[Mapping[str, Any]]:
     return []
 
 
-def _pictures(art: RunArtifacts, item: Mapping[str, Any]) -> list[dict]:
-    """Every ``*.png`` path the explanation item names (one level of nesting), inlined."""
+#: Pictures ``LocalExplanation.save_pngs`` writes per image position ``i``, in display order.
+_PICTURE_KINDS = ("summary", "traversal", "counterfactual", "interaction")
+
+
+def _pictures(art: RunArtifacts, item: Mapping[str, Any], position: int) -> list[dict]:
+    """The pictures of one explained image, inlined.
+
+    ``explanations/<kind>_<i>.png`` (the names ``LocalExplanation.save_pngs`` writes) and any
+    ``*.png`` path the record names itself (one level of nesting).
+    """
     found: list[tuple[str, str]] = []
+    for kind in _PICTURE_KINDS:
+        rel = f"explanations/{kind}_{position}.png"
+        if (art.run_dir / rel).is_file():
+            found.append((kind, rel))
 
     def visit(prefix: str, obj: Any) -> None:
         if isinstance(obj, str) and obj.lower().endswith((".png", ".jpg", ".jpeg")):
-            found.append((prefix, obj))
+            rel = obj if (art.run_dir / obj).exists() else f"explanations/{obj}"
+            if all(rel != r for _, r in found):
+                found.append((prefix, rel))
         elif isinstance(obj, Mapping):
             for k, v in obj.items():
                 visit(f"{prefix} {k}".strip(), v)
@@ -240,22 +255,15 @@ def _pictures(art: RunArtifacts, item: Mapping[str, Any]) -> list[dict]:
             for i, v in enumerate(obj):
                 visit(f"{prefix} {i}", v)
 
-    visit("", {k: v for k, v in item.items()})
-    out = []
-    for caption, rel in found:
-        rel_path = rel if (art.run_dir / rel).exists() else f"explanations/{rel}"
-        out.append(
-            {
-                "caption": caption.replace("_", " "),
-                "uri": _data_uri(art, rel_path, "explanation picture"),
-                "kind": "counterfactual"
-                if "counterfactual" in caption
-                else "traversal"
-                if "travers" in caption
-                else "other",
-            }
-        )
-    return out
+    visit("", dict(item))
+    return [
+        {
+            "caption": caption.replace("_", " "),
+            "uri": _data_uri(art, rel, "explanation picture"),
+            "kind": next((k for k in _PICTURE_KINDS if k in caption), "other"),
+        }
+        for caption, rel in found
+    ]
 
 
 def _local(art: RunArtifacts) -> tuple[list[dict], dict]:
@@ -284,7 +292,7 @@ def _local(art: RunArtifacts) -> tuple[list[dict], dict]:
                 if inter
                 else "",
                 "counterfactual": _counterfactual(cf),
-                "pictures": _pictures(art, item),
+                "pictures": _pictures(art, item, i),
             }
         )
     # Mean interaction over images: the global heat-map.
@@ -325,18 +333,28 @@ def _counterfactual(cf: Mapping[str, Any] | None) -> dict | None:
 
 # ---------------------------------------------------------------- config and versions
 def _provenance(art: RunArtifacts) -> dict:
+    state = art.state if isinstance(art.state, Mapping) else {}
     versions = {}
-    if isinstance(art.state, Mapping) and isinstance(art.state.get("versions"), Mapping):
-        versions = {str(k): str(v) for k, v in art.state["versions"].items()}
+    if isinstance(state.get("versions"), Mapping):
+        versions = {str(k): str(v) for k, v in state["versions"].items()}
+    for key in sorted(state):
+        if key.endswith("_version") and not isinstance(state[key], (dict, list)):
+            versions[key.removesuffix("_version")] = str(state[key])
+    run_facts = {
+        k: str(state[k])
+        for k in ("preset", "random_state", "layer", "train_source", "fit_seconds")
+        if state.get(k) is not None
+    }
     files = art.manifest.get("files", {}) if isinstance(art.manifest, Mapping) else {}
     return {
         "config": art.config_text,
         "versions": versions,
+        "facts": run_facts,
         "glance_version": art.manifest.get("glance_version"),
         "format_version": art.manifest.get("format_version"),
         "files": [{"path": p, "sha": str(h)[:16]} for p, h in sorted(files.items())],
-        "classes": art.state.get("classes") if isinstance(art.state, Mapping) else None,
-        "contexts": art.state.get("context_names") if isinstance(art.state, Mapping) else None,
+        "classes": state.get("classes"),
+        "contexts": state.get("contexts", state.get("context_names")),
     }
 
 

@@ -137,7 +137,6 @@ class ExplorerBackend:
         CheckpointCorruptError
             The run's manifest check fails.
         """
-        import glance
         from glance._io import verify_manifest
         from glance.explain import Twin
         from glance.report._artifacts import load_run_artifacts
@@ -145,7 +144,7 @@ class ExplorerBackend:
         run = Path(run_dir)
         verify_manifest(run)  # refuse a tampered run before anything is loaded from it
         art = load_run_artifacts(run, verify=False)
-        model = glance.load(run)
+        model = _load(run)
         twin = Twin.from_glance(model)
         images, labels, source = _pick_images(model, art.state, data, n_images)
         return cls(
@@ -329,6 +328,16 @@ class ExplorerBackend:
         }
 
 
+def _load(run: Path) -> Any:
+    """``glance.load`` (the public entry point), falling back to its home module."""
+    import glance
+
+    loader = getattr(glance, "load", None)
+    if loader is None:
+        from glance.estimator import load as loader
+    return loader(run)
+
+
 def _pick_images(
     model: Any, state: Mapping[str, Any] | None, data: Any, n_images: int
 ) -> tuple[torch.Tensor, list[int] | None, str]:
@@ -337,9 +346,13 @@ def _pick_images(
 
     path = data
     if path is None and isinstance(state, Mapping):
-        recorded = state.get("data") or state.get("data_path") or state.get("dataset")
-        if isinstance(recorded, str) and Path(recorded).exists():
-            path = recorded
+        recorded = state.get("train_source") or state.get("data")
+        if isinstance(recorded, str):
+            # a dataset's ``source`` may carry a suffix such as " (train)" or "[subset of n]"
+            for candidate in (recorded, recorded.split(" (")[0], recorded.split("[")[0]):
+                if candidate and Path(candidate).exists():
+                    path = candidate
+                    break
     if path is not None:
         try:
             split = test_split(path)
