@@ -30,14 +30,19 @@ def run_chunks(
     *,
     progress: bool = False,
     desc: str = "",
+    min_parallel_chunks: int = 4,
 ) -> list[Any]:
     """``[func(chunk, kwargs) for chunk in chunks]``, in order, on up to ``n_jobs`` processes.
 
     ``func`` must be a module-level function (it is sent to worker processes by reference).
+    With ``n_jobs=None`` (automatic), fewer than ``min_parallel_chunks`` chunks run in this
+    process: starting workers (each imports glance and torch, ~2 s) would cost more than it saves.
     """
     from tqdm.auto import tqdm
 
     workers = min(resolve_n_jobs(n_jobs), len(chunks))
+    if n_jobs is None and len(chunks) < min_parallel_chunks:
+        workers = 1
     bar = tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress, leave=False)
     out: list[Any] = []
     try:

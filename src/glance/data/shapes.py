@@ -1,0 +1,260 @@
+"""Causal shapes: RGB images of one object on a background, rendered from a known SCM.
+
+Factors (columns of ``factors.csv``; the DAG, rule and codes are also written to ``truth.json``)::
+
+    shape       root    categorical: 0 = circle, 1 = square, 2 = triangle
+    size        root    U(0.25, 0.6), the object's circumscribed diameter / image side
+    pos_x       root    U(-1, 1), horizontal offset of the centre within the free margin
+    pos_y       root    U(-1, 1), vertical offset (positive = lower in the image)
+    rotation    root    U(0, 360) degrees (no visible effect on circles)
+    background  root    U(0.0, 0.3), grey level of the background
+    hue         shape -> hue:            clip((0.12, 0.42, 0.72)[shape] + N(0, 0.03²), 0, 1)
+    brightness  pos_y -> brightness:     clip(0.75 - 0.2 pos_y + N(0, 0.05²), 0.4, 1)
+    label       size -> label:           1 if size >= 0.425 else 0  ("large" vs "small")
+
+The label rule uses one root factor (``size``) with no other child, so no other factor is a proxy
+of the label, and in the ``plain`` variant every other factor is independent of the label. The
+``spurious`` variant adds ``cue`` (label -> cue): a bright square marker in the top-left corner,
+present (cue = 1) when the label is 1 with probability ``cue_agreement`` in ``train`` and ``test``
+and reversed in ``test_reversed`` (the same objects as ``test`` with the cue flipped), so a
+classifier's reliance on the cue shows as an accuracy drop between the two test splits.
+
+Layout::
+
+    DIR/truth.json
+    DIR/<split>/factors.csv        filename,label,<factor>...   (filename relative to DIR/<split>)
+    DIR/<split>/images/000000.png
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from glance._io import atomic_directory, atomic_write_json
+from glance.data._csv import write_csv
+from glance.data._parallel import run_chunks
+from glance.exceptions import DataValidationError
+
+__all__ = [
+    "SHAPES_FACTORS",
+    "SHAPE_CODES",
+    "sample_shape_factors",
+    "render_shape",
+    "generate_shapes",
+]
+
+logger = logging.getLogger(__name__)
+
+SHAPE_CODES = {0: "circle", 1: "square", 2: "triangle"}
+SHAPES_FACTORS = (
+    "shape", "size", "pos_x", "pos_y", "rotation", "background", "hue", "brightness",
+)  # fmt: skip
+_BASE_HUE = np.array([0.12, 0.42, 0.72])
+SIZE_RANGE, SIZE_THRESHOLD = (0.25, 0.6), 0.425
+TRAIN_FRACTION = 0.8
+_SUPERSAMPLE = 4
+_EDGES = [("shape", "hue"), ("pos_y", "brightness"), ("size", "label")]
+
+
+def sample_shape_factors(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Draw ``n`` factor vectors and labels from the SCM of the module docstring."""
+    f: dict[str, np.ndarray] = {}
+    f["shape"] = rng.integers(0, 3, size=n)
+    f["size"] = rng.uniform(*SIZE_RANGE, size=n)
+    f["pos_x"] = rng.uniform(-1.0, 1.0, size=n)
+    f["pos_y"] = rng.uniform(-1.0, 1.0, size=n)
+    f["rotation"] = rng.uniform(0.0, 360.0, size=n)
+    f["background"] = rng.uniform(0.0, 0.3, size=n)
+    f["hue"] = np.clip(_BASE_HUE[f["shape"]] + rng.normal(0.0, 0.03, size=n), 0.0, 1.0)
+    f["brightness"] = np.clip(0.75 - 0.2 * f["pos_y"] + rng.normal(0.0, 0.05, size=n), 0.4, 1.0)
+    f["label"] = (f["size"] >= SIZE_THRESHOLD).astype(np.int64)
+    return f
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h, s, v))
+
+
+def render_shape(factors: Mapping[str, float], size: int) -> np.ndarray:
+    """Render one image (uint8 (size, size, 3)) from one factor vector, anti-aliased.
+
+    The object is drawn on a ``4 size`` grid of pixel-centre samples and area-averaged down.
+    """
+    m = size * _SUPERSAMPLE
+    coords = (np.arange(m) + 0.5) / m  # sample centres in [0, 1]
+    radius = float(factors["size"]) / 2.0
+    cx = 0.5 + float(factors["pos_x"]) * (0.5 - radius)
+    cy = 0.5 + float(factors["pos_y"]) * (0.5 - radius)
+    theta = np.deg2rad(float(factors["rotation"]))
+    dx, dy = coords[None, :] - cx, coords[:, None] - cy
+    u = (np.cos(theta) * dx + np.sin(theta) * dy) / radius  # object frame, unit circumradius
+    v = (-np.sin(theta) * dx + np.cos(theta) * dy) / radius
+    shape = int(factors["shape"])
+    if shape == 0:
+        inside = u**2 + v**2 <= 1.0
+    elif shape == 1:
+        inside = np.maximum(np.abs(u), np.abs(v)) <= 1.0 / np.sqrt(2.0)
+    else:  # equilateral triangle with circumradius 1: three half-planes at distance 1/2
+        inside = np.ones_like(u, dtype=bool)
+        for angle in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3):
+            inside &= np.cos(angle) * u + np.sin(angle) * v <= 0.5
+    if "cue" in factors and int(factors["cue"]):
+        side = max(m // 8, _SUPERSAMPLE)
+        cue = np.zeros((m, m), dtype=bool)
+        cue[_SUPERSAMPLE : _SUPERSAMPLE + side, _SUPERSAMPLE : _SUPERSAMPLE + side] = True
+    else:
+        cue = None
+    cover = inside.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))
+    colour = _hsv_to_rgb(float(factors["hue"]), 0.8, float(factors["brightness"]))
+    image = float(factors["background"]) + cover[..., None] * (
+        colour - float(factors["background"])
+    )
+    if cue is not None:
+        mark = cue.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))
+        image = image + mark[..., None] * (np.ones(3) - image)
+    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _render_chunk(chunk: tuple[Path, int, dict[str, np.ndarray]], kw: Mapping[str, Any]) -> int:
+    folder, start, factors = chunk
+    n = len(factors["shape"])
+    for k in range(n):
+        img = render_shape({name: col[k] for name, col in factors.items()}, kw["size"])
+        # Written directly: the whole dataset directory is renamed into place only when complete.
+        Image.fromarray(img).save(folder / f"{start + k:06d}.png", optimize=False)
+    return n
+
+
+def _truth(variant: str, size: int, cue_agreement: float, seed: int, n: int) -> dict:
+    edges = list(_EDGES) + ([("label", "cue")] if variant == "spurious" else [])
+    factors = list(SHAPES_FACTORS) + (["cue"] if variant == "spurious" else [])
+    truth: dict[str, Any] = {
+        "generator": "glance.data.shapes",
+        "variant": variant,
+        "image_size": size,
+        "seed": seed,
+        "n": n,
+        "factors": factors,
+        "nodes": factors + ["label"],
+        "edges": [{"source": a, "target": b} for a, b in edges],
+        "roots": [f for f in factors if all(t != f for _, t in edges)],
+        "label_rule": {
+            "factors": ["size"],
+            "expression": f"label = 1 if size >= {SIZE_THRESHOLD} else 0",
+            "classes": ["small", "large"],
+        },
+        "categorical": {"shape": {str(k): v for k, v in SHAPE_CODES.items()}},
+        "units": {"rotation": "degrees", "size": "fraction of image side", "hue": "[0, 1)"},
+        "spurious": None,
+    }
+    if variant == "spurious":
+        truth["spurious"] = {
+            "factor": "cue",
+            "description": "white square marker in the top-left corner when cue = 1",
+            "agreement_with_label": {
+                "train": cue_agreement,
+                "test": cue_agreement,
+                "test_reversed": 1.0 - cue_agreement,
+            },
+        }
+    return truth
+
+
+def generate_shapes(
+    out: str | os.PathLike[str],
+    *,
+    n: int = 10_000,
+    size: int = 32,
+    variant: Literal["plain", "spurious"] = "plain",
+    seed: int = 0,
+    cue_agreement: float = 0.95,
+    n_jobs: int | None = None,
+    chunk_size: int = 500,
+    progress: bool = False,
+) -> Path:
+    """Write a causal-shapes dataset to ``out`` (replaced atomically when complete).
+
+    Parameters
+    ----------
+    out
+        Output directory (layout in the module docstring), with a ``MANIFEST.json``.
+    n
+        Images in ``train`` + ``test`` (80 % / 20 %); the spurious variant also writes
+        ``test_reversed``, a copy of ``test`` with the cue reversed.
+    size
+        Image side in pixels: 32 or 64.
+    variant
+        ``"plain"`` or ``"spurious"``.
+    seed
+        Seed of every random choice: the same seed gives the same files.
+    cue_agreement
+        Spurious variant: probability that the cue equals the label in ``train`` and ``test``.
+    n_jobs
+        Worker processes (None: all cores).
+    chunk_size
+        Images per worker task.
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+
+    Raises
+    ------
+    DataValidationError
+        Invalid ``n``, ``size``, ``variant``, ``seed`` or ``cue_agreement``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise DataValidationError(f"n must be an integer >= 2 (one image per split); got {n!r}")
+    if size not in (32, 64):
+        raise DataValidationError(f"size must be 32 or 64; got {size!r}")
+    if variant not in ("plain", "spurious"):
+        raise DataValidationError(f"variant must be 'plain' or 'spurious'; got {variant!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataValidationError(f"seed must be a non-negative integer; got {seed!r}")
+    if not 0.5 <= cue_agreement <= 1.0:
+        raise DataValidationError(f"cue_agreement must lie in [0.5, 1]; got {cue_agreement!r}")
+    rng = np.random.default_rng(seed)
+    factors = sample_shape_factors(n, rng)
+    if variant == "spurious":
+        agree = rng.random(n) < cue_agreement
+        factors["cue"] = np.where(agree, factors["label"], 1 - factors["label"])
+    n_train = min(max(int(round(TRAIN_FRACTION * n)), 1), n - 1)
+    splits = {"train": slice(0, n_train), "test": slice(n_train, n)}
+    with atomic_directory(out) as tmp:
+        jobs = []
+        tables = {}
+        for split, sl in splits.items():
+            tables[split] = {k: v[sl] for k, v in factors.items()}
+        if variant == "spurious":
+            tables["test_reversed"] = dict(tables["test"], cue=1 - tables["test"]["cue"])
+        for split, table in tables.items():
+            folder = tmp / split / "images"
+            folder.mkdir(parents=True)
+            m = len(table["label"])
+            for i in range(0, m, chunk_size):
+                jobs.append((folder, i, {k: v[i : i + chunk_size] for k, v in table.items()}))
+            _write_factors(tmp / split / "factors.csv", table)
+        run_chunks(_render_chunk, jobs, {"size": size}, n_jobs, progress=progress, desc="shapes")
+        atomic_write_json(tmp / "truth.json", _truth(variant, size, cue_agreement, seed, n))
+    logger.info("wrote %d %s shapes (%d px) to %s", n, variant, size, out)
+    return Path(out)
+
+
+def _write_factors(path: Path, table: Mapping[str, np.ndarray]) -> None:
+    names = [k for k in table if k != "label"]
+    m = len(table["label"])
+    files = [f"images/{k:06d}.png" for k in range(m)]
+    columns = [files, table["label"]]
+    columns += [table[k] if k in ("shape", "cue") else table[k].astype(np.float64) for k in names]
+    write_csv(path, ["filename", "label", *names], columns)
