@@ -133,7 +133,7 @@ class Explainer:
             return None
         k = len(self.twin.classes)
         arr = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
-        if arr.ndim == 0:
+        if arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer):
             arr = np.full(n, int(arr))
         if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
             raise ConfigError(
