@@ -1,9 +1,182 @@
-"""CLI subcommands of the 'fit' area (see glance.cli.main)."""
+"""CLI subcommands of the 'fit' area: ``glance fit`` and ``glance evaluate``.
+
+Thin wrappers over :class:`glance.Glance`: ``fit`` trains the twin surrogate of a classifier on a
+dataset into a run directory (``--resume`` continues it from its last complete checkpoint);
+``evaluate`` measures its faithfulness on held-out images and writes ``RUN/metrics.json``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parsers"]
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands (none yet)."""
+    """Add ``fit`` and ``evaluate``."""
+    p = subparsers.add_parser(
+        "fit",
+        help="fit the concept encoder and generator of a classifier",
+        description="Fit GLANCE's twin surrogate (concept encoder, surrogate head, generator) of "
+        "a classifier on a dataset. Same seed, same data, same machine: same result.",
+    )
+    p.add_argument("--data", required=True, help="dataset directory (training split is used)")
+    p.add_argument("--classifier", required=True, help="classifier weights (MODEL.safetensors)")
+    p.add_argument("--contexts", default="", help="comma-separated context columns, in order")
+    p.add_argument("--preset", default="fast", help="tiny | fast | default | paper")
+    p.add_argument("--out", required=True, help="run directory (must be new unless --resume)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--config", help="YAML/TOML file overriding the preset")
+    p.add_argument("--layer", help="classifier feature layer (default: last conv stage)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=_cmd_fit)
+
+    e = subparsers.add_parser(
+        "evaluate",
+        help="faithfulness figures of a fitted run",
+        description="Measure fidelity, alignment, disentanglement and realism of a fitted run on "
+        "held-out images; writes RUN/metrics.json and the reconstruction/sample grids.",
+    )
+    e.add_argument("run", help="run directory written by 'glance fit'")
+    e.add_argument("--data", help="dataset to evaluate on (default: the run's held-out split)")
+    e.add_argument("--split", help="split of --data (default: its test split)")
+    e.add_argument("--json", help="also write the metrics to this file")
+    e.add_argument("--n-images", type=int, help="images evaluated (default: the preset's)")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=_cmd_evaluate)
+
+
+def _training_split(data: str) -> str | None:
+    from glance.data import list_splits, test_split
+
+    splits = list_splits(data)
+    held = test_split(data)
+    return next((s for s in splits if s != held), None)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[dict[str, int]]:
+    """SIGTERM/SIGINT ask the loop to checkpoint and stop; handlers are restored afterwards."""
+    from glance.training.loop import request_stop
+
+    seen: dict[str, int] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if seen:  # a second signal aborts at once; the last committed checkpoint stays valid
+            raise KeyboardInterrupt
+        seen["signal"] = signum
+        request_stop()
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield seen
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from glance._io import atomic_write_json, write_manifest
+    from glance.classifiers.serialization import load_classifier
+    from glance.data import load_dataset, test_split
+    from glance.estimator import Glance
+    from glance.training.config import resolve_config
+    from glance.training.loop import TrainingInterrupted
+
+    contexts = tuple(c.strip() for c in args.contexts.split(",") if c.strip())
+    config = resolve_config(args.preset, args.config)
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump({"preset": args.preset, **config.to_dict()}, sort_keys=False))
+        return 0
+    dataset = load_dataset(args.data, _training_split(args.data))
+    est = Glance(
+        load_classifier(args.classifier),
+        layer=args.layer,
+        contexts=contexts,
+        preset=args.preset,
+        config=config,
+        random_state=args.seed,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    with _stop_on_signals() as seen:
+        try:
+            est.fit(dataset, out=args.out, resume=args.resume)
+        except TrainingInterrupted as exc:
+            exc.exit_code = 130 if seen.get("signal") == signal.SIGINT else 143
+            raise
+    run = Path(args.out)
+    atomic_write_json(
+        run / "data.json",
+        {
+            "data": str(Path(args.data).resolve()),
+            "test_split": test_split(args.data),
+            "train_split": _training_split(args.data),
+        },
+    )
+    write_manifest(run, {"kind": "glance-run"})
+    print(f"fitted in {est.fit_seconds_:.0f} s; run saved to {run}")
+    return 0
+
+
+def _eval_dataset(run: Path, data: str | None, split: str | None) -> Any:
+    from glance.data import load_dataset, test_split
+    from glance.exceptions import DataValidationError
+
+    if data is None:
+        info_path = run / "data.json"
+        if not info_path.is_file():
+            raise DataValidationError(
+                f"{run}: no data.json recording the training data; pass --data DIR"
+            )
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        data, split = info["data"], split or info.get("test_split")
+    return load_dataset(data, split or test_split(data))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from glance._io import atomic_write_json, write_manifest
+    from glance.estimator import load
+
+    run = Path(args.run)
+    est = load(run, device=args.device)
+    dataset = _eval_dataset(run, args.data, args.split)
+    metrics = est.evaluate(dataset, out=run, n_images=args.n_images)
+    metrics["data"] = str(getattr(dataset, "source", ""))
+    atomic_write_json(run / "metrics.json", metrics)
+    if args.json:
+        atomic_write_json(args.json, metrics)
+    write_manifest(run, {"kind": "glance-run"})
+    sys.stdout.write(format_table(metrics))
+    return 0
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The metrics as an aligned two-column text table."""
+    rows: list[tuple[str, str]] = []
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    for key, value in metrics.items():
+        if key == "grids":
+            rows += [(f"grid {k}", str(v)) for k, v in value.items()]
+        elif isinstance(value, dict):
+            rows += [(f"{key} {k}", fmt(v)) for k, v in value.items()]
+        else:
+            rows.append((key, fmt(value)))
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)

@@ -18,6 +18,7 @@ import copy
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,11 +42,28 @@ from glance.training.tasks import (
     ParallelSlice,
 )
 
-__all__ = ["Parts", "TrainData", "Hooks", "Trainer", "TrainingInterrupted", "fit_loop"]
+__all__ = [
+    "Parts",
+    "TrainData",
+    "Hooks",
+    "Trainer",
+    "TrainingInterrupted",
+    "fit_loop",
+    "request_stop",
+]
 
 logger = logging.getLogger(__name__)
 
 _STAGE_IDS = {"encoder": 1, "generator": 2, "joint": 3}
+
+# Set from a signal handler (SIGTERM/SIGINT): the loop checkpoints at the next step boundary and
+# stops. Only a flag is set in the handler; the I/O happens in the loop (Lightning PR #21407).
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask every running :func:`fit_loop` to checkpoint and stop at the next step boundary."""
+    _STOP.set()
 
 
 @dataclass
@@ -622,6 +640,7 @@ def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
     TrainingInterrupted
         A stop was requested (SIGTERM/SIGINT); a checkpoint of the last step was saved.
     """
+    _STOP.clear()
     step = trainer.start(resume)
     with trainer.progress(step) as bar:
         while step < trainer.total_steps:
@@ -640,7 +659,7 @@ def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
                 trainer.checkpoint(step)
             if trainer.hooks.on_step is not None:
                 trainer.hooks.on_step(step)
-            if trainer._stop_requested:
+            if trainer._stop_requested or _STOP.is_set():
                 if trainer.last_checkpoint != trainer.ckpt.path_for(step):
                     trainer.checkpoint(step)
                 raise TrainingInterrupted(

@@ -1,0 +1,68 @@
+"""Configuration dataclasses, presets and config files (validated on load)."""
+
+from __future__ import annotations
+
+import pytest
+
+from glance.exceptions import ConfigError, UnknownNameError
+from glance.presets import PRESETS
+from glance.training.config import GlanceConfig, config_hash, resolve_config
+
+
+def test_presets_registered_and_valid():
+    assert {"tiny", "fast", "default", "paper"} <= set(PRESETS.names())
+    for name in PRESETS.names():
+        cfg = PRESETS.get(name)
+        assert isinstance(cfg, GlanceConfig)
+        # Round trip through a plain dict re-validates every key and type.
+        assert GlanceConfig.from_dict(cfg.to_dict()) == cfg
+    tiny, fast = PRESETS.get("tiny").train, PRESETS.get("fast").train
+    assert tiny.encoder_steps + tiny.generator_steps < fast.encoder_steps + fast.generator_steps
+
+
+def test_unknown_preset_suggests_name():
+    with pytest.raises(UnknownNameError, match="Did you mean 'fast'"):
+        resolve_config("fsat")
+
+
+def test_overrides_merge_into_preset():
+    cfg = resolve_config("tiny", {"train": {"generator_steps": 3}, "loss": {"align": 2}})
+    assert cfg.train.generator_steps == 3
+    assert cfg.loss.align == 2.0  # int coerced to float
+    assert cfg.train.encoder_steps == PRESETS.get("tiny").train.encoder_steps
+    assert config_hash(cfg) != config_hash(PRESETS.get("tiny"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train": {"generator_stpes": 3}}, r"unknown key 'generator_stpes'.*'generator_steps'"),
+        ({"train": {"generator_steps": "many"}}, r"generator_steps must be an integer"),
+        ({"loss": {"align": -1.0}}, r"LossConfig.align must be >= 0"),
+        ({"train": {"mixed_precision": "fp8"}}, r"mixed_precision must be one of"),
+        ({"encoderr": {}}, r"unknown key 'encoderr'"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("tiny", overrides)
+
+
+def test_yaml_and_toml_files(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("preset: tiny\ntrain:\n  generator_steps: 4\n", encoding="utf-8")
+    assert resolve_config("fast", y).train.generator_steps == 4
+    assert (
+        resolve_config("fast", y).train.generator_batch == PRESETS.get("tiny").train.generator_batch
+    )
+    t = tmp_path / "c.toml"
+    t.write_text("[loss]\nkl = 0.5\n", encoding="utf-8")
+    assert resolve_config("tiny", t).loss.kl == 0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generator:\n  w_dimm: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'w_dimm'"):
+        resolve_config("tiny", bad)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[train]\nbetas = 0.9\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"wrong\.toml.*betas must be a list"):
+        resolve_config("tiny", wrong)
