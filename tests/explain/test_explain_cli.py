@@ -1,0 +1,111 @@
+"""``glance explain`` through main(argv), with a stand-in for a fitted run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import glance
+from glance.cli.main import main
+from glance.explain import toy
+
+
+class _ToyRun:
+    """What ``glance.load`` returns, reduced to what explain reads (toy world, no SCM)."""
+
+    concept_names_ = list(toy.NODES)
+    context_names_ = ["size", "brightness"]
+    classes_ = ["small", "large"]
+    image_shape_ = (1, 16, 16)
+
+    def __init__(self) -> None:
+        self.clf = toy.SizeClassifier()
+
+    def encode(self, x):
+        return toy.measure(x)
+
+    def generate(self, z):
+        return toy.render(z)
+
+    def classify(self, x):
+        with torch.no_grad():
+            return self.clf(x)
+
+    def sample_concepts(self, n, random_state=0):
+        return toy.sample_concepts(n, random_state=random_state)
+
+
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    monkeypatch.setattr(glance, "load", lambda path: _ToyRun())
+    return tmp_path / "run"
+
+
+def _png(path, z):
+    img = (toy.render(torch.tensor([z]))[0, 0].numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_explain_image_files(run, tmp_path):
+    a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
+    b = _png(tmp_path / "b.png", [-1.0, 0.5, 0.0])
+    out = tmp_path / "out"
+    assert main(["-q", "explain", str(run), str(a), str(b), "--out", str(out)]) == 0
+    data = json.loads((out / "explanations.json").read_text())
+    recs = data["explanations"]
+    assert [r["prediction"] for r in recs] == [1, 0]
+    assert all(max(r["importance"], key=r["importance"].get) == "size" for r in recs)
+    assert all(r["counterfactual"]["valid"] for r in recs)
+    assert (out / "summary_0.png").exists() and (out / "traversal_1.png").exists()
+
+
+def test_explain_target_and_no_pngs(run, tmp_path):
+    a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
+    out = tmp_path / "out"
+    rc = main(["-q", "explain", str(run), str(a), "--target", "1", "--no-pngs", "--out", str(out)])
+    assert rc == 0
+    rec = json.loads((out / "explanations.json").read_text())["explanations"][0]
+    assert rec["counterfactual"]["target"] == 1 and rec["counterfactual"]["nodes"] == {}
+    assert not list(out.glob("*.png"))
+
+
+def test_explain_errors_are_one_line(run, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(big)
+    assert main(["explain", str(run), str(big), "--out", str(tmp_path / "o")]) == 2
+    assert "16x16" in capsys.readouterr().err
+    assert main(["explain", str(run), "--out", str(tmp_path / "o")]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
+    assert main(["explain", str(run), str(a), "--target", "7", "--out", str(tmp_path)]) == 2
+    assert "'target'" in capsys.readouterr().err
+
+
+def test_explain_data_index(run, tmp_path):
+    z = toy.sample_concepts(10, random_state=5)
+    imgs = (toy.render(z)[:, 0].numpy() * 255).round().astype(np.uint8)
+    np.savez(tmp_path / "d.npz", images=imgs)
+    out = tmp_path / "out"
+    argv = ["-q", "explain", str(run), "--data", str(tmp_path / "d.npz"), "--index", "2:5"]
+    assert main([*argv, "--out", str(out), "--no-pngs"]) == 0
+    recs = json.loads((out / "explanations.json").read_text())["explanations"]
+    assert len(recs) == 3
+    probs = torch.softmax(toy.SizeClassifier()(torch.as_tensor(imgs[2:5, None] / 255.0).float()), 1)
+    assert [r["prediction"] for r in recs] == probs.argmax(1).tolist()
+
+
+def test_parse_index():
+    from glance.cli._explain import parse_index
+
+    assert parse_index("0:3", 10).tolist() == [0, 1, 2]
+    assert parse_index("8:", 10).tolist() == [8, 9]
+    assert parse_index("1,4", 10).tolist() == [1, 4]
+    with pytest.raises(Exception, match="index"):
+        parse_index("20:30", 10)
+    with pytest.raises(Exception, match="index"):
+        parse_index("a:b", 10)
