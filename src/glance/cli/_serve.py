@@ -18,8 +18,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be between 0 and 65535; got {args.port}")
     if args.max_upload_bytes <= 0:
         raise ConfigError(f"--max-upload-bytes must be positive; got {args.max_upload_bytes}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1; got {args.threads}")
     backend = ExplorerBackend.from_run(
-        args.run, data=args.data, n_images=args.n_images, max_upload_bytes=args.max_upload_bytes
+        args.run,
+        data=args.data,
+        n_images=args.n_images,
+        max_upload_bytes=args.max_upload_bytes,
+        threads=args.threads,
     )
     if not is_loopback(args.host):
         logger.warning(
@@ -52,5 +58,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=64, help="images offered in the picker")
     p.add_argument(
         "--max-upload-bytes", type=int, default=1 << 20, help="largest accepted upload (bytes)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per request (1: fastest for one image)",
     )
     p.set_defaults(func=_run)
