@@ -1,0 +1,122 @@
+"""Matplotlib picture of a :class:`~glance.causal.graph.CausalGraph`.
+
+Layout in columns: contexts, concepts, outputs (left to right). Edge width grows with
+confidence, colour gives the sign of the effect (red positive, blue negative, grey unknown),
+undirected edges have no arrow head, output nodes are orange squares.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Any
+
+import networkx as nx
+
+from glance._io import atomic_write_bytes
+
+__all__ = ["plot_graph", "save_graph_png"]
+
+_NODE_STYLE = {
+    "context": {"node_color": "#d6eaf8", "node_shape": "o"},
+    "concept": {"node_color": "#e8f6e8", "node_shape": "o"},
+    "output": {"node_color": "#f8c471", "node_shape": "s"},
+}
+_LAYER = {"context": 0, "concept": 1, "output": 2}
+_NODE_SIZE = 2000
+
+
+def _colour(effect: float) -> str:
+    if not math.isfinite(effect) or effect == 0:
+        return "#7f7f7f"
+    return "#c0392b" if effect > 0 else "#2471a3"
+
+
+def _layout(graph: Any) -> dict[str, tuple[float, float]]:
+    pos = {}
+    for kind, x in _LAYER.items():
+        members = [n.name for n in graph.nodes if n.kind == kind]
+        for k, name in enumerate(members):
+            # Centred column, top to bottom in node order; every other node is shifted right
+            # so that edges inside a column do not run through the nodes between them.
+            pos[name] = (2.0 * x + 0.6 * (k % 2), (len(members) - 1) / 2.0 - k)
+    return pos
+
+
+def plot_graph(graph: Any, ax: Any = None, *, title: str | None = None) -> Any:
+    """Draw ``graph`` on ``ax`` (a new figure when ``None``); returns the axes."""
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        n_rows = max([sum(n.kind == k for n in graph.nodes) for k in _LAYER] + [1])
+        fig = Figure(figsize=(9, max(3.5, 1.1 * n_rows + 1)))
+        ax = fig.add_subplot(1, 1, 1)
+    g = nx.DiGraph()
+    g.add_nodes_from(graph.names)
+    pos = _layout(graph)
+    for kind, style in _NODE_STYLE.items():
+        nodes = [n.name for n in graph.nodes if n.kind == kind]
+        if nodes:
+            nx.draw_networkx_nodes(
+                g,
+                pos,
+                nodelist=nodes,
+                ax=ax,
+                node_size=_NODE_SIZE,
+                edgecolors="#333333",
+                linewidths=1.0,
+                **style,
+            )
+    nx.draw_networkx_labels(g, pos, ax=ax, font_size=7)
+    for e in graph.edges():
+        g.add_edge(e.source, e.target)
+        nx.draw_networkx_edges(
+            g,
+            pos,
+            edgelist=[(e.source, e.target)],
+            ax=ax,
+            node_size=_NODE_SIZE,
+            width=0.5 + 4.0 * max(0.0, min(1.0, e.confidence)),
+            edge_color=_colour(e.effect),
+            arrows=True,
+            arrowstyle="-|>" if e.directed else "-",
+            arrowsize=14,
+            connectionstyle="arc3,rad=0.08",
+        )
+    labels = {
+        (e.source, e.target): f"{e.effect:+.2f}" for e in graph.edges() if math.isfinite(e.effect)
+    }
+    if labels:
+        nx.draw_networkx_edge_labels(
+            g, pos, edge_labels=labels, ax=ax, font_size=7, connectionstyle="arc3,rad=0.08"
+        )
+    ax.text(
+        0.0,
+        -0.02,
+        "width = confidence · red + / blue − effect · no arrow head = orientation not identified",
+        transform=ax.transAxes,
+        fontsize=7,
+        color="#555555",
+        va="top",
+    )
+    ax.set_axis_off()
+    ax.margins(0.15)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_graph_png(
+    graph: Any, path: str | os.PathLike[str], *, dpi: int = 120, title: str | None = None
+) -> None:
+    """Render ``graph`` to a PNG at ``path`` (atomic write, no pyplot global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    ax = plot_graph(graph, title=title)
+    fig = ax.figure
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+from causal_helpers import FIVE_NODE_EDGES, FIVE_NODE_WEIGHTS, linear_gaussian
+
+from glance.causal import BackgroundKnowledge, discover
+from glance.exceptions import ConfigError, DiscoveryError
+from glance.metrics.graph import structural_hamming_distance, true_cpdag
+
+
+def _marks(g):
+    return {
+        (e.source, e.target, e.directed) if e.directed else (*sorted((e.source, e.target)), False)
+        for e in g.edges()
+    }
+
+
+def _random_dag(n, p, seed):
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    return [
+        (int(perm[i]), int(perm[j])) for i in range(n) for j in range(i + 1, n) if rng.random() < p
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_oracle_pc_recovers_the_exact_cpdag(seed):
+    n = 9
+    edges = _random_dag(n, 0.3, seed)
+    names = [f"x{i}" for i in range(n)]
+    dag = nx.DiGraph(edges)
+    dag.add_nodes_from(range(n))
+    placeholder = np.random.default_rng(0).normal(size=(50, n))  # the oracle ignores the data
+    g = discover(placeholder, names, ci_test="d_separation", ci_kwargs={"true_dag": dag})
+    truth = true_cpdag([(names[a], names[b]) for a, b in edges], names=names)
+    assert _marks(g) == _marks(truth)
+
+
+def test_pc_recovers_the_exact_cpdag_from_2000_samples(five_node_data):
+    g = discover(five_node_data, list("abcde"))
+    assert _marks(g) == _marks(true_cpdag(FIVE_NODE_EDGES, names=list("abcde")))
+    # a -> c with weight 0.8: standardised effect = 0.8 * std(a) / std(c)
+    sd = five_node_data.std(0)
+    assert g.edge("a", "c").effect == pytest.approx(0.8 * sd[0] / sd[2], abs=0.05)
+    assert g.meta["algorithm"] == "pc" and g.meta["n_samples"] == 2000
+
+
+def test_pc_shd_at_most_one_over_ten_seeds():
+    shds = [
+        structural_hamming_distance(
+            discover(
+                linear_gaussian(list("abcde"), FIVE_NODE_WEIGHTS, 2000, seed=s), list("abcde")
+            ),
+            FIVE_NODE_EDGES,
+        )
+        for s in range(10)
+    ]
+    assert max(shds) <= 1, shds
+
+
+def test_ges_recovers_the_cpdag(five_node_data):
+    g = discover(five_node_data, list("abcde"), method="ges")
+    assert structural_hamming_distance(g, FIVE_NODE_EDGES) <= 1
+    assert g.meta["algorithm"] == "ges"
+
+
+def test_two_variables_stay_undirected():
+    rng = np.random.default_rng(1)
+    t = 0.5 + rng.gamma(10, 1 / 5, 3000)
+    i = 64 + 191 / (1 + np.exp(-(2 * (t - 2.5) + 0.5 * rng.normal(size=3000))))
+    g = discover(np.c_[t, i], ["thickness", "intensity"])
+    (e,) = g.edges()
+    assert not e.directed and e.orientation_confidence == 0.0 and e.effect > 0.5
+    g = discover(
+        np.c_[t, i],
+        ["thickness", "intensity"],
+        knowledge=BackgroundKnowledge().order("thickness", "intensity"),
+    )
+    assert g.parents("intensity") == ["thickness"]
+
+
+def test_default_tiers_make_outputs_sinks():
+    # output depends on a context; without tiers PC could not orient a lone edge
+    rng = np.random.default_rng(2)
+    c = rng.normal(size=1500)
+    out = 2 * c + rng.normal(size=1500)
+    out2 = -c + rng.normal(size=1500)
+    g = discover(np.c_[out, c, out2], ["output_a", "size", "output_b"])
+    assert g.parents("output_a") == ["size"] and g.parents("output_b") == ["size"]
+    assert g.edge("output_a", "output_b") is None  # outputs never cause each other
+    g = discover(
+        np.c_[out, c], ["output_a", "size"], knowledge=BackgroundKnowledge(default_tiers=False)
+    )
+    assert not g.edges()[0].directed
+
+
+def test_knowledge_forbidden_and_required(five_node_data):
+    bk = BackgroundKnowledge().forbid("c", "d").forbid("d", "c").require("b", "e")
+    g = discover(five_node_data, list("abcde"), knowledge=bk)
+    assert g.edge("c", "d") is None
+    assert "b" in g.parents("e")
+    assert any("added required edge b -> e" in n for n in g.meta["knowledge_conflicts"])
+    # knowledge that contradicts a v-structure in GES output is applied and reported
+    bk = BackgroundKnowledge().forbid("a", "c")
+    g = discover(five_node_data, list("abcde"), method="ges", knowledge=bk)
+    assert g.parents("a") == ["c"]
+    assert any("reversed" in n for n in g.meta["knowledge_conflicts"])
+
+
+def test_kci_finds_a_nonlinear_dependence():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2, 2, 600)
+    y = x**2 + 0.3 * rng.normal(size=600)  # zero correlation, strong dependence
+    z = rng.normal(size=600)
+    g_lin = discover(np.c_[x, y, z], list("xyz"))
+    g_kci = discover(np.c_[x, y, z], list("xyz"), ci_test="kci", kci_subsample=150)
+    assert g_lin.edge("x", "y") is None
+    assert g_kci.edge("x", "y") is not None and g_kci.edge("x", "z") is None
+    assert g_kci.meta["params"]["kci_subsample"] == 150
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda x: np.c_[x, np.full(len(x), 3.0)], r"\['c3'\] are constant"),
+        (lambda x: np.c_[x, 2 * x[:, 1] + 1], "duplicated columns: 'c1' = \\(affine\\) 'c3'"),
+        (
+            lambda x: np.c_[x, x[:, 0] - 0.5 * x[:, 2]],
+            r"columns \['c0', 'c2', 'c3'\] are collinear",
+        ),
+        (
+            lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+            r"NaN or infinite values in column\(s\) 'c1' \(1 rows\)",
+        ),
+        (lambda x: x[:4], "4 samples for 3 columns"),
+    ],
+)
+def test_degenerate_data_is_reported_before_the_search(make, match):
+    x = make(np.random.default_rng(0).normal(size=(200, 3)))
+    names = [f"c{i}" for i in range(x.shape[1])]
+    with pytest.raises(DiscoveryError, match=match):
+        discover(x, names)
+
+
+def test_bad_parameters():
+    x = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.raises(ConfigError, match="'method' of discover"):
+        discover(x, method="lingam")
+    with pytest.raises(ConfigError, match="'alpha'"):
+        discover(x, alpha=1.5)
+    with pytest.raises(DiscoveryError, match="'names' has 2 entries"):
+        discover(x, ["a", "b"])
+    with pytest.raises(ConfigError, match="Did you mean 'thickness'"):
+        discover(
+            x,
+            ["thickness", "intensity", "c"],
+            knowledge=BackgroundKnowledge().order("thicknes", "intensity"),
+        )
