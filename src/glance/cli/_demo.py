@@ -94,11 +94,16 @@ def _classifier(data: Path, cache: Path, epochs: int, seed: int, quiet: bool) ->
 
 
 def _fit(classifier: Any, data: Path, run: Path, preset: str, seed: int, quiet: bool) -> Any:
-    from glance.data import load_dataset
+    from glance._io import atomic_write_json
+    from glance.data import load_dataset, test_split
     from glance.estimator import Glance
 
     est = Glance(classifier, contexts=CONTEXTS, preset=preset, random_state=seed, quiet=quiet)
-    return est.fit(load_dataset(data, split="train"), out=run)  # saves the run
+    est.fit(load_dataset(data, split="train"), out=run)  # saves the run
+    # the record `glance fit` keeps, so `glance evaluate/explain/serve RUN` find the data
+    info = {"data": str(data.resolve()), "test_split": test_split(data), "train_split": "train"}
+    atomic_write_json(run / "data.json", info)
+    return est
 
 
 def _graph(est: Any, data: Path, run: Path) -> None:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import io
+import json
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from glance.exceptions import DataValidationError, GlanceError
+from glance.exceptions import CheckpointCorruptError, DataValidationError, GlanceError
 
 __all__ = ["ExplorerBackend", "UploadError", "DEFAULT_MAX_UPLOAD_BYTES"]
 
@@ -154,7 +155,14 @@ class ExplorerBackend:
         art = load_run_artifacts(run, verify=False)
         model = _load(run)
         twin = Twin.from_glance(model)
-        images, labels, source = _pick_images(model, art.state, data, n_images)
+        recorded = dict(art.state or {})
+        data_json = run / "data.json"  # written by `glance fit` and `glance demo`
+        if data_json.is_file():
+            try:
+                recorded.update(json.loads(data_json.read_text(encoding="utf-8")))
+            except ValueError as exc:
+                raise CheckpointCorruptError(f"{data_json}: not valid JSON ({exc})") from None
+        images, labels, source = _pick_images(model, recorded, data, n_images)
         return cls(
             twin,
             images,
@@ -354,9 +362,10 @@ def _pick_images(
     """Images for the picker: the held-out split of ``data`` (or the run's), else generated."""
     from glance.data import load_dataset, test_split
 
-    path = data
+    path, split = data, None
     if path is None and isinstance(state, Mapping):
-        recorded = state.get("train_source") or state.get("data")
+        split = state.get("test_split")
+        recorded = state.get("data") or state.get("train_source")
         if isinstance(recorded, str):
             # a dataset's ``source`` may carry a suffix such as " (train)" or "[subset of n]"
             for candidate in (recorded, recorded.split(" (")[0], recorded.split("[")[0]):
@@ -365,7 +374,7 @@ def _pick_images(
                     break
     if path is not None:
         try:
-            split = test_split(path)
+            split = split or test_split(path)
             ds = load_dataset(path, split=split)
         except GlanceError:
             if data is not None:
