@@ -5,3 +5,6 @@ from glance.estimator import Glance, load
 
 __all__ = ["__version__"]
 __all__ += ["Glance", "load"]
+from glance.classifiers import ClassifierAdapter, load_classifier  # noqa: E402
+
+__all__ += ["ClassifierAdapter", "load_classifier"]
