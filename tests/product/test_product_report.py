@@ -205,3 +205,17 @@ def test_cli_report_missing_run(tmp_path: Path, capsys) -> None:
     rc = main(["report", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert rc != 0 and "run directory not found" in err and "nope" in err
+
+
+def test_assumed_orientations_are_shown(fixture_run: Path) -> None:
+    path = fixture_run / "graph" / "graph.json"
+    graph = json.loads(path.read_text())
+    graph["meta"] = {
+        "assumptions": [{"source": "thickness", "target": "intensity", "reason": "tier order"}]
+    }
+    path.write_text(json.dumps(graph))
+    write_manifest(fixture_run)
+    html = render_report(fixture_run)
+    assert "Assumed orientations" in html
+    assert "thickness → intensity: tier order" in html
+    assert "(assumed orientation)" in html

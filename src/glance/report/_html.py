@@ -106,6 +106,17 @@ def _graph_section(art: RunArtifacts) -> dict:
     if art.graph is None:
         return {"computed": False}
     png = art.run_dir / "graph" / "graph.png"
+    meta = art.graph.get("meta") if isinstance(art.graph.get("meta"), Mapping) else {}
+    assumptions = [
+        {
+            "source": str(a.get("source")),
+            "target": str(a.get("target")),
+            "reason": str(a.get("reason", "")),
+        }
+        for a in (meta.get("assumptions") or [])
+        if isinstance(a, Mapping)
+    ]
+    assumed = {frozenset((a["source"], a["target"])) for a in assumptions}
     edges = []
     for e in art.graph.get("edges", []):
         edges.append(
@@ -117,7 +128,8 @@ def _graph_section(art: RunArtifacts) -> dict:
                 "confidence": _fmt(e.get("confidence")),
                 "orientation_confidence": _fmt(e.get("orientation_confidence")),
                 "effect": _fmt(e.get("effect")),
-                "assumption": bool(e.get("assumed") or e.get("assumption")),
+                "assumption": bool(e.get("assumed") or e.get("assumption"))
+                or frozenset((str(e.get("source")), str(e.get("target")))) in assumed,
             }
         )
     return {
@@ -127,6 +139,7 @@ def _graph_section(art: RunArtifacts) -> dict:
         "edges": edges,
         "n_nodes": len(art.graph.get("nodes", [])),
         "n_undirected": sum(not e["directed"] for e in edges),
+        "assumptions": assumptions,
     }
 
 
