@@ -158,3 +158,35 @@ def test_bad_parameters():
             ["thickness", "intensity", "c"],
             knowledge=BackgroundKnowledge().order("thicknes", "intensity"),
         )
+
+
+def test_near_copy_outputs_do_not_hide_their_parents():
+    # Two logits of one classifier are near-deterministic copies of each other; conditioning
+    # on one would "separate" the other from its true parents. Outputs are never conditioned on.
+    rng = np.random.default_rng(5)
+    x1, x2, x3 = rng.normal(size=(3, 2000))
+    out_a = x1 - 0.7 * x2 + 0.05 * rng.normal(size=2000)
+    out_b = -out_a + 0.3 * np.tanh(x1) + 0.01 * rng.normal(size=2000)
+    g = discover(np.c_[x1, x2, x3, out_a, out_b], ["x1", "x2", "x3", "output_a", "output_b"])
+    assert set(g.parents("output_a")) == {"x1", "x2"}
+    assert set(g.parents("output_b")) == {"x1", "x2"}
+    assert g.edge("x3", "output_a") is None and g.edge("output_a", "output_b") is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_oracle_with_output_sinks_recovers_the_knowledge_mpdag(seed):
+    rng = np.random.default_rng(seed)
+    n_ctx, n_out = 7, 3
+    edges = _random_dag(n_ctx, 0.35, seed)
+    for k in range(n_out):
+        parents = rng.choice(n_ctx, size=2, replace=False)
+        edges += [(int(p), n_ctx + k) for p in parents]
+    names = [f"x{i}" for i in range(n_ctx)] + [f"output_{k}" for k in range(n_out)]
+    dag = nx.DiGraph(edges)
+    dag.add_nodes_from(range(len(names)))
+    placeholder = np.random.default_rng(0).normal(size=(50, len(names)))
+    g = discover(placeholder, names, ci_test="d_separation", ci_kwargs={"true_dag": dag})
+    truth = true_cpdag(
+        [(names[a], names[b]) for a, b in edges], names=names, knowledge=BackgroundKnowledge()
+    )
+    assert _marks(g) == _marks(truth)

@@ -53,6 +53,36 @@ def _quiet():
         yield
 
 
+_SINK_AWARE = "glance_sink_aware"
+
+
+def _register_sink_aware_test() -> None:
+    """Register (once per process) a CI test that drops sink nodes from conditioning sets.
+
+    Output nodes are sinks that never cause each other, so every pair of nodes has a separating
+    set without outputs (the parents of either node). Conditioning on a sibling output, a
+    near-deterministic copy of the tested output (all logits are functions of the same
+    concepts), would wrongly "separate" true parents; so outputs are never conditioned on.
+    """
+    from causallearn.utils import cit
+
+    if _SINK_AWARE in cit._custom_ci_tests:
+        return
+
+    class SinkAwareCIT(cit.CIT_Base):
+        def __init__(self, data, inner="fisherz", exclude=(), **kwargs):
+            super().__init__(data)
+            self.check_cache_method_consistent(_SINK_AWARE, cit.NO_SPECIFIED_PARAMETERS_MSG)
+            self.inner = cit.CIT(data, inner, **kwargs)
+            self.exclude = frozenset(int(i) for i in exclude)
+
+        def __call__(self, X, Y, condition_set=None):
+            kept = [c for c in (condition_set or []) if int(c) not in self.exclude]
+            return self.inner(X, Y, kept)
+
+    cit.register_ci_test(_SINK_AWARE, SinkAwareCIT)
+
+
 def run_pc(
     x: np.ndarray,
     names: Sequence[str],
@@ -62,9 +92,17 @@ def run_pc(
     ci_test: str,
     ci_kwargs: Mapping[str, Any],
     max_k: int | None,
+    sinks: Sequence[int] = (),
 ) -> RawResult:
-    """PC (stable skeleton, sepset collider rule) with causal-learn's CI test ``ci_test``."""
+    """PC (stable skeleton, sepset collider rule) with causal-learn's CI test ``ci_test``;
+    ``sinks`` (output nodes under the default tiers) are never conditioned on."""
     from causallearn.search.ConstraintBased.PC import pc
+
+    ci_kwargs = dict(ci_kwargs)
+    if sinks:
+        _register_sink_aware_test()
+        ci_kwargs.update(inner=ci_test, exclude=list(sinks))
+        ci_test = _SINK_AWARE
 
     try:
         with _quiet():

@@ -182,8 +182,17 @@ def discover_pdag(
         if ci_test == "kci" and x.shape[0] > kci_subsample:
             rng = np.random.default_rng(random_state)
             xs = x[np.sort(rng.choice(x.shape[0], kci_subsample, replace=False))]
+        # outputs are sinks under the default tiers: never condition on them (see run_pc)
+        sinks = [i for i, k in enumerate(rk.kinds) if k == "output"] if rk.default_tiers else []
         directed, undirected, extra = run_pc(
-            xs, names, rk, alpha=alpha, ci_test=ci_test, ci_kwargs=ci_kwargs, max_k=max_k
+            xs,
+            names,
+            rk,
+            alpha=alpha,
+            ci_test=ci_test,
+            ci_kwargs=ci_kwargs,
+            max_k=max_k,
+            sinks=sinks,
         )
     else:
         directed, undirected, extra = run_ges(x, names, score="local_score_BIC", max_parents=max_k)
