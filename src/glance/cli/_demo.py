@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -106,29 +105,29 @@ def _fit(classifier: Any, data: Path, run: Path, preset: str, seed: int, quiet: 
     return est
 
 
-def _graph(est: Any, data: Path, run: Path) -> None:
-    discover = getattr(est, "global_explanation", None) or getattr(est, "discover", None)
-    if discover is None:
+def _graph(est: Any, data: Path, run: Path, n_resamples: int, seed: int) -> None:
+    try:
+        from glance.causal.from_glance import discover_from_glance
+    except ImportError as exc:
         raise DemoStepUnavailable(
-            "demo step 'causal graph': this build of glance has no Glance.global_explanation "
-            "(causal discovery on a fitted run); the run so far is in " + str(run)
-        )
+            f"demo step 'causal graph': glance.causal.from_glance is not available ({exc}); "
+            f"the run so far is in {run}"
+        ) from None
     from glance.data import load_dataset
 
-    params = inspect.signature(discover).parameters
-    kwargs: dict[str, Any] = {}
-    if "dataset" in params:
-        kwargs["dataset"] = load_dataset(data, split="train")
-    if "out" in params:
-        kwargs["out"] = run / "graph"
-    discover(**kwargs)
-    if not (run / "graph" / "graph.json").is_file():
-        save = getattr(est, "save_graph", None)
-        if save is None:
-            raise DemoStepUnavailable(
-                f"demo step 'causal graph': discovery ran but wrote no {run / 'graph/graph.json'}"
-            )
-        save(run / "graph")
+    graph = discover_from_glance(
+        est,
+        load_dataset(data, split="train"),
+        n_resamples=n_resamples,
+        random_state=seed,
+        out=run / "graph",
+    )
+    logger.info(
+        "causal graph: %d nodes, %d edges (%d undirected)",
+        len(graph.names),
+        len(graph.edges()),
+        sum(not e.directed for e in graph.edges()),
+    )
 
 
 def _explain(est: Any, data: Path, run: Path, n_explain: int) -> None:
@@ -167,6 +166,7 @@ def run_demo(
     epochs: int = 3,
     preset: str = "fast",
     n_explain: int = 8,
+    n_resamples: int = 20,
     seed: int = 0,
     cache: Path | None = None,
     force: bool = False,
@@ -194,7 +194,10 @@ def run_demo(
         f"fit the twin surrogate ({preset} preset)",
         lambda: _fit(clf, data, run, preset, seed, quiet),
     )
-    p.step("discover the causal graph", lambda: _graph(est, data, run))
+    p.step(
+        f"discover the causal graph ({n_resamples} bootstrap resamples)",
+        lambda: _graph(est, data, run, n_resamples, seed),
+    )
     p.step(f"explain {n_explain} held-out images", lambda: _explain(est, data, run, n_explain))
     metrics = p.step("evaluate faithfulness", lambda: _evaluate(est, data, run))
     logger.info(
@@ -218,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         preset=args.preset,
         n_explain=args.n_explain,
+        n_resamples=args.bootstrap,
         seed=args.seed,
         cache=args.cache,
         force=args.force,
@@ -241,6 +245,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=3, help="classifier training epochs (3)")
     p.add_argument("--preset", default="fast", help="surrogate preset (fast)")
     p.add_argument("--n-explain", type=int, default=8, help="held-out images to explain (8)")
+    p.add_argument("--bootstrap", type=int, default=20, help="graph bootstrap resamples (20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument(
         "--cache",

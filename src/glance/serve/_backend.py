@@ -103,6 +103,7 @@ class ExplorerBackend:
         self.image_source = image_source
         self.max_upload_bytes = int(max_upload_bytes)
         self.nodes: tuple[str, ...] = tuple(twin.nodes)
+        self.has_scm = getattr(twin, "scm", None) is not None
         self.node_std = np.asarray(twin.node_std, dtype=np.float64)
         self._lock = threading.Lock()
         self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -154,7 +155,6 @@ class ExplorerBackend:
         verify_manifest(run)  # refuse a tampered run before anything is loaded from it
         art = load_run_artifacts(run, verify=False)
         model = _load(run)
-        twin = Twin.from_glance(model)
         recorded = dict(art.state or {})
         data_json = run / "data.json"  # written by `glance fit` and `glance demo`
         if data_json.is_file():
@@ -162,8 +162,10 @@ class ExplorerBackend:
                 recorded.update(json.loads(data_json.read_text(encoding="utf-8")))
             except ValueError as exc:
                 raise CheckpointCorruptError(f"{data_json}: not valid JSON ({exc})") from None
+        has_scm = _attach_scm(model, run, recorded)
+        twin = Twin.from_glance(model)
         images, labels, source = _pick_images(model, recorded, data, n_images)
-        return cls(
+        backend = cls(
             twin,
             images,
             labels,
@@ -171,7 +173,10 @@ class ExplorerBackend:
             name=run.resolve().name,
             image_source=source,
             max_upload_bytes=max_upload_bytes,
+            threads=threads,
         )
+        backend.has_scm = has_scm
+        return backend
 
     # ------------------------------------------------------------------ queries
     def info(self) -> dict:
@@ -191,6 +196,7 @@ class ExplorerBackend:
             "graph": self.graph,
             "graph_svg": graph_svg(self.graph) if self.graph else None,
             "max_upload_bytes": self.max_upload_bytes,
+            "propagates": bool(self.has_scm),
         }
 
     def list_images(self) -> list[dict]:
@@ -354,6 +360,40 @@ def _load(run: Path) -> Any:
     if loader is None:
         from glance.estimator import load as loader
     return loader(run)
+
+
+def _attach_scm(model: Any, run: Path, recorded: Mapping[str, Any]) -> bool:
+    """Give a loaded model the structural causal model of ``RUN/graph/graph.json``.
+
+    A run stores the graph, not the fitted SCM, so the SCM is refitted on the graph exactly as
+    ``glance graph`` fitted it (same discovery data from the training split, same stored
+    knowledge and orientation rule). Without a graph or training data, interventions do not
+    propagate (the explorer says so) and the result is ``False``.
+    """
+    if getattr(model, "scm_", None) is not None:
+        return True
+    path = run / "graph" / "graph.json"
+    if not path.is_file():
+        logger.warning("%s has no graph/graph.json: interventions will not propagate", run)
+        return False
+    data = recorded.get("data")
+    if not isinstance(data, str) or not Path(data).exists():
+        logger.warning("no training data recorded for %s: interventions will not propagate", run)
+        return False
+    from glance.causal import CausalGraph, StructuralCausalModel
+    from glance.causal.from_glance import discovery_data
+    from glance.data import load_dataset
+
+    graph = CausalGraph.load_json(path)
+    dataset = load_dataset(data, recorded.get("train_split") or "train")
+    x, names, _ = discovery_data(model, dataset, max_images=2000, random_state=0)
+    params = graph.meta.get("params", {}) if isinstance(graph.meta, Mapping) else {}
+    scm = StructuralCausalModel(
+        graph, mechanism=params.get("mechanism", "linear"), random_state=0
+    ).fit({n: x[:, i] for i, n in enumerate(names)})
+    model.graph_, model.scm_, model.scm_units_ = graph, scm, "raw"
+    logger.info("refitted the SCM of %s on %d training images", path, len(x))
+    return True
 
 
 def _pick_images(

@@ -175,6 +175,10 @@ async function init() {
   } else {
     document.getElementById("graph").textContent = "No causal graph in this run (run glance graph RUN).";
   }
+  if (!state.info.propagates) {
+    document.getElementById("propagation-note").textContent =
+      "No causal model for this run: moving a node changes only that node.";
+  }
   buildSliders();
   buildProbabilities();
   document.getElementById("reset").addEventListener("click", resetSliders);
