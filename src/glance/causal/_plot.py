@@ -1,8 +1,8 @@
 """Matplotlib picture of a :class:`~glance.causal.graph.CausalGraph`.
 
 Layout in columns: contexts, concepts, outputs (left to right). Edge width grows with
-confidence, colour gives the sign of the effect (red positive, blue negative, grey unknown),
-undirected edges have no arrow head, output nodes are orange squares.
+confidence, colour gives the sign of the effect (blue positive, red negative, grey unknown; the
+report's colours), undirected edges are dashed without arrow head, output nodes are squares.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _NODE_SIZE = 2000
 def _colour(effect: float) -> str:
     if not math.isfinite(effect) or effect == 0:
         return "#7f7f7f"
-    return "#c0392b" if effect > 0 else "#2471a3"
+    return "#2166ac" if effect > 0 else "#b2182b"
 
 
 def _layout(graph: Any) -> dict[str, tuple[float, float]]:
@@ -83,6 +83,7 @@ def plot_graph(graph: Any, ax: Any = None, *, title: str | None = None) -> Any:
             arrowstyle="-|>" if e.directed else "-",
             arrowsize=14,
             connectionstyle="arc3,rad=0.08",
+            style="solid" if e.directed else "dashed",
         )
     labels = {
         (e.source, e.target): f"{e.effect:+.2f}" for e in graph.edges() if math.isfinite(e.effect)
@@ -94,7 +95,8 @@ def plot_graph(graph: Any, ax: Any = None, *, title: str | None = None) -> Any:
     ax.text(
         0.0,
         -0.02,
-        "width = confidence · red + / blue − effect · no arrow head = orientation not identified",
+        "width = confidence · blue + / red − effect · dashed, no arrow head = orientation "
+        "not identified by the data",
         transform=ax.transAxes,
         fontsize=7,
         color="#555555",

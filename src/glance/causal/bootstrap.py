@@ -2,9 +2,11 @@
 
 Each resample (rows drawn with replacement) is searched independently; an edge's
 ``confidence`` is the fraction of resamples in which the two nodes are adjacent, its
-``orientation_confidence`` the fraction in which it points ``source -> target``. The reported
-graph keeps the edges present in at least ``threshold`` of the resamples and directs an edge only
-when one orientation reaches ``threshold``; everything else stays undirected.
+``orientation_confidence`` the share of those resamples in which it points ``source -> target``.
+The reported graph keeps the edges present in at least ``threshold`` of all resamples and directs
+an edge only when one orientation is found in at least ``threshold`` of all resamples; everything
+else stays undirected. ``meta["bootstrap"]["edge_frequencies"]`` lists, per pair, the presence
+and the forward/backward orientation shares of all resamples.
 """
 
 from __future__ import annotations
@@ -171,13 +173,15 @@ def _aggregate(
     effects = standardised_effects(x, pdag)
     corr = np.corrcoef(x, rowvar=False)
     edges = []
+    # orientation share among the resamples that have the edge
+    cond = np.divide(orient, present, out=np.zeros_like(orient), where=present > 0)
     for a, c in pdag.directed_edges():
-        edges.append(Edge(names[a], names[c], True, freq[a, c], ofreq[a, c], effects[(a, c)]))
+        edges.append(Edge(names[a], names[c], True, freq[a, c], cond[a, c], effects[(a, c)]))
     for a, c in pdag.undirected_edges():
         # source = the end the edge was more often oriented away from (ties: node order)
         s, t = (c, a) if ofreq[c, a] > ofreq[a, c] else (a, c)
         eff = effects[(a, c)] if (s, t) == (a, c) else _coef(corr, sorted(pdag.inc[t] | {s}), s, t)
-        edges.append(Edge(names[s], names[t], False, freq[s, t], ofreq[s, t], eff))
+        edges.append(Edge(names[s], names[t], False, freq[s, t], cond[s, t], eff))
     table = [
         {
             "source": names[a],

@@ -20,9 +20,10 @@ JSON contract (``graph.json``)::
      "meta": {...}}
 
 ``confidence`` is the edge's presence frequency (either direction) over bootstrap resamples (1.0
-for a single run), ``orientation_confidence`` the frequency with which it was oriented
-``source -> target``, ``effect`` the standardised effect of source on target (for an undirected
-edge the standardised association).
+for a single run), ``orientation_confidence`` the share of the resamples *that have the edge* in
+which it was oriented ``source -> target`` (so ``confidence * orientation_confidence`` is the
+share of all resamples with that orientation), ``effect`` the standardised effect of source on
+target (for an undirected edge the standardised association).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class Edge:
     confidence
         Presence frequency (either direction) in ``[0, 1]``.
     orientation_confidence
-        Frequency of the orientation ``source -> target`` in ``[0, 1]``.
+        Among the resamples that have the edge, the share oriented ``source -> target``.
     effect
         Standardised effect of source on target (NaN when not computed).
     """
@@ -406,8 +407,8 @@ class CausalGraph:
     def to_dot(self, path: str | os.PathLike[str] | None = None) -> str:
         """Graphviz DOT text (written atomically to ``path`` if given).
 
-        Undirected edges get ``dir=none``; pen width grows with confidence; red = positive
-        effect, blue = negative; output nodes are boxes.
+        Undirected edges are dashed with ``dir=none``; pen width grows with confidence;
+        blue = positive effect, red = negative; output nodes are boxes.
         """
         lines = ["digraph glance {", "  rankdir=LR;"]
         for n in self.nodes:
@@ -421,7 +422,7 @@ class CausalGraph:
                 f'label="{_fmt_effect(e.effect)}"',
             ]
             if not e.directed:
-                attrs.append("dir=none")
+                attrs += ["dir=none", "style=dashed"]
             lines.append(
                 f'  "{_dot_escape(e.source)}" -> "{_dot_escape(e.target)}" [{", ".join(attrs)}];'
             )
@@ -473,7 +474,7 @@ def _dot_escape(s: str) -> str:
 def _effect_colour(effect: float) -> str:
     if not math.isfinite(effect) or effect == 0:
         return "#777777"
-    return "#c0392b" if effect > 0 else "#2471a3"
+    return "#2166ac" if effect > 0 else "#b2182b"
 
 
 def _fmt_effect(effect: float) -> str:
