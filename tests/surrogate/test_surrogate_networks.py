@@ -125,6 +125,8 @@ def test_synthesis_num_ws_and_check():
     assert s.num_ws == 2 + 3 * 3
     with pytest.raises(ShapeError, match="ws"):
         s(torch.randn(2, s.num_ws + 1, 16))
+    with pytest.raises(ShapeError, match="ws"):
+        s(torch.randn(2, 15))
 
 
 @pytest.mark.parametrize("resolution,channels", [(28, 1), (32, 3), (64, 3)])
@@ -200,3 +202,34 @@ def test_surrogate_head():
         head(torch.randn(4, 5))
     linear = SurrogateHead(6, 3, n_layers=0)
     assert len(linear.net) == 1
+
+
+def test_shared_w_fast_path_equals_per_layer_styles():
+    s = SynthesisNetwork(16, 28, 1, channel_base=128, channel_max=8)
+    w = torch.randn(3, 16)
+    with torch.no_grad():
+        shared = s(w, noise_mode="const")
+        per_layer = s(w.unsqueeze(1).repeat(1, s.num_ws, 1), noise_mode="const")
+    torch.testing.assert_close(shared, per_layer, rtol=1e-5, atol=1e-6)
+
+
+def test_style_mixing_changes_only_what_it_should():
+    s = SynthesisNetwork(16, 32, 3, channel_base=128, channel_max=8)
+    w1, w2 = torch.randn(2, 16), torch.randn(2, 16)
+    ws = w1.unsqueeze(1).repeat(1, s.num_ws, 1)
+    ws[:, -1] = w2  # last ToRGB only
+    with torch.no_grad():
+        a, b = s(w1, noise_mode="const"), s(ws, noise_mode="const")
+    assert not torch.allclose(a, b)
+
+
+def test_channels_last_layout_gives_the_same_images():
+    torch.manual_seed(0)
+    g1 = Generator(5, 32, 3, channels_last=True, **SMALL)
+    torch.manual_seed(0)
+    g2 = Generator(5, 32, 3, channels_last=False, **SMALL)
+    z = torch.randn(4, 5)
+    with torch.no_grad():
+        a, b = g1(z, noise_mode="const"), g2(z, noise_mode="const")
+    assert a.is_contiguous() and b.is_contiguous()
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
