@@ -108,3 +108,67 @@ def test_empty_graphs_and_errors():
         structural_hamming_distance(empty, [("a", "z")])
     with pytest.raises(DataValidationError, match="cycle"):
         true_cpdag([("a", "b"), ("b", "a")])
+
+
+SHAPES_TRUTH = {
+    "factors": ["shape", "size", "pos_y", "hue", "brightness"],
+    "nodes": ["shape", "size", "pos_y", "hue", "brightness", "label"],
+    "edges": [
+        {"source": "shape", "target": "hue"},
+        {"source": "pos_y", "target": "brightness"},
+        {"source": "size", "target": "label"},
+    ],
+    "label_rule": {"factors": ["size"]},
+}
+
+
+def test_truth_scores_against_a_truth_json():
+    from glance.metrics.graph import truth_scores
+
+    est = CausalGraph.from_edges(
+        [
+            "shape",
+            "size",
+            "pos_y",
+            "hue",
+            "brightness",
+            "concept_0",
+            "output_small",
+            "output_large",
+        ],
+        directed=[("size", "output_large"), ("size", "output_small"), ("hue", "output_small")],
+        undirected=[("shape", "hue"), ("pos_y", "brightness")],
+    )
+    s = truth_scores(est, SHAPES_TRUTH)
+    assert s["shd"] == 0 and s["f1"] == 1.0 and s["n_true_edges"] == 2
+    assert s["outputs"]["output_large"] == {
+        "rule_factors": ["size"],
+        "found": ["size"],
+        "recall": 1.0,
+        "other_factor_parents": [],
+    }
+    assert s["outputs"]["output_small"]["other_factor_parents"] == ["hue"]
+    # a run that models only some factors: shape is left out, so hue has no modelled cause
+    partial = est.subgraph(["size", "pos_y", "hue", "brightness", "output_large"])
+    s = truth_scores(partial, SHAPES_TRUTH)
+    assert s["nodes"] == ["size", "pos_y", "hue", "brightness"]
+    assert s["shd"] == 0 and s["n_true_edges"] == 1
+    # an extra hue - size edge is one error
+    extra = partial.with_edges(
+        [*partial.edges(), *CausalGraph.from_edges(["size", "hue"], [], [("size", "hue")]).edges()]
+    )
+    assert truth_scores(extra, SHAPES_TRUTH)["shd"] == 1
+
+
+def test_truth_projection_through_omitted_factors():
+    from glance.metrics.graph import truth_scores
+
+    truth = {
+        "nodes": ["a", "m", "b", "w", "c", "d"],
+        "edges": [["a", "m"], ["m", "b"], ["w", "c"], ["w", "d"]],
+    }
+    est = CausalGraph.from_edges(["a", "b", "c", "d"], [], [("a", "b"), ("c", "d")])
+    s = truth_scores(est, truth)
+    # a -> m -> b with m unmodelled is the edge a - b; c <- w -> d is confounding: not scored
+    assert s["n_true_edges"] == 1 and s["shd"] == 0
+    assert s["excluded_confounded_pairs"] == [["c", "d"]]

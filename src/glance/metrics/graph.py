@@ -28,6 +28,7 @@ __all__ = [
     "edge_precision_recall_f1",
     "orientation_accuracy",
     "graph_scores",
+    "truth_scores",
 ]
 
 TruthLike = Any  # nx.DiGraph | CausalGraph | Mapping with "nodes"/"edges" | edge list
@@ -166,3 +167,93 @@ def graph_scores(
             estimated, truth, nodes=nodes, knowledge=knowledge
         ),
     }
+
+
+def _project(
+    nodes: Sequence[str], edges: Sequence[tuple[str, str]], keep: Sequence[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Latent projection of a DAG onto ``keep``: ``u -> v`` when a directed path from ``u`` to
+    ``v`` runs through omitted nodes only; pairs with a common omitted cause are returned apart
+    (a DAG over ``keep`` cannot represent them)."""
+    dag = nx.DiGraph(list(edges))
+    dag.add_nodes_from(nodes)
+    kept = set(keep)
+
+    def reach(u: str) -> set[str]:
+        """Kept nodes reachable from ``u`` through omitted nodes only."""
+        out, stack, seen = set(), list(dag.successors(u)), set()
+        while stack:
+            w = stack.pop()
+            if w in seen:
+                continue
+            seen.add(w)
+            if w in kept:
+                out.add(w)
+            else:
+                stack.extend(dag.successors(w))
+        return out
+
+    directed = sorted({(u, v) for u in keep for v in reach(u)})
+    confounded = set()
+    for w in dag.nodes:
+        if w not in kept:
+            below = sorted(reach(w))
+            confounded |= {(a, b) for i, a in enumerate(below) for b in below[i + 1 :]}
+    linked = {frozenset(e) for e in directed}
+    return directed, sorted(p for p in confounded if frozenset(p) not in linked)
+
+
+def truth_scores(
+    estimated: Any, truth: Mapping[str, Any], *, knowledge: Any = None
+) -> dict[str, Any]:
+    """Score a run's graph against a ``truth.json`` (``glance data shapes`` writes one).
+
+    ``truth`` has ``nodes``, ``edges`` (``{"source", "target"}`` or pairs), optionally
+    ``factors`` and ``label_rule.factors``; its ``label`` node stands for the classifier's
+    decision. The factors the graph has as nodes are scored (SHD, precision/recall/F1,
+    orientation accuracy) against the CPDAG of the truth projected onto them: a path through
+    factors the run does not model becomes an edge, and pairs confounded by such a factor are
+    left out and listed. Each output node is checked for the label-rule factors among its
+    parents.
+    """
+    from glance.causal.graph import CausalGraph
+
+    nodes, edges = _truth_dag(truth, None)
+    label = str(truth.get("label", "label"))
+    factors = [str(f) for f in truth.get("factors", [n for n in nodes if n != label])]
+    keep = [f for f in factors if f in estimated.names]
+    if len(keep) < 2:
+        raise DataValidationError(
+            f"the graph models {keep} of the truth's factors {factors}; need at least two"
+        )
+    directed, confounded = _project(nodes, edges, keep)
+    skip = {frozenset(p) for p in confounded}
+    est = estimated.with_edges(
+        [e for e in estimated.edges() if frozenset((e.source, e.target)) not in skip]
+    )
+    truth_graph = CausalGraph.from_edges(keep, directed, kinds=["context"] * len(keep))
+    scores: dict[str, Any] = {
+        "nodes": keep,
+        **graph_scores(est, truth_graph, nodes=keep, knowledge=knowledge),
+        "n_true_edges": len(directed),
+        "excluded_confounded_pairs": [list(p) for p in confounded],
+    }
+    rule = (
+        truth.get("label_rule", {}).get("factors")
+        if isinstance(truth.get("label_rule"), Mapping)
+        else None
+    )
+    rule = [str(f) for f in (rule if rule is not None else [a for a, b in edges if b == label])]
+    outputs = {}
+    for o in (n for n, k in zip(estimated.names, estimated.kinds, strict=True) if k == "output"):
+        parents = estimated.parents(o)
+        found = [f for f in rule if f in parents]
+        modelled = [f for f in rule if f in estimated.names]
+        outputs[o] = {
+            "rule_factors": rule,
+            "found": found,
+            "recall": len(found) / len(modelled) if modelled else math.nan,
+            "other_factor_parents": [p for p in parents if p in factors and p not in rule],
+        }
+    scores["outputs"] = outputs
+    return scores
