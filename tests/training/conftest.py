@@ -61,3 +61,13 @@ def tiny_data() -> ArrayDataset:
 def tiny_classifier() -> nn.Module:
     torch.manual_seed(0)
     return TinyCNN().eval()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread; on a shared 2-core machine, intra-op threads
+    spin against other processes and make every step several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -64,7 +64,9 @@ class ConceptMixture(nn.Module):
 
     def __init__(self, n_components: int, dim: int) -> None:
         super().__init__()
-        self.register_buffer("weights", torch.full((n_components,), 1.0 / n_components))
+        self.register_buffer(
+            "weights", torch.full((n_components,), 1.0 / n_components, dtype=torch.float64)
+        )
         self.register_buffer("means", torch.zeros(n_components, dim, dtype=torch.float64))
         self.register_buffer(
             "cholesky", torch.eye(dim, dtype=torch.float64).repeat(n_components, 1, 1)
