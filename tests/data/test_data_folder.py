@@ -237,3 +237,32 @@ def test_load_dataset_layouts(tmp_path):
     assert len(load_dataset(mm / "train-images-idx3-ubyte.gz")) == 5
     with pytest.raises(DataValidationError, match="no such dataset"):
         load_dataset(tmp_path / "nothing")
+
+
+def test_mode_conversion_is_logged(tmp_path, caplog):
+    root = tmp_path / "c"
+    _png(root / "a.png", (4, 4, 3))
+    _png(root / "b.png", (4, 4, 3))
+    with caplog.at_level("INFO", logger="glance.data.folder"):
+        ImageFolderDataset(root, image_mode="L")
+    assert "converting 2 image(s) to mode L (from RGB: 2)" in caplog.text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('ab1.,;"\n\r\t e-+naif\ufeff')), max_size=60))
+def test_fuzz_csv_parser_returns_table_or_validation_error(text):
+    import tempfile
+    from pathlib import Path
+
+    from glance.data._csv import numeric_columns, read_csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.csv"
+        path.write_text(text, encoding="utf-8")
+        try:
+            table = read_csv(path)
+            values = numeric_columns(table, table.header, allow_missing=True)
+        except DataValidationError:
+            return
+        assert values.shape == (len(table.rows), len(table.header))
+        assert not np.isinf(values).any()

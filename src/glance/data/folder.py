@@ -314,18 +314,28 @@ class ImageFolderDataset(ImageDataset):
         if verify == "none":
             return
         bad = []
+        modes: dict[str, int] = {}
         for k in range(len(self.files)):
             try:
+                with self._open(k) as img:
+                    self._check_size(k, img.size)
+                    modes[img.mode] = modes.get(img.mode, 0) + 1
                 if verify == "full":
                     self._decode(k)
-                else:
-                    with self._open(k) as img:
-                        self._check_size(k, img.size)
             except DataValidationError as exc:
                 bad.append(str(exc))
         if bad:
             raise DataValidationError(
                 f"{self.source}: {len(bad)} unreadable or mismatched image(s): {_listing(bad)}"
+            )
+        converted = {m: c for m, c in modes.items() if m != self.image_mode}
+        if converted:
+            logger.info(
+                "%s: converting %d image(s) to mode %s (from %s)",
+                self.source,
+                sum(converted.values()),
+                self.image_mode,
+                ", ".join(f"{m}: {c}" for m, c in sorted(converted.items())),
             )
 
     # -- loading --------------------------------------------------------------------------------
