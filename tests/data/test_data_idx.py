@@ -86,6 +86,11 @@ def test_absurd_declared_size_is_refused_before_allocating(tmp_path):
     with pytest.raises(DataValidationError, match="above the limit of 50 bytes"):
         read_idx(small, max_bytes=50)
     assert read_idx(small, max_bytes=100).shape == (100,)
+    # Below the cap but far beyond the file: rejected from the bytes present, no 4 GiB buffer.
+    short = tmp_path / "short"
+    short.write_bytes(_header(0x08, (2**32 - 1,)) + b"\x00" * 10)
+    with pytest.raises(DataValidationError, match="only 10 of 4294967295"):
+        read_idx(short)
 
 
 def test_truncated_and_corrupt_gzip(tmp_path):

@@ -37,6 +37,7 @@ _CODES = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
 DEFAULT_MAX_BYTES = 8 << 30
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_BLOCK = 1 << 24
 _DECOMPRESS_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
 
 
@@ -85,8 +86,15 @@ def _parse_header(
 
 def _parse_stream(fh: BinaryIO, source: str, max_bytes: int) -> np.ndarray:
     dtype, dims, n_bytes = _parse_header(fh, source, max_bytes)
+    # Read in bounded blocks: a forged header must not make one read() allocate its declared
+    # size before we learn the file is short.
+    payload = bytearray()
     try:
-        payload = fh.read(n_bytes + 1)
+        while len(payload) <= n_bytes:
+            block = fh.read(min(n_bytes + 1 - len(payload), _BLOCK))
+            if not block:
+                break
+            payload += block
     except _DECOMPRESS_ERRORS as exc:
         raise DataValidationError(
             f"{source}: corrupt or truncated gzip stream in the IDX data ({exc})"
