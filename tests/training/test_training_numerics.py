@@ -1,0 +1,112 @@
+"""Non-finite losses: detected before any optimiser step, rolled back, bounded, then fatal."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from glance.estimator import Glance
+from glance.exceptions import TrainingDivergedError
+from glance.training import loop as loop_mod
+from glance.training.loop import Hooks, Trainer
+
+CONFIG = {
+    "train": {
+        "encoder_steps": 6,
+        "generator_steps": 6,
+        "checkpoint_every": 4,
+        "encoder_batch": 16,
+        "generator_batch": 8,
+        "max_rollbacks": 3,
+        "rollback_lr_factor": 0.5,
+    },
+}
+
+
+def _estimator(clf, **train):
+    cfg = {"train": {**CONFIG["train"], **train}}
+    return Glance(
+        clf,
+        contexts=["thickness", "intensity"],
+        preset="tiny",
+        config=cfg,
+        random_state=1,
+        quiet=True,
+    )
+
+
+class _Injector:
+    """``on_loss`` hook: NaN into ``term`` at the given steps (counted by calls per step)."""
+
+    def __init__(self, term: str, steps: set[int] | None):
+        self.term, self.steps, self.step, self.fired = term, steps, -1, 0
+
+    def on_loss(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        if name == self.term and (self.steps is None or self.step in self.steps):
+            self.fired += 1
+            if self.steps is not None:
+                self.steps = self.steps - {self.step}  # once per listed step
+            return value * float("nan")
+        return value
+
+
+def _track_steps(monkeypatch, injector, snapshots):
+    """Record the step number for the injector and the weights around each failing step."""
+    original = Trainer.train_step
+
+    def wrapped(self, step):
+        injector.step = step
+        before = {k: v.clone() for k, v in self.parts.encoder.state_dict().items()}
+        before_g = {k: v.clone() for k, v in self.parts.generator.state_dict().items()}
+        try:
+            return original(self, step)
+        except loop_mod._NonFinite:
+            after = self.parts.encoder.state_dict()
+            after_g = self.parts.generator.state_dict()
+            snapshots.append(
+                all(torch.equal(before[k], after[k]) for k in before)
+                and all(torch.equal(before_g[k], after_g[k]) for k in before_g)
+            )
+            raise
+
+    monkeypatch.setattr(Trainer, "train_step", wrapped)
+
+
+@pytest.mark.parametrize(("term", "step"), [("align", 5), ("reconstruction", 9)])
+def test_single_nan_rolls_back_and_recovers(
+    tiny_classifier, tiny_data, tmp_path, monkeypatch, caplog, term, step
+):
+    inj = _Injector(term, {step})
+    unchanged: list[bool] = []
+    _track_steps(monkeypatch, inj, unchanged)
+    est = _estimator(tiny_classifier)
+    est._hooks = Hooks(on_loss=inj.on_loss)
+    with caplog.at_level(logging.WARNING):
+        est.fit(tiny_data, out=tmp_path / "run")
+    assert inj.fired == 1
+    assert unchanged == [True]  # the bad step changed no weight (checked before any step)
+    last_good = 4 if step == 5 else 8
+    assert f"non-finite loss term '{term}'" in caplog.text
+    assert f"ckpt-{last_good:06d}" in caplog.text and "x0.5" in caplog.text
+    steps = [r["step"] for r in est.history_]
+    assert steps == sorted(set(steps)) and steps[-1] == 12  # finished, each step logged once
+    for module in (est.encoder_, est.generator_, est.discriminator_):
+        assert all(torch.isfinite(p).all() for p in module.state_dict().values())
+
+
+def test_persistent_nan_raises_after_budget(tiny_classifier, tiny_data, tmp_path, monkeypatch):
+    inj = _Injector("latent_cycle", None)  # every generator step
+    unchanged: list[bool] = []
+    _track_steps(monkeypatch, inj, unchanged)
+    est = _estimator(tiny_classifier, max_rollbacks=2)
+    est._hooks = Hooks(on_loss=inj.on_loss)
+    with pytest.raises(TrainingDivergedError) as info:
+        est.fit(tiny_data, out=tmp_path / "run")
+    msg = str(info.value)
+    assert "'latent_cycle'" in msg and "at step 6" in msg and "2 rollback(s)" in msg
+    assert "ckpt-000006" in msg  # the last good checkpoint, named
+    assert inj.fired == 3 and unchanged == [True, True, True]
+    assert not hasattr(est, "encoder_")  # not fitted
+    assert TrainingDivergedError.exit_code == 4
