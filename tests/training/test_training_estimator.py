@@ -1,0 +1,211 @@
+"""The Glance estimator: sklearn contract, fitted attributes, save/load, evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import glance
+from glance.classifiers.architectures import ReferenceClassifier, build_classifier
+from glance.estimator import Glance
+from glance.exceptions import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointIncompatibleError,
+    ConfigError,
+    DataValidationError,
+    NotFittedError,
+    ShapeError,
+)
+
+CONFIG = {
+    "train": {
+        "encoder_steps": 8,
+        "generator_steps": 6,
+        "encoder_batch": 16,
+        "generator_batch": 8,
+        "eval_images": 48,
+    }
+}
+
+
+def _reference_classifier(size=16, channels=1, n_classes=3):
+    torch.manual_seed(0)
+    net = build_classifier("small-cnn", n_classes, channels, (size, size))
+    return ReferenceClassifier(
+        net,
+        arch="small-cnn",
+        classes=["s", "m", "l"][:n_classes],
+        in_channels=channels,
+        input_size=(size, size),
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    from conftest import make_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = make_dataset(48)
+        run = tmp_path_factory.mktemp("est") / "run"
+        est = Glance(
+            _reference_classifier(),
+            contexts=["thickness", "intensity"],
+            preset="tiny",
+            config=CONFIG,
+            random_state=0,
+            quiet=True,
+        )
+        assert est.fit(data, out=run) is est
+    finally:
+        torch.set_num_threads(threads)
+    return est, data, run
+
+
+def test_init_stores_parameters_unchanged():
+    clf, ctx, cfg = object(), ["a"], {"train": {"encoder_steps": -5}}
+    est = Glance(clf, contexts=ctx, config=cfg, random_state="not validated here")
+    params = est.get_params()
+    assert params["classifier"] is clf and params["contexts"] is ctx and params["config"] is cfg
+    assert params["random_state"] == "not validated here"
+    assert not [k for k in vars(est) if k.endswith("_")]
+
+
+@pytest.mark.parametrize(
+    "method", ["encode", "generate", "surrogate_logits", "classify", "save", "evaluate"]
+)
+def test_not_fitted_errors(method, tmp_path):
+    est = Glance(_reference_classifier())
+    arg = tmp_path if method == "save" else torch.zeros(1, 4)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        getattr(est, method)(arg)
+    with pytest.raises(NotFittedError):
+        est.sample_concepts(3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"contexts": ["thickness", "width"]},
+            DataValidationError,
+            r"no attribute column 'width'.*thickness, intensity",
+        ),
+        ({"contexts": "thickness"}, ConfigError, r"'contexts' of Glance"),
+        ({"random_state": 1.5}, ConfigError, r"'random_state' of Glance must be an integer"),
+        ({"config": {"train": {"encoder_steps": -1}}}, ConfigError, r"encoder_steps must be >= 0"),
+        ({"preset": "fats"}, Exception, r"Did you mean 'fast'"),
+    ],
+)
+def test_fit_validates_before_training(tiny_data, kwargs, error, message, tmp_path):
+    est = Glance(_reference_classifier(), **{"contexts": ["thickness"], **kwargs})
+    with pytest.raises(error, match=message):
+        est.fit(tiny_data, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written before validation passed
+
+
+def test_context_without_values_is_rejected(tiny_data):
+    tiny_data.attributes[:, 1] = np.nan
+    est = Glance(_reference_classifier(), contexts=["intensity"], preset="tiny")
+    with pytest.raises(DataValidationError, match=r"context 'intensity' has 0 known value"):
+        est.fit(tiny_data)
+
+
+def test_fitted_attributes_and_shapes(fitted):
+    est, data, _ = fitted
+    d = 2 + est.config_.encoder.free_dims
+    assert est.concept_names_ == ["thickness", "intensity", "concept_0", "concept_1"][:d]
+    assert est.classes_ == ["s", "m", "l"]
+    assert np.allclose(est.context_mean_[0], np.mean(data.attribute("thickness")))
+    x = data.load_images(range(5))
+    z = est.encode(x)
+    assert z.shape == (5, d)
+    imgs = est.generate(z)
+    assert imgs.shape == (5, 1, 16, 16) and 0 <= imgs.min() and imgs.max() <= 1
+    assert torch.equal(est.generate(z), imgs)  # deterministic with constant noise
+    assert est.surrogate_logits(z).shape == (5, 3)
+    assert torch.allclose(est.classify(x), est.adapter_.model(x))
+    s1, s2 = est.sample_concepts(7, random_state=3), est.sample_concepts(7, random_state=3)
+    assert s1.shape == (7, d) and torch.equal(s1, s2)
+    with pytest.raises(ShapeError, match=rf"z must have shape \(N, {d}\)"):
+        est.generate(torch.zeros(2, d + 1))
+    assert est.history_ and est.history_[-1]["step"] == 14 and est.fit_seconds_ > 0
+
+
+def test_run_directory_layout_and_refit_refused(fitted, tiny_data):
+    est, _, run = fitted
+    for rel in (
+        "MANIFEST.json",
+        "config.yaml",
+        "state.json",
+        "classifier.safetensors",
+        "classifier.json",
+        "metrics.jsonl",
+        "model/generator.safetensors",
+        "model/encoder.safetensors",
+        "model/mixture.safetensors",
+    ):
+        assert (run / rel).is_file(), rel
+    assert list((run / "checkpoints").glob("ckpt-*/MANIFEST.json"))
+    with pytest.raises(CheckpointError, match="is not empty; pass --resume"):
+        Glance(_reference_classifier(), contexts=["thickness"], preset="tiny").fit(
+            tiny_data, out=run
+        )
+
+
+def test_save_load_roundtrip(fitted, tmp_path):
+    est, data, run = fitted
+    loaded = glance.load(run)
+    x = data.load_images(range(6))
+    z = est.encode(x)
+    assert torch.equal(loaded.encode(x), z)
+    assert torch.equal(loaded.generate(z), est.generate(z))
+    assert torch.equal(loaded.sample_concepts(5, 1), est.sample_concepts(5, 1))
+    assert loaded.concept_names_ == est.concept_names_
+    assert loaded.get_params()["contexts"] == ("thickness", "intensity")
+    copy = est.save(tmp_path / "copy")  # a fresh directory works too
+    assert torch.equal(glance.load(copy).generate(z), est.generate(z))
+
+
+def test_load_refuses_tampered_or_newer(fitted, tmp_path):
+    import shutil
+
+    _, _, run = fitted
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    weights = bad / "model" / "generator.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0x01
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointCorruptError, match=r"generator\.safetensors: sha256 mismatch"):
+        glance.load(bad)
+    newer = tmp_path / "newer"
+    shutil.copytree(run, newer)
+    manifest = json.loads((newer / "MANIFEST.json").read_text())
+    manifest["format_version"] = 99
+    (newer / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointIncompatibleError, match="format 99"):
+        glance.load(newer)
+    with pytest.raises(CheckpointError, match="not found"):
+        glance.load(tmp_path / "absent")
+
+
+def test_evaluate_reports_every_figure(fitted, tmp_path):
+    est, data, _ = fitted
+    m = est.evaluate(data, out=tmp_path)
+    for key in ("fidelity", "reconstruction_fidelity", "sampled_fidelity"):
+        assert 0.0 <= m[key] <= 1.0
+    assert set(m["alignment_r2"]) == {"thickness", "intensity"}
+    assert set(m["generated_alignment"]) == {"thickness", "intensity"}
+    assert set(m["dci"]) == {"disentanglement", "completeness", "informativeness"}
+    assert m["fid"] >= 0 and math.isfinite(m["kid"]) and m["fit_seconds"] > 0
+    assert 0.0 <= m["mig"] <= 1.0
+    for path in m["grids"].values():
+        assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).is_file()
+    json.dumps(m)  # JSON-serialisable as is
