@@ -39,7 +39,8 @@ def _label(exp: Any, k: int, p: float) -> str:
 def _summary(exp: Any, i: int) -> Any:
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(10, 4.2), layout="constrained")
+    fig = plt.figure(figsize=(10, 4.2))
+    fig.subplots_adjust(left=0.03, right=0.98, wspace=0.5, hspace=0.5)
     grid = fig.add_gridspec(2, 4)
     pred = int(exp.prediction[i])
     _show(
@@ -83,45 +84,74 @@ def _summary(exp: Any, i: int) -> Any:
     return fig
 
 
-def _traversal(exp: Any, i: int) -> Any:
+def _mosaic(tiles: np.ndarray, labels: list[list[str]], rows: list[str], cols: list[str]) -> Any:
+    """One image of ``tiles`` (R, C, ch, H, W) with a caption under each tile.
+
+    A single ``imshow`` instead of R × C axes keeps big grids fast to draw.
+    """
     import matplotlib.pyplot as plt
 
-    v, g = exp.traversal_classes.shape[1:]
-    fig, axes = plt.subplots(v, g, figsize=(1.3 * g, 1.35 * v), squeeze=False, layout="constrained")
-    for j in range(v):
-        for c in range(g):
-            ax = axes[j, c]
-            _show(
-                ax,
-                exp.traversal_images[i, j, c],
-                _label(
-                    exp, int(exp.traversal_classes[i, j, c]), exp.traversal_probabilities[i, j, c]
-                ),
+    r, c, ch, h, w = tiles.shape
+    pad = max(2, h // 8)
+    cap = max(6, h // 3)  # room under each tile for its caption
+    canvas = np.full((r * (h + pad + cap), c * (w + pad), 3), 255, np.uint8)
+    for i in range(r):
+        for j in range(c):
+            t = tiles[i, j]
+            t = np.repeat(t, 3, 0) if ch == 1 else t[:3]
+            y, x = i * (h + pad + cap), j * (w + pad)
+            canvas[y : y + h, x : x + w] = np.moveaxis(t, 0, -1)
+    scale = max(1.0, 40.0 / h)
+    fig = plt.figure(figsize=(0.03 * scale * canvas.shape[1] + 1.2, 0.03 * scale * canvas.shape[0]))
+    ax = fig.add_axes((0.12, 0.06, 0.86, 0.92))
+    ax.imshow(canvas, interpolation="nearest")
+    for i in range(r):
+        for j in range(c):
+            ax.text(
+                j * (w + pad) + w / 2,
+                i * (h + pad + cap) + h + cap * 0.55,
+                labels[i][j],
+                ha="center",
+                va="center",
+                fontsize=6,
             )
-            if c == 0:
-                ax.set_ylabel(exp.nodes[j], fontsize=7)
-            if j == v - 1:
-                ax.set_xlabel(f"δ={exp.deltas[c]:+g}", fontsize=7)
+    ax.set_yticks([i * (h + pad + cap) + h / 2 for i in range(r)], rows, fontsize=7)
+    ax.set_xticks([j * (w + pad) + w / 2 for j in range(c)], cols, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     return fig
+
+
+def _traversal(exp: Any, i: int) -> Any:
+    v, g = exp.traversal_classes.shape[1:]
+    labels = [
+        [
+            _label(exp, int(exp.traversal_classes[i, j, c]), exp.traversal_probabilities[i, j, c])
+            for c in range(g)
+        ]
+        for j in range(v)
+    ]
+    return _mosaic(
+        exp.traversal_images[i], labels, list(exp.nodes), [f"δ={d:+g}" for d in exp.deltas]
+    )
 
 
 def _interaction(exp: Any, i: int) -> Any:
-    import matplotlib.pyplot as plt
-
     ia = exp.interactions
     a, b = ia.grid_nodes[i]
     g = ia.grid_classes.shape[1]
-    fig, axes = plt.subplots(g, g, figsize=(1.3 * g, 1.35 * g), squeeze=False, layout="constrained")
-    for r in range(g):
-        for c in range(g):
-            ax = axes[r, c]
-            _show(
-                ax,
-                ia.grid_images[i, r, c],
-                _label(exp, int(ia.grid_classes[i, r, c]), ia.grid_probabilities[i, r, c]),
-            )
-            if c == 0:
-                ax.set_ylabel(f"{exp.nodes[a]} {exp.deltas[r]:+g}", fontsize=7)
-            if r == g - 1:
-                ax.set_xlabel(f"{exp.nodes[b]} {exp.deltas[c]:+g}", fontsize=7)
-    return fig
+    labels = [
+        [
+            _label(exp, int(ia.grid_classes[i, r, c]), ia.grid_probabilities[i, r, c])
+            for c in range(g)
+        ]
+        for r in range(g)
+    ]
+    return _mosaic(
+        ia.grid_images[i],
+        labels,
+        [f"{exp.nodes[a]} {d:+g}" for d in exp.deltas],
+        [f"{exp.nodes[b]} {d:+g}" for d in exp.deltas],
+    )

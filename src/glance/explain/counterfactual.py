@@ -103,6 +103,16 @@ def greedy_counterfactual(
     cached = {
         (j, float(dl)) for dl in (singles.deltas if singles is not None else []) for j in range(d)
     }
+    # Images that already flip with a cached single intervention no smaller uncached magnitude
+    # could beat need no new renders.
+    smallest_new = min((abs(m) for m in mags if (0, m) not in cached), default=np.inf)
+    for i in range(n):
+        if states[i].done or not cands[i]:
+            continue
+        flipped, best, margin = _pick(cands[i], int(target[i]))
+        if flipped and sum(abs(v) for v in best[0].values()) <= smallest_new:
+            states[i] = _State(dict(best[0]), True, (margin, best[0], best[1], best[2]))
+            cands[i] = []
     for _round in range(max_nodes):
         active = [i for i in range(n) if not states[i].done]
         if not active:
