@@ -92,17 +92,35 @@ def _classifier(data: Path, target: str, work: Path, epochs: int, seed: int) -> 
     return model
 
 
-def _fit(clf: Any, data: Path, contexts: list[str], preset: str, work: Path, seed: int) -> Any:
+def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) -> Any:
     import glance
     from glance.data import load_dataset
 
-    run = work / f"run-{data.name}-{preset}"
+    preset, work, seed = args.preset, args.work, args.seed
+    train = {
+        k: v
+        for k, v in (
+            ("encoder_steps", args.encoder_steps),
+            ("generator_steps", args.generator_steps),
+            ("eval_images", args.eval_images),
+        )
+        if v is not None
+    }
+    tag = "-".join(f"{k}{v}" for k, v in train.items())
+    run = work / f"run-{data.name}-{preset}{'-' + tag if tag else ''}"
     if (run / "MANIFEST.json").is_file():
         try:
             return glance.load(run, classifier=clf)
         except Exception as exc:  # a stale run from another build: refit
             logger.warning("refitting %s (%s)", run, exc)
-    est = glance.Glance(clf, contexts=contexts, preset=preset, random_state=seed, quiet=True)
+    est = glance.Glance(
+        clf,
+        contexts=contexts,
+        preset=preset,
+        random_state=seed,
+        quiet=True,
+        config={"train": train} if train else None,
+    )
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
 
 
@@ -156,6 +174,15 @@ def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any
         "scm": "discovered here (PC fisher-z, alpha 0.01, z units)",
         "discovery_s": time.perf_counter() - t0,
         "edges": edges,
+    }
+
+
+def _fit_info(est: Any) -> dict[str, Any]:
+    cfg = getattr(est, "config_", None)
+    train = getattr(cfg, "train", None)
+    return {
+        "fit_seconds": getattr(est, "fit_seconds_", None),
+        "train_config": train.to_dict() if hasattr(train, "to_dict") else str(train),
     }
 
 
@@ -293,7 +320,7 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
 
     data = _data("morpho", args.work, args.n_morpho, args.seed)
     clf = _classifier(data, "thickness:median", args.work, args.epochs, args.seed)
-    est = _fit(clf, data, ["thickness", "intensity"], args.preset, args.work, args.seed)
+    est = _fit(clf, data, ["thickness", "intensity"], args)
     twin, scm_info = _twin(est, data)
     x, _ = _test_images(data, args.n_explain)
     res: dict[str, Any] = {
@@ -301,6 +328,7 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
         "classifier_accuracy": clf.meta.get("accuracy"),
         **scm_info,
         **_fidelity(est, x, twin),
+        **_fit_info(est),
     }
     exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x)
     th, it = twin.nodes.index("thickness"), twin.nodes.index("intensity")
@@ -344,7 +372,7 @@ def _shapes(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     truth = json.loads((data / "truth.json").read_text())
     contexts = list(SHAPES_FACTORS) + (["cue"] if variant == "spurious" else [])
     clf = _classifier(data, "label", args.work, args.epochs, args.seed)
-    est = _fit(clf, data, contexts, args.preset, args.work, args.seed)
+    est = _fit(clf, data, contexts, args)
     twin, scm_info = _twin(est, data)
     x, _ = _test_images(data, args.n_explain, "test")
     res: dict[str, Any] = {
@@ -352,6 +380,7 @@ def _shapes(args: argparse.Namespace, variant: str) -> dict[str, Any]:
         "classifier_accuracy": clf.meta.get("accuracy"),
         **scm_info,
         **_fidelity(est, x, twin),
+        **_fit_info(est),
     }
     exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x)
     res["counterfactual_validity"] = float(exp.counterfactual.valid.mean())
@@ -501,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--encoder-steps", type=int, default=None, help="override the preset")
+    ap.add_argument("--generator-steps", type=int, default=None, help="override the preset")
+    ap.add_argument("--eval-images", type=int, default=None, help="override the preset")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
