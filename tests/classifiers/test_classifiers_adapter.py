@@ -243,3 +243,20 @@ def test_invalid_parameters_are_named():
         ClassifierAdapter(SmallNet(), input_size="big")  # type: ignore[arg-type]
     with pytest.raises(IncompatibleClassifierError, match="layer must be"):
         ClassifierAdapter(SmallNet(), layer=3, input_size=16)  # type: ignore[arg-type]
+
+
+def test_guessed_geometry_follows_the_dataset_but_stated_geometry_does_not():
+    net = SmallNet(in_channels=3)
+    guessed = ClassifierAdapter(net)  # no size stated: probed as 28 px
+    assert guessed.input_size == (28, 28)
+    rgb32 = ArrayDataset(np.zeros((3, 3, 32, 32), np.uint8), labels=[0, 1, 2])
+    guessed.check_dataset(rgb32)
+    assert guessed.input_size == (32, 32) and guessed.feature_shape == (16, 16, 16)
+    stated = ClassifierAdapter(net, input_size=28)
+    with pytest.raises(IncompatibleClassifierError, match=r"\(3, 32, 32\).*\(3, 28, 28\)"):
+        stated.check_dataset(rgb32)
+    flat = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 28 * 28, 3))
+    fixed = ClassifierAdapter(flat)  # accepts 28 px only: a 32 px dataset is an error
+    with pytest.raises(IncompatibleClassifierError, match=r"\(1, 32, 32\)"):
+        fixed.check_dataset(ArrayDataset(np.zeros((3, 32, 32), np.uint8), labels=[0, 1, 2]))
+    assert fixed.input_size == (28, 28)

@@ -248,6 +248,17 @@ class ClassifierAdapter:
         self.model = model
         self.output_key = output_key
         self.input_transform = input_transform
+        self._requested_layer = layer
+        self._setup(in_channels, input_size)
+
+    def _setup(self, in_channels: int | None, input_size: int | Sequence[int] | None) -> None:
+        model, layer = self.model, self._requested_layer
+        # Remember whether the geometry was stated or guessed: a guess may be corrected later
+        # by check_dataset when the model also accepts the dataset's images.
+        self._guessed = (
+            in_channels is None and getattr(model, "in_channels", None) is None,
+            input_size is None and getattr(model, "input_size", None) is None,
+        )
         self.in_channels, self.input_size = self._resolve_geometry(in_channels, input_size)
         probe = self._probe_input(1)
         self.layer_name = self._resolve_layer(layer, probe)
@@ -508,6 +519,19 @@ class ClassifierAdapter:
         shape = tuple(getattr(dataset, "image_shape", ()))
         src = getattr(dataset, "source", "dataset")
         expected = (self.in_channels, *self.input_size)
+        adoptable = len(shape) == 3 and (shape[0] == expected[0] or self._guessed[0])
+        adoptable = adoptable and (shape[1:] == expected[1:] or self._guessed[1])
+        if shape != expected and adoptable:
+            saved = dict(self.__dict__)
+            try:  # the probed geometry was only a guess: adopt the dataset's if the model takes it
+                self._setup(shape[0], shape[1:])
+                logger.info(
+                    "%s: input geometry set to the dataset's %s", _model_name(self.model), shape
+                )
+                expected = shape
+            except IncompatibleClassifierError:
+                self.__dict__.clear()
+                self.__dict__.update(saved)
         if shape != expected:
             hint = ""
             if len(shape) == 3 and shape[0] != expected[0]:

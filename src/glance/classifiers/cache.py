@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from glance._io import atomic_directory, atomic_write_json, verify_manifest
 from glance.classifiers.adapter import ClassifierAdapter
+from glance.classifiers.training import torch_threads
 from glance.exceptions import CheckpointCorruptError, ConfigError
 
 __all__ = ["FeatureCache", "cache_features", "load_feature_cache"]
@@ -60,6 +61,7 @@ def cache_features(
     batch_size: int = 500,
     *,
     quiet: bool = True,
+    num_threads: int | None = None,
 ) -> FeatureCache:
     """Compute the features and logits of every image of ``dataset`` into ``path``.
 
@@ -75,6 +77,8 @@ def cache_features(
         Images per forward pass.
     quiet
         No progress bar.
+    num_threads
+        Torch threads while computing (default: torch's current setting).
 
     Returns
     -------
@@ -108,6 +112,7 @@ def cache_features(
             tmp / "logits.npy", mode="w+", dtype=np.float32, shape=(n, adapter.n_classes)
         )
         with (
+            torch_threads(num_threads),
             torch.no_grad(),
             tqdm(total=n, desc="caching features", unit="img", disable=quiet, leave=False) as bar,
         ):

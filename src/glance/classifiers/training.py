@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,28 @@ from glance.classifiers.architectures import ReferenceClassifier, build_classifi
 from glance.classifiers.targets import apply_target, resolve_target
 from glance.exceptions import ConfigError, DataValidationError, IncompatibleClassifierError
 
-__all__ = ["train_classifier", "evaluate_classifier", "predict"]
+__all__ = ["train_classifier", "evaluate_classifier", "predict", "torch_threads"]
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: unchanged); restore afterwards.
+
+    On a busy machine two threads can be many times slower than one, so callers choose.
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"num_threads must be a positive integer or None; got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _images_uint8(dataset: Any, indices: np.ndarray, chunk: int = 4096) -> torch.Tensor:
@@ -127,6 +148,7 @@ def train_classifier(
     seed: int = 0,
     val_dataset: Any = None,
     quiet: bool = False,
+    num_threads: int | None = None,
 ) -> ReferenceClassifier:
     """Train a reference classifier on ``dataset``.
 
@@ -153,6 +175,8 @@ def train_classifier(
         Separate held-out data (labelled with the training target spec).
     quiet
         No progress bar.
+    num_threads
+        Torch threads during training (default: torch's current setting, all cores).
 
     Returns
     -------
@@ -161,6 +185,25 @@ def train_classifier(
         ``history`` and ``training`` details.
     """
     _check_params(epochs, batch_size, lr, val_fraction, patience)
+    with torch_threads(num_threads):
+        return _train(
+            dataset,
+            arch,
+            target,
+            epochs,
+            batch_size,
+            lr,
+            val_fraction,
+            patience,
+            seed,
+            val_dataset,
+            quiet,
+        )
+
+
+def _train(
+    dataset, arch, target, epochs, batch_size, lr, val_fraction, patience, seed, val_dataset, quiet
+) -> ReferenceClassifier:  # noqa: ANN001
     if len(dataset) < 4:
         raise DataValidationError(f"{dataset.source}: too few images to train ({len(dataset)})")
     y_all, classes, spec = resolve_target(dataset, target)
