@@ -31,6 +31,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=_train)
 
     t = subparsers.add_parser(
@@ -67,6 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         quiet=args.quiet,
+        num_threads=args.threads,
     )
     save_classifier(model, out)
     acc = model.meta["accuracy"]
