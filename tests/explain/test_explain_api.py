@@ -172,3 +172,23 @@ def test_importance_only_has_no_interactions_or_counterfactual(size_twin, toy_im
     assert exp.traversal_images is None
     rec = exp.to_dict()["explanations"][0]
     assert rec["counterfactual"] is None and rec["interactions"] is None
+
+
+class _Blur:
+    """A twin generator that loses the size: every reconstruction is the same square."""
+
+    def __call__(self, z):
+        return toy.render(torch.zeros_like(z) + torch.tensor([-1.5, 0.0, 0.0]))
+
+
+def test_low_fidelity_is_stamped_and_warned(toy_images):
+    base = toy.make_twin()
+    bad = Twin(base.encode, _Blur(), base.classify, nodes=base.nodes, classes=base.classes)
+    big = toy_images[toy.measure(toy_images)[:, 0] > 0.5]
+    with pytest.warns(UserWarning, match="LOW FIDELITY"):
+        exp = InterventionalImportance(bad).explain(big)
+    assert exp.meta["low_fidelity"] and exp.meta["reconstruction_agreement"] == 0.0
+    good = InterventionalImportance(base).explain(big)
+    assert not good.meta["low_fidelity"] and good.meta["reconstruction_agreement"] == 1.0
+    with pytest.raises(ConfigError, match="fidelity_floor"):
+        InterventionalImportance(base, fidelity_floor=2.0)

@@ -45,22 +45,23 @@ class Renderer:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def __call__(
-        self, z: torch.Tensor, part: str = "render"
+        self, z: torch.Tensor, part: str = "render", keep_images: bool | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Return (real-classifier probabilities (n, K) float64, uint8 images or None)."""
+        keep = self.keep_images if keep_images is None else keep_images
         t0 = time.perf_counter()
         probs, imgs = [], []
         for s in range(0, z.shape[0], self.batch_size):
             x = self.twin.generate(z[s : s + self.batch_size])
             probs.append(torch.softmax(self.twin.classify(x).float(), dim=1).cpu().numpy())
-            if self.keep_images:
+            if keep:
                 imgs.append(to_uint8(x))
         self.n_rendered += int(z.shape[0])
         self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t0
         if not probs:
             return np.zeros((0, len(self.twin.classes))), None
         p = np.concatenate(probs).astype(np.float64)
-        return p, (np.concatenate(imgs) if self.keep_images else None)
+        return p, (np.concatenate(imgs) if keep else None)
 
 
 def render_requests(
@@ -103,7 +104,7 @@ class Batch:
         probs = torch.softmax(twin.classify(images).float(), dim=1).cpu().numpy()
         z = twin.encode(images).detach().float()
         renderer.seconds["encode"] = renderer.seconds.get("encode", 0.0) + time.perf_counter() - t0
-        p0, img0 = renderer(z, "reconstruction")
+        p0, img0 = renderer(z, "reconstruction", keep_images=True)  # always shown
         return cls(images, z, probs.astype(np.float64), p0, img0)
 
 

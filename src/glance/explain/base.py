@@ -8,6 +8,7 @@ method implements only ``_explain_batch``. Every explainer returns a
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -39,6 +40,11 @@ class Explainer:
         Rows per generator + classifier call.
     keep_images
         Keep every generated image (uint8) in the explanation, for pictures.
+    fidelity_floor
+        Smallest share of images whose reconstruction ``G(E(x))`` the real classifier puts in
+        the same class as ``x``. Below it the explanation is stamped ``meta["low_fidelity"]``
+        and a warning is issued: the twin does not reproduce the decision well enough for its
+        interventions to be trusted (RELIABILITY c.8).
     """
 
     #: Whether the method needs the SCM for what it reports (capability flag).
@@ -51,6 +57,7 @@ class Explainer:
         batch_size: int = 16,
         render_batch_size: int = 512,
         keep_images: bool = True,
+        fidelity_floor: float = 0.9,
     ) -> None:
         self.twin = model if isinstance(model, Twin) else Twin.from_glance(model)
         for name, value in (("batch_size", batch_size), ("render_batch_size", render_batch_size)):
@@ -61,6 +68,12 @@ class Explainer:
         self.batch_size = batch_size
         self.render_batch_size = render_batch_size
         self.keep_images = bool(keep_images)
+        if not 0.0 <= fidelity_floor <= 1.0:
+            raise ConfigError(
+                f"{type(self).__name__}: 'fidelity_floor' must lie in [0, 1]; "
+                f"got {fidelity_floor!r}"
+            )
+        self.fidelity_floor = float(fidelity_floor)
 
     def explain(
         self, inputs: torch.Tensor, target: TargetType = None, **options: Any
@@ -101,6 +114,16 @@ class Explainer:
             n_generated=renderer.n_rendered,
             seconds={"total": time.perf_counter() - t0, **renderer.seconds},
         )
+        agreement = float(np.mean(out.prediction == out.reconstruction_prediction))
+        meta["reconstruction_agreement"] = agreement
+        meta["low_fidelity"] = agreement < self.fidelity_floor
+        if meta["low_fidelity"]:
+            warnings.warn(
+                f"LOW FIDELITY: the real classifier agrees with itself on x and G(E(x)) for only "
+                f"{agreement:.0%} of the images (floor {self.fidelity_floor:.0%}); the "
+                "explanation describes the twin more than the classifier",
+                stacklevel=2,
+            )
         object.__setattr__(out, "meta", meta)
         return out
 

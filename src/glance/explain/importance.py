@@ -138,11 +138,7 @@ def assemble(
         traversal_classes=probs.argmax(-1),
         traversal_probabilities=probs.max(-1),
         images=to_uint8(batch.images),
-        reconstructions=(
-            batch.reconstructions
-            if batch.reconstructions is not None
-            else np.zeros((len(target), 0), np.uint8)
-        ),
+        reconstructions=batch.reconstructions,
         traversal_images=eff.images,
         **parts,
     )
