@@ -19,6 +19,7 @@ from glance.classifiers.architectures import (
     build_classifier,
 )
 from glance.classifiers.cache import FeatureCache, cache_features, load_feature_cache
+from glance.classifiers.recipes import RECIPES, Recipe, train_recipe
 from glance.classifiers.serialization import load_classifier, read_classifier_meta, save_classifier
 from glance.classifiers.targets import apply_target, parse_target, resolve_target
 from glance.classifiers.training import evaluate_classifier, predict, train_classifier
@@ -28,6 +29,8 @@ __all__ = [
     "ClassifierAdapter",
     "FeatureCache",
     "Normalize",
+    "RECIPES",
+    "Recipe",
     "ReferenceClassifier",
     "RepeatChannels",
     "SmallCNN",
@@ -44,4 +47,5 @@ __all__ = [
     "resolve_target",
     "save_classifier",
     "train_classifier",
+    "train_recipe",
 ]

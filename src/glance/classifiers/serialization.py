@@ -331,6 +331,10 @@ def load_classifier(
         input_size=size,
         mean=mean if mean is not None else norm.get("mean", [0.0]),
         std=std if std is not None else norm.get("std", [1.0]),
-        meta={k: v for k, v in meta.items() if k in ("target", "accuracy", "history", "training")},
+        meta={
+            k: v
+            for k, v in meta.items()
+            if k in ("target", "accuracy", "history", "training", "evaluation")
+        },
     )
     return model.eval()
