@@ -1,0 +1,158 @@
+"""``glance fit`` and ``glance evaluate`` through ``main(argv)``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from glance._io import sha256_file, verify_manifest
+from glance.classifiers.architectures import ReferenceClassifier, build_classifier
+from glance.classifiers.serialization import save_classifier
+from glance.cli.main import main
+from glance.data import write_idx
+
+
+def _write_split(root, split, n, rng):
+    from conftest import make_dataset
+
+    ds = make_dataset(n, seed=int(rng.integers(1 << 30)))
+    write_idx(root / f"{split}-images-idx3-ubyte.gz", ds.images[:, 0])
+    write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n).astype(np.uint8))
+    lines = ["index,thickness,intensity"]
+    for i, (t, v) in enumerate(ds.attributes):
+        v = 0.5 if np.isnan(v) else v  # the Morpho-MNIST format has no missing values
+        lines.append(f"{i},{t:.4f},{v:.4f}")
+    (root / f"{split}-morpho.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "morpho"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    _write_split(data, "train", 48, rng)
+    _write_split(data, "t10k", 24, rng)
+    torch.manual_seed(0)
+    net = build_classifier("small-cnn", 10, 1, (16, 16))
+    clf = ReferenceClassifier(
+        net,
+        arch="small-cnn",
+        classes=[str(i) for i in range(10)],
+        in_channels=1,
+        input_size=(16, 16),
+    ).eval()
+    save_classifier(clf, root / "clf.safetensors")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(
+        "train:\n  encoder_steps: 6\n  generator_steps: 4\n  eval_images: 24\n", encoding="utf-8"
+    )
+    return root, data, root / "clf.safetensors", cfg
+
+
+def _fit_args(ws, out, *extra):
+    root, data, clf, cfg = ws
+    return [
+        "-q",
+        "fit",
+        "--data",
+        str(data),
+        "--classifier",
+        str(clf),
+        "--contexts",
+        "thickness,intensity",
+        "--preset",
+        "tiny",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--seed",
+        "5",
+        *extra,
+    ]
+
+
+def test_fit_evaluate_and_reproducibility(workspace, capsys):
+    root = workspace[0]
+    run_a, run_b = root / "run-a", root / "run-b"
+    assert main(_fit_args(workspace, run_a)) == 0
+    verify_manifest(run_a)
+    info = json.loads((run_a / "data.json").read_text())
+    assert info["test_split"] == "t10k" and info["train_split"] == "train"
+    # Same seed, same data, same machine: byte-identical weights.
+    assert main(_fit_args(workspace, run_b)) == 0
+    for name in ("encoder", "head", "generator", "discriminator", "mixture"):
+        rel = f"model/{name}.safetensors"
+        assert sha256_file(run_a / rel) == sha256_file(run_b / rel), rel
+    capsys.readouterr()
+    out_json = root / "m.json"
+    assert main(["-q", "evaluate", str(run_a), "--json", str(out_json)]) == 0
+    table = capsys.readouterr().out
+    assert "fidelity" in table and "alignment_r2 thickness" in table and "dci completeness" in table
+    metrics = json.loads((run_a / "metrics.json").read_text())
+    assert metrics == json.loads(out_json.read_text())
+    assert metrics["n_images"] == 24 and "t10k" in metrics["data"]
+    for key in (
+        "fidelity",
+        "reconstruction_fidelity",
+        "sampled_fidelity",
+        "alignment_r2",
+        "generated_alignment",
+        "mig",
+        "dci",
+        "fid",
+        "kid",
+        "fit_seconds",
+    ):
+        assert key in metrics
+    assert (run_a / "reconstructions.png").is_file() and (run_a / "samples.png").is_file()
+    verify_manifest(run_a)  # the manifest was rewritten to include the new files
+    # --data evaluates on any dataset of the same format (here the training split).
+    assert (
+        main(
+            [
+                "-q",
+                "evaluate",
+                str(run_a),
+                "--data",
+                str(workspace[1]),
+                "--split",
+                "train",
+                "--n-images",
+                "10",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((run_a / "metrics.json").read_text())["n_images"] == 10
+
+
+def test_refuses_to_overwrite_and_resumes_finished(workspace, capsys):
+    root = workspace[0]
+    run = root / "run-c"
+    assert main(_fit_args(workspace, run)) == 0
+    capsys.readouterr()
+    assert main(_fit_args(workspace, run)) == 3
+    assert "is not empty; pass --resume" in capsys.readouterr().err
+    before = sha256_file(run / "model" / "generator.safetensors")
+    assert main(_fit_args(workspace, run, "--resume")) == 0
+    assert sha256_file(run / "model" / "generator.safetensors") == before
+
+
+def test_dry_run_and_config_errors(workspace, capsys, tmp_path):
+    assert main(_fit_args(workspace, tmp_path / "never", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "generator_steps: 4" in out and "preset: tiny" in out
+    assert not (tmp_path / "never").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nencoder_stepz = 3\n", encoding="utf-8")
+    args = _fit_args(workspace, tmp_path / "run")
+    args[args.index("--config") + 1] = str(bad)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "encoder_stepz" in err and "encoder_steps" in err
+    assert main(["-q", "evaluate", str(tmp_path / "absent")]) == 3
