@@ -190,3 +190,12 @@ def test_oracle_with_output_sinks_recovers_the_knowledge_mpdag(seed):
         [(names[a], names[b]) for a, b in edges], names=names, knowledge=BackgroundKnowledge()
     )
     assert _marks(g) == _marks(truth)
+
+
+def test_orientation_rules_are_both_available(five_node_data):
+    cons = discover(five_node_data, list("abcde"))
+    classic = discover(five_node_data, list("abcde"), orientation="sepset")
+    assert cons.meta["params"]["orientation"] == "conservative"
+    assert _marks(cons) == _marks(classic)  # clean data: both give the true CPDAG
+    with pytest.raises(ConfigError, match="'orientation'"):
+        discover(five_node_data, orientation="guess")

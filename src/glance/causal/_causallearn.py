@@ -93,9 +93,18 @@ def run_pc(
     ci_kwargs: Mapping[str, Any],
     max_k: int | None,
     sinks: Sequence[int] = (),
+    orientation: str = "conservative",
 ) -> RawResult:
-    """PC (stable skeleton, sepset collider rule) with causal-learn's CI test ``ci_test``;
-    ``sinks`` (output nodes under the default tiers) are never conditioned on."""
+    """PC-stable with causal-learn's CI test ``ci_test``; ``sinks`` (output nodes under the
+    default tiers) are never conditioned on.
+
+    ``orientation="conservative"`` orients only *definite* colliders (causal-learn's
+    definite-MaxP rule: no conditioning set containing the middle node separates the ends) and
+    propagates with Meek's rules over definite triples; an ambiguous triple stays unoriented.
+    ``"sepset"`` is the classic rule (middle node absent from the one recorded separating set),
+    whose single missed edge can create a false v-structure and a cascade of confident
+    orientations.
+    """
     from causallearn.search.ConstraintBased.PC import pc
 
     ci_kwargs = dict(ci_kwargs)
@@ -111,8 +120,8 @@ def run_pc(
                 alpha=alpha,
                 indep_test=ci_test,
                 stable=True,
-                uc_rule=0,
-                uc_priority=2,
+                uc_rule=2 if orientation == "conservative" else 0,
+                uc_priority=-1 if orientation == "conservative" else 2,
                 background_knowledge=knowledge.to_causallearn(),
                 verbose=False,
                 show_progress=False,

@@ -43,6 +43,7 @@ def bootstrap_discover(
     ci_test: str = "fisherz",
     alpha: float = 0.01,
     knowledge: BackgroundKnowledge | None = None,
+    orientation: str = "conservative",
     max_k: int | None = None,
     kci_subsample: int = 400,
 ) -> CausalGraph:
@@ -50,7 +51,7 @@ def bootstrap_discover(
 
     Parameters
     ----------
-    data, names, kinds, method, ci_test, alpha, knowledge, max_k, kci_subsample
+    data, names, kinds, method, ci_test, alpha, knowledge, orientation, max_k, kci_subsample
         As in :func:`glance.causal.discover`.
     n_resamples
         Number of bootstrap resamples (>= 2).
@@ -69,7 +70,7 @@ def bootstrap_discover(
         resample, its presence and orientation frequencies.
     """
     start = time.perf_counter()
-    params = _check_params(method, ci_test, alpha, kci_subsample)
+    params = _check_params(method, ci_test, alpha, kci_subsample, orientation)
     _check_bootstrap_params(n_resamples, threshold, n_jobs)
     x = np.asarray(data)
     names, kinds = resolve_names_kinds(x.shape[1] if x.ndim == 2 else -1, names, kinds)
@@ -78,7 +79,12 @@ def bootstrap_discover(
     rk = knowledge.resolve(names, kinds)
     seeds = np.random.SeedSequence(random_state).spawn(n_resamples)
     kwargs = dict(
-        method=method, ci_test=ci_test, alpha=alpha, max_k=max_k, kci_subsample=kci_subsample
+        method=method,
+        ci_test=ci_test,
+        alpha=alpha,
+        max_k=max_k,
+        kci_subsample=kci_subsample,
+        orientation=orientation,
     )
     jobs = [(x, names, rk, s, kwargs) for s in seeds]
     if n_jobs == 1:

@@ -41,6 +41,7 @@ def discover(
     ci_test: Literal["fisherz", "kci", "d_separation"] = "fisherz",
     alpha: float = 0.01,
     knowledge: BackgroundKnowledge | None = None,
+    orientation: Literal["conservative", "sepset"] = "conservative",
     max_k: int | None = None,
     kci_subsample: int = 400,
     ci_kwargs: Mapping[str, Any] | None = None,
@@ -69,6 +70,9 @@ def discover(
     knowledge
         Background knowledge; ``None`` applies the default tiers only (contexts -> concepts ->
         outputs, outputs are sinks and never cause each other).
+    orientation
+        PC's collider rule: ``"conservative"`` orients only definite colliders (an ambiguous
+        triple stays unoriented); ``"sepset"`` is the classic rule. Ignored by GES.
     max_k
         Largest conditioning set PC tries (``None``: no limit).
     kci_subsample
@@ -94,7 +98,7 @@ def discover(
         An unknown method or CI test, ``alpha`` out of range, or knowledge naming unknown nodes.
     """
     start = time.perf_counter()
-    params = _check_params(method, ci_test, alpha, kci_subsample)
+    params = _check_params(method, ci_test, alpha, kci_subsample, orientation)
     x = np.asarray(data)
     names, kinds = resolve_names_kinds(x.shape[1] if x.ndim == 2 else -1, names, kinds)
     x = check_discovery_data(x, names)
@@ -109,6 +113,7 @@ def discover(
         max_k=max_k,
         kci_subsample=kci_subsample,
         ci_kwargs=ci_kwargs or {},
+        orientation=orientation,
         random_state=random_state,
     )
     effects = standardised_effects(x, pdag)
@@ -140,7 +145,12 @@ def discover(
     return CausalGraph([Node(n, k) for n, k in zip(names, kinds, strict=True)], edges, meta)
 
 
-def _check_params(method: str, ci_test: str, alpha: float, kci_subsample: int) -> dict:
+ORIENTATIONS = ("conservative", "sepset")
+
+
+def _check_params(
+    method: str, ci_test: str, alpha: float, kci_subsample: int, orientation: str
+) -> dict:
     if method not in DISCOVERY_METHODS:
         raise ConfigError(
             f"'method' of discover must be one of {list(DISCOVERY_METHODS)}; got {method!r}"
@@ -153,9 +163,13 @@ def _check_params(method: str, ci_test: str, alpha: float, kci_subsample: int) -
         raise ConfigError(
             f"'kci_subsample' of discover must be an integer >= 20; got {kci_subsample!r}"
         )
-    params: dict[str, Any] = {"method": method, "alpha": float(alpha)}
+    if orientation not in ORIENTATIONS:
+        raise ConfigError(
+            f"'orientation' of discover must be one of {list(ORIENTATIONS)}; got {orientation!r}"
+        )
+    params: dict[str, Any] = {"method": method}
     if method == "pc":
-        params["ci_test"] = ci_test
+        params.update(alpha=float(alpha), ci_test=ci_test, orientation=orientation)
         if ci_test == "kci":
             params["kci_subsample"] = kci_subsample
     else:
@@ -175,6 +189,7 @@ def discover_pdag(
     kci_subsample: int,
     ci_kwargs: Mapping[str, Any],
     random_state: int | None,
+    orientation: str = "conservative",
 ) -> tuple[PDAG, dict[str, Any]]:
     """Run the backend on checked data and apply the knowledge; index-level result."""
     if method == "pc":
@@ -193,6 +208,7 @@ def discover_pdag(
             ci_kwargs=ci_kwargs,
             max_k=max_k,
             sinks=sinks,
+            orientation=orientation,
         )
     else:
         directed, undirected, extra = run_ges(x, names, score="local_score_BIC", max_parents=max_k)

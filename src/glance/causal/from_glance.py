@@ -131,6 +131,7 @@ def discover_from_glance(
     method: str = "pc",
     ci_test: str = "fisherz",
     alpha: float = 0.01,
+    orientation: str = "conservative",
     mechanism: str = "linear",
     outputs: Sequence[str] | None = None,
     max_images: int | None = None,
@@ -148,7 +149,7 @@ def discover_from_glance(
         Bootstrap resamples; 0 or 1 runs a single discovery (confidence 1 for every edge).
     threshold, n_jobs
         As in :func:`glance.causal.bootstrap_discover`.
-    knowledge, method, ci_test, alpha
+    knowledge, method, ci_test, alpha, orientation
         As in :func:`glance.causal.discover`.
     mechanism
         SCM mechanism (``linear``, ``mlp``, ``gbm``).
@@ -165,7 +166,9 @@ def discover_from_glance(
     )
     if len(x) == 0:
         raise DataValidationError("discovery: the dataset has no images")
-    common = dict(method=method, ci_test=ci_test, alpha=alpha, knowledge=knowledge)
+    common = dict(
+        method=method, ci_test=ci_test, alpha=alpha, knowledge=knowledge, orientation=orientation
+    )
     if n_resamples >= 2:
         graph = bootstrap_discover(
             x,

@@ -56,6 +56,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ci-test", choices=["fisherz", "kci"], default="fisherz")
     p.add_argument("--alpha", type=float, default=0.01, help="CI-test level (default 0.01)")
     p.add_argument(
+        "--orientation",
+        choices=["conservative", "sepset"],
+        default="conservative",
+        help="PC collider rule: only definite colliders (default) or the classic sepset rule",
+    )
+    p.add_argument(
         "--mechanism",
         choices=["linear", "mlp", "gbm"],
         default="linear",
@@ -110,6 +116,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         method=args.method,
         ci_test=args.ci_test,
         alpha=args.alpha,
+        orientation=args.orientation,
         mechanism=args.mechanism,
         outputs=args.outputs,
         max_images=args.max_images,
