@@ -160,7 +160,7 @@ def test_save_json_and_pngs(full, tmp_path):
     data = json.loads(path.read_text())
     assert len(data["explanations"]) == 1
     pngs = sorted(p.name for p in (tmp_path / "exp").glob("*.png"))
-    assert pngs == ["interaction_0.png", "summary_0.png", "traversal_0.png"]
+    assert pngs == [f"{k}_0.png" for k in ("counterfactual", "interaction", "summary", "traversal")]
     assert all((tmp_path / "exp" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     with pytest.raises(ConfigError, match="kind"):
         full.plot(0, kind="nope")

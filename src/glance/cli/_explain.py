@@ -1,7 +1,8 @@
 """CLI of the explain area: ``glance explain RUN (IMAGE... | --data DIR --index A:B) --out DIR``.
 
 Writes ``explanations.json`` (the :meth:`glance.explain.LocalExplanation.to_dict` layout) and the
-PNGs (``summary_<i>.png``, ``traversal_<i>.png``, ``interaction_<i>.png``) into ``--out``.
+PNGs (``summary_<i>.png``, ``traversal_<i>.png``, ``interaction_<i>.png``,
+``counterfactual_<i>.png``) into ``--out``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 
 from glance.exceptions import ConfigError
 
-_KINDS = ("summary", "traversal", "interaction")
+_KINDS = ("summary", "traversal", "interaction", "counterfactual")
 
 
 def _show(ax: Any, img: np.ndarray, title: str) -> None:
@@ -29,7 +29,13 @@ def figure(exp: Any, i: int, kind: str) -> Any:
         raise ConfigError(f"'kind' of LocalExplanation.plot must be one of {_KINDS}; got {kind!r}")
     if not -len(exp) <= i < len(exp):
         raise IndexError(f"LocalExplanation.plot: image {i} out of range for {len(exp)} images")
-    return {"summary": _summary, "traversal": _traversal, "interaction": _interaction}[kind](exp, i)
+    draw = {
+        "summary": _summary,
+        "traversal": _traversal,
+        "interaction": _interaction,
+        "counterfactual": _counterfactual,
+    }
+    return draw[kind](exp, i)
 
 
 def _label(exp: Any, k: int, p: float) -> str:
@@ -155,3 +161,35 @@ def _interaction(exp: Any, i: int) -> Any:
         [f"{exp.nodes[a]} {d:+g}" for d in exp.deltas],
         [f"{exp.nodes[b]} {d:+g}" for d in exp.deltas],
     )
+
+
+def _counterfactual(exp: Any, i: int) -> Any:
+    """Before / after pair: the reconstruction, the counterfactual and their difference."""
+    import matplotlib.pyplot as plt
+
+    cf = exp.counterfactual
+    before = exp.reconstructions[i].astype(np.float64)
+    after = cf.images[i].astype(np.float64)
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.9))
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.78, wspace=0.1)
+    rp = int(exp.reconstruction_prediction[i])
+    _show(
+        axes[0],
+        exp.reconstructions[i],
+        "before: " + _label(exp, rp, exp.reconstruction_probabilities[i, rp]),
+    )
+    ok = "valid" if cf.valid[i] else "NOT valid"
+    _show(
+        axes[1],
+        cf.images[i],
+        f"after ({ok}): {_label(exp, int(cf.prediction[i]), cf.probability[i])}",
+    )
+    diff = (after - before).mean(0)
+    lim = max(float(np.abs(diff).max()), 1.0)
+    axes[2].imshow(diff, cmap="coolwarm", vmin=-lim, vmax=lim)
+    axes[2].set_title("after − before", fontsize=7)
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
+    shifts = ", ".join(f"{k} {v:+.1f} std" for k, v in cf.nodes[i].items()) or "no intervention"
+    fig.suptitle(f"counterfactual to {exp.classes[int(cf.target[i])]}: {shifts}", fontsize=8)
+    return fig

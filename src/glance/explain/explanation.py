@@ -316,22 +316,27 @@ class LocalExplanation:
             Image index.
         kind
             ``"summary"`` (input, reconstruction, counterfactual, importances, effect curves),
-            ``"traversal"`` (one row per node) or ``"interaction"`` (the 2-D pair grid).
+            ``"traversal"`` (one row per node), ``"interaction"`` (the 2-D pair grid) or
+            ``"counterfactual"`` (before / after / difference).
         """
         from glance.explain import _plot
 
         return _plot.figure(self, i, kind)
 
     def save_pngs(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write ``summary_<i>.png``, ``traversal_<i>.png``, ``interaction_<i>.png`` per image."""
+        """Write ``<kind>_<i>.png`` per image for every figure kind the explanation supports."""
         import matplotlib.pyplot as plt
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for i in range(len(self)):
-            for kind in ("summary", "traversal", "interaction"):
+            for kind in ("summary", "traversal", "interaction", "counterfactual"):
                 if kind == "traversal" and self.traversal_images is None:
+                    continue
+                if kind == "counterfactual" and (
+                    self.counterfactual is None or self.counterfactual.images is None
+                ):
                     continue
                 if kind == "interaction" and (
                     self.interactions is None or self.interactions.grid_images is None
