@@ -201,6 +201,68 @@ def train_classifier(
         )
 
 
+def _prepare(dataset, val_dataset, y_all, spec, val_fraction, seed):  # noqa: ANN001
+    """Training and held-out images (uint8) and targets."""
+    gen_np = np.random.default_rng(seed)
+    if val_dataset is not None:
+        if tuple(val_dataset.image_shape) != tuple(dataset.image_shape):
+            raise IncompatibleClassifierError(
+                f"{val_dataset.source}: images {tuple(val_dataset.image_shape)} differ from the "
+                f"training images {tuple(dataset.image_shape)}"
+            )
+        train_idx = gen_np.permutation(np.flatnonzero(y_all >= 0))
+        y_val_np = apply_target(val_dataset, spec)
+        val_idx = np.flatnonzero(y_val_np >= 0)
+        val = (_images_uint8(val_dataset, val_idx), torch.from_numpy(y_val_np[val_idx]))
+    else:
+        train_idx, val_idx = _split(y_all, val_fraction, gen_np)
+        val = (_images_uint8(dataset, val_idx), torch.from_numpy(y_all[val_idx]))
+    train = (_images_uint8(dataset, train_idx), torch.from_numpy(y_all[train_idx]))
+    return train, val
+
+
+def _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet):  # noqa: ANN001
+    """Adam + one-cycle schedule with early stopping; loads the best weights; returns history."""
+    images, y_train = train
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * math.ceil(len(y_train) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15
+    )
+    gen = torch.Generator().manual_seed(seed)
+    history, best, best_acc, stale, t0 = [], None, -1.0, 0, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        desc = f"epoch {epoch}/{epochs}"
+        with tqdm(total=len(y_train), desc=desc, disable=quiet, unit="img", leave=False) as bar:
+            train_loss = _run_epoch(model, opt, sched, images, y_train, batch_size, gen, bar)
+        val_loss, val_acc = _evaluate(model, *val)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "time_s": time.perf_counter() - t0,
+            }
+        )
+        logger.info(
+            "epoch %d: train loss %.4f, held-out loss %.4f, accuracy %.4f",
+            epoch,
+            train_loss,
+            val_loss,
+            val_acc,
+        )
+        if val_acc > best_acc:
+            best, best_acc, stale = copy.deepcopy(model.net.state_dict()), val_acc, 0
+        else:
+            stale += 1
+            if stale >= patience:
+                logger.info("early stopping after epoch %d (best %.4f)", epoch, best_acc)
+                break
+    model.net.load_state_dict(best)
+    return history, best_acc
+
+
 def _train(
     dataset, arch, target, epochs, batch_size, lr, val_fraction, patience, seed, val_dataset, quiet
 ) -> ReferenceClassifier:  # noqa: ANN001
@@ -208,26 +270,16 @@ def _train(
         raise DataValidationError(f"{dataset.source}: too few images to train ({len(dataset)})")
     y_all, classes, spec = resolve_target(dataset, target)
     c, h, w = dataset.image_shape
-    gen_np = np.random.default_rng(seed)
-    if val_dataset is not None:
-        if tuple(val_dataset.image_shape) != (c, h, w):
-            raise IncompatibleClassifierError(
-                f"{val_dataset.source}: images {tuple(val_dataset.image_shape)} differ from the "
-                f"training images {(c, h, w)}"
-            )
-        train_idx = gen_np.permutation(np.flatnonzero(y_all >= 0))
-        y_val_np = apply_target(val_dataset, spec)
-        val_idx = np.flatnonzero(y_val_np >= 0)
-        val_images = _images_uint8(val_dataset, val_idx)
-        y_val = torch.from_numpy(y_val_np[val_idx])
-    else:
-        train_idx, val_idx = _split(y_all, val_fraction, gen_np)
-        val_images = _images_uint8(dataset, val_idx)
-        y_val = torch.from_numpy(y_all[val_idx])
-    images = _images_uint8(dataset, train_idx)
-    y_train = torch.from_numpy(y_all[train_idx])
-    mean, std = _channel_stats(images)
-    steps = epochs * math.ceil(len(train_idx) / batch_size)
+    train, val = _prepare(dataset, val_dataset, y_all, spec, val_fraction, seed)
+    mean, std = _channel_stats(train[0])
+    logger.info(
+        "training %s on %d images (%d held out), target %r, %d threads",
+        arch,
+        len(train[1]),
+        len(val[1]),
+        target,
+        torch.get_num_threads(),
+    )
     t0 = time.perf_counter()
     # Seeded initialisation and dropout without touching the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
@@ -236,72 +288,20 @@ def _train(
         model = ReferenceClassifier(
             net, arch=arch, classes=classes, in_channels=c, input_size=(h, w), mean=mean, std=std
         )
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15
-        )
-        gen = torch.Generator().manual_seed(seed)
-        history, best, best_acc, stale = [], None, -1.0, 0
-        logger.info(
-            "training %s on %d images (%d held out), target %r, %d threads",
-            arch,
-            len(train_idx),
-            len(val_idx),
-            target,
-            torch.get_num_threads(),
-        )
-        for epoch in range(1, epochs + 1):
-            with tqdm(
-                total=len(train_idx),
-                desc=f"epoch {epoch}/{epochs}",
-                disable=quiet,
-                unit="img",
-                leave=False,
-            ) as bar:
-                train_loss = _run_epoch(model, opt, sched, images, y_train, batch_size, gen, bar)
-            val_loss, val_acc = _evaluate(model, val_images, y_val)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                    "val_accuracy": val_acc,
-                    "time_s": time.perf_counter() - t0,
-                }
-            )
-            logger.info(
-                "epoch %d: train loss %.4f, held-out loss %.4f, accuracy %.4f",
-                epoch,
-                train_loss,
-                val_loss,
-                val_acc,
-            )
-            if val_acc > best_acc:
-                best, best_acc, stale = copy.deepcopy(model.net.state_dict()), val_acc, 0
-            else:
-                stale += 1
-                if stale >= patience:
-                    logger.info("early stopping after epoch %d (best %.4f)", epoch, best_acc)
-                    break
-    model.net.load_state_dict(best)
+        history, best_acc = _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet)
     wall = time.perf_counter() - t0
     model.meta = {
         "target": spec,
         "accuracy": best_acc,
         "history": history,
         "training": {
-            "seed": seed,
-            "epochs_run": len(history),
-            "max_epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "n_train": int(len(train_idx)),
-            "n_val": int(len(val_idx)),
-            "wall_time_s": wall,
+            "seed": seed, "epochs_run": len(history), "max_epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "n_train": int(len(train[1])),
+            "n_val": int(len(val[1])), "wall_time_s": wall,
             "data": str(getattr(dataset, "source", "")),
         },
-    }
-    logger.info("held-out accuracy %.4f (%d images) after %.1f s", best_acc, len(val_idx), wall)
+    }  # fmt: skip
+    logger.info("held-out accuracy %.4f (%d images) after %.1f s", best_acc, len(val[1]), wall)
     return model.eval()
 
 
