@@ -150,6 +150,22 @@ def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any
     from glance.data import load_dataset
 
     ds = load_dataset(data, split="train")
+    try:
+        from glance.causal.from_glance import discover_from_glance
+    except ImportError:
+        discover_from_glance = None
+    if discover_from_glance is not None:
+        t0 = time.perf_counter()
+        graph = discover_from_glance(
+            est, _relabelled(ds, est.adapter_.model), n_resamples=0, max_images=n_rows
+        )
+        edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
+        return Twin.from_glance(est), {
+            "scm": "glance.causal.from_glance.discover_from_glance (PC fisher-z, no bootstrap)",
+            "discovery_s": time.perf_counter() - t0,
+            "edges": edges,
+            "assumptions": graph.meta.get("assumptions"),
+        }
     idx = np.random.default_rng(0).permutation(len(ds))[:n_rows]
     z = est.encode(ds.load_images(idx).float()).numpy().astype(np.float64)
     logits = est.surrogate_logits(torch.as_tensor(z, dtype=torch.float32)).numpy()
