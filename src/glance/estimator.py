@@ -218,8 +218,8 @@ class Glance:
 
         t0 = time.perf_counter()
         config = self._validate_params(dataset)
-        run = _prepare_run_dir(out, resume)
         dist = DistContext.from_env(self.device)
+        run = _prepare_run_dir_collective(out, resume, dist)
         self._reset()
         self.config_ = config
         self.adapter_ = _make_adapter(self.classifier, self.layer, dataset, dist.device)
@@ -490,6 +490,26 @@ def _prepare_run_dir(out: Any, resume: bool) -> Path | None:
         )
     run.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def _prepare_run_dir_collective(out: Any, resume: bool, dist: Any) -> Path | None:
+    """Rank 0 checks and creates the run directory; every rank learns the verdict (no hang)."""
+    if not dist.enabled:
+        return _prepare_run_dir(out, resume)
+    if out is None:
+        raise ConfigError("a distributed fit needs 'out' (a run directory shared by all ranks)")
+    error: Exception | None = None
+    if dist.is_main:
+        try:
+            _prepare_run_dir(out, resume)
+        except Exception as exc:  # re-raised below, after the other ranks have been told
+            error = exc
+    failed = dist.any(torch.tensor([error is not None]))
+    if error is not None:
+        raise error
+    if bool(failed[0]):
+        raise CheckpointError(f"rank 0 could not prepare the run directory {out}; see its error")
+    return Path(out)
 
 
 def _make_adapter(classifier: Any, layer: str | None, dataset: Any, device: torch.device) -> Any:
