@@ -20,6 +20,7 @@ import numpy as np
 
 from glance.causal._checks import check_discovery_data, resolve_names_kinds
 from glance.causal._pdag import PDAG
+from glance.causal._threads import single_threaded
 from glance.causal.discovery import _check_params, _coef, discover_pdag, standardised_effects
 from glance.causal.graph import CausalGraph, Edge, Node
 from glance.causal.knowledge import BackgroundKnowledge, ResolvedKnowledge
@@ -74,7 +75,8 @@ def bootstrap_discover(
     _check_bootstrap_params(n_resamples, threshold, n_jobs)
     x = np.asarray(data)
     names, kinds = resolve_names_kinds(x.shape[1] if x.ndim == 2 else -1, names, kinds)
-    x = check_discovery_data(x, names)
+    with single_threaded():
+        x = check_discovery_data(x, names)
     knowledge = knowledge or BackgroundKnowledge()
     rk = knowledge.resolve(names, kinds)
     seeds = np.random.SeedSequence(random_state).spawn(n_resamples)
@@ -93,7 +95,8 @@ def bootstrap_discover(
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=n_jobs, backend="loky")(delayed(_one_resample)(*j) for j in jobs)
-    graph = _aggregate(x, names, kinds, rk, results, threshold)
+    with single_threaded():
+        graph = _aggregate(x, names, kinds, rk, results, threshold)
     graph.meta.update(
         algorithm=f"bootstrap-{method}",
         params={**params, "max_k": max_k, "knowledge": knowledge.to_dict()},
@@ -126,6 +129,17 @@ def _check_bootstrap_params(n_resamples: int, threshold: float, n_jobs: int) -> 
 
 
 def _one_resample(
+    x: np.ndarray,
+    names: list[str],
+    rk: ResolvedKnowledge,
+    seed: np.random.SeedSequence,
+    kwargs: dict[str, Any],
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    with single_threaded():
+        return _resample_pdag(x, names, rk, seed, kwargs)
+
+
+def _resample_pdag(
     x: np.ndarray,
     names: list[str],
     rk: ResolvedKnowledge,

@@ -18,6 +18,7 @@ import numpy as np
 from glance.causal._causallearn import run_ges, run_pc
 from glance.causal._checks import check_discovery_data, resolve_names_kinds
 from glance.causal._pdag import PDAG
+from glance.causal._threads import single_threaded
 from glance.causal.graph import CausalGraph, Edge, Node
 from glance.causal.knowledge import BackgroundKnowledge, ResolvedKnowledge
 from glance.exceptions import ConfigError, DiscoveryError
@@ -101,22 +102,23 @@ def discover(
     params = _check_params(method, ci_test, alpha, kci_subsample, orientation)
     x = np.asarray(data)
     names, kinds = resolve_names_kinds(x.shape[1] if x.ndim == 2 else -1, names, kinds)
-    x = check_discovery_data(x, names)
     rk = (knowledge or BackgroundKnowledge()).resolve(names, kinds)
-    pdag, extra = discover_pdag(
-        x,
-        names,
-        rk,
-        method=method,
-        ci_test=ci_test,
-        alpha=alpha,
-        max_k=max_k,
-        kci_subsample=kci_subsample,
-        ci_kwargs=ci_kwargs or {},
-        orientation=orientation,
-        random_state=random_state,
-    )
-    effects = standardised_effects(x, pdag)
+    with single_threaded():
+        x = check_discovery_data(x, names)
+        pdag, extra = discover_pdag(
+            x,
+            names,
+            rk,
+            method=method,
+            ci_test=ci_test,
+            alpha=alpha,
+            max_k=max_k,
+            kci_subsample=kci_subsample,
+            ci_kwargs=ci_kwargs or {},
+            orientation=orientation,
+            random_state=random_state,
+        )
+        effects = standardised_effects(x, pdag)
     edges = [
         Edge(names[a], names[b], True, 1.0, 1.0, effects[(a, b)]) for a, b in pdag.directed_edges()
     ]
