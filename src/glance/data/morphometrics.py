@@ -229,11 +229,12 @@ def as_float_batch(images: object, name: str = "images") -> np.ndarray:
         raise DataValidationError(f"{name} must be uint8 (0-255) or float (0-1); got {arr.dtype}")
     if not np.isfinite(arr).all():
         raise DataValidationError(f"{name} hold NaN or infinite values")
-    if arr.size and (arr.min() < 0 or arr.max() > 1):
+    # float32 round-off (e.g. x * 255 / 255) may overshoot [0, 1] by an ulp; more is an error.
+    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
         raise DataValidationError(
             f"float {name} must lie in [0, 1]; got values in [{arr.min():.3g}, {arr.max():.3g}]"
         )
-    return arr.astype(np.float64)
+    return np.clip(arr.astype(np.float64), 0.0, 1.0)
 
 
 def measure_image(

@@ -25,6 +25,12 @@ from glance.exceptions import DataValidationError
 
 __all__ = ["set_thickness", "set_intensity", "set_slant"]
 
+# Rendering the grown binary digit and measuring it again (reduce, cubic re-expansion, 50 %
+# threshold) reads strokes ~0.1 px thicker than the radius alone predicts, whatever the radius
+# (measured on 200 embedded digits: +0.109 px mean, no trend with the change asked for).
+# Starting from a radius corrected by it, 2 in 3 digits need no re-measure at 0.1 px tolerance.
+_RENDER_BIAS_PX = 0.1
+
 
 def _one(image: object) -> np.ndarray:
     batch = as_float_batch(image, "image")
@@ -99,7 +105,7 @@ def set_thickness(
     outside = ndi.distance_transform_edt(~morph.binary)
     # Pixel-centre distances: the edge lies half a pixel beyond the last foreground centre.
     signed = np.where(morph.binary, inside - 0.5, 0.5 - outside)
-    radius = (target - morph.thickness) * scale / 2.0
+    radius = (target - morph.thickness - _RENDER_BIAS_PX) * scale / 2.0
     best, best_err = None, np.inf
     for _ in range(max_iter + 1):
         out = _to_uint8(_render(signed, radius, scale))
