@@ -158,6 +158,7 @@ def test_malicious_pickle_never_runs(tmp_path, writer):
     assert not sentinel.exists()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_torchscript_is_refused_with_hint(tmp_path):
     path = tmp_path / "scripted.pt"
     torch.jit.script(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())).save(str(path))
