@@ -266,3 +266,10 @@ def test_fuzz_csv_parser_returns_table_or_validation_error(text):
             return
         assert values.shape == (len(table.rows), len(table.header))
         assert not np.isinf(values).any()
+
+
+def test_explicit_delimiter(tmp_path):
+    root = _folder(tmp_path, 1)
+    (root / "a.csv").write_text("filename;a\n0.png;1.5\n")
+    ds = ImageFolderDataset(root, root / "a.csv", delimiter=";", verify="header")
+    assert ds.attribute("a").tolist() == [1.5]

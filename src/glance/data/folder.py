@@ -40,6 +40,9 @@ IMAGE_EXTENSIONS = (
 _MODES = {"L": 1, "RGB": 3, "RGBA": 4}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _MAX_LISTED = 20
+#: verify="auto" decodes every image up front up to this many images (~1 ms each), else only
+#: opens them (decode errors then surface when an image is loaded, naming the file).
+FULL_VERIFY_LIMIT = 20_000
 
 
 def list_image_files(root: str | os.PathLike[str]) -> list[str]:
@@ -87,7 +90,11 @@ class ImageFolderDataset(ImageDataset):
         size, and every other image must match it.
     verify
         ``"full"`` decodes every image up front and lists all unreadable files in one error;
-        ``"header"`` only opens them (size and format); ``"none"`` defers errors to loading.
+        ``"header"`` only opens them (size and format); ``"none"`` defers errors to loading;
+        ``"auto"``: ``"full"`` up to :data:`FULL_VERIFY_LIMIT` images, else ``"header"``.
+    delimiter
+        CSV delimiter (explicit, never guessed; a header that looks delimited by something else
+        is reported).
     allow_paths_outside_root
         Accept CSV / list entries that are absolute or lead outside the root folder.
 
@@ -109,7 +116,8 @@ class ImageFolderDataset(ImageDataset):
         attribute_columns: Sequence[str] | None = None,
         image_mode: Literal["L", "RGB", "RGBA"] | None = None,
         image_size: int | tuple[int, int] | None = None,
-        verify: Literal["full", "header", "none"] = "full",
+        verify: Literal["auto", "full", "header", "none"] = "auto",
+        delimiter: str = ",",
         allow_paths_outside_root: bool = False,
     ) -> None:
         root = Path(root)
@@ -117,8 +125,10 @@ class ImageFolderDataset(ImageDataset):
             raise DataValidationError(
                 f"image_mode must be one of {sorted(_MODES)} or None; got {image_mode!r}"
             )
-        if verify not in ("full", "header", "none"):
-            raise DataValidationError(f"verify must be 'full', 'header' or 'none'; got {verify!r}")
+        if verify not in ("auto", "full", "header", "none"):
+            raise DataValidationError(
+                f"verify must be 'auto', 'full', 'header' or 'none'; got {verify!r}"
+            )
         if root.is_file():
             base, files = root.parent, self._read_list_file(root)
         elif root.is_dir():
@@ -128,6 +138,7 @@ class ImageFolderDataset(ImageDataset):
         self.root = base
         self.source = str(attributes_csv or root)
         self._allow_outside = allow_paths_outside_root
+        self._delimiter = delimiter
         if attributes_csv is None:
             if not files:
                 raise DataValidationError(
@@ -150,6 +161,8 @@ class ImageFolderDataset(ImageDataset):
             )
         self.image_mode = image_mode or self._infer_mode()
         self._size = self._parse_size(image_size)
+        if verify == "auto":
+            verify = "full" if len(self.files) <= FULL_VERIFY_LIMIT else "header"
         self._verify(verify)
 
     # -- construction helpers ------------------------------------------------------------------
@@ -192,7 +205,7 @@ class ImageFolderDataset(ImageDataset):
         label_column: str,
         attribute_columns: Sequence[str] | None,
     ) -> None:
-        table = read_csv(csv_path)
+        table = read_csv(csv_path, delimiter=self._delimiter)
         require_columns(table, [filename_column])
         if not table.rows:
             raise DataValidationError(f"{csv_path}: no data rows below the header")
