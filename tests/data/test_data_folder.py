@@ -161,6 +161,11 @@ def test_images_without_csv_row_and_empty_folder(tmp_path):
         ImageFolderDataset(tmp_path / "empty")
     with pytest.raises(DataValidationError, match="no such image folder"):
         ImageFolderDataset(tmp_path / "missing")
+    with pytest.raises(DataValidationError, match="got one image"):
+        ImageFolderDataset(root / "0.png")
+    (tmp_path / "list.txt").write_text("img/0.png\nimg/gone.png\n")
+    with pytest.raises(DataValidationError, match="gone.png: unreadable image"):
+        ImageFolderDataset(tmp_path / "list.txt")
 
 
 def test_outside_paths_allowed_on_request(tmp_path):

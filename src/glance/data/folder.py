@@ -129,6 +129,10 @@ class ImageFolderDataset(ImageDataset):
             raise DataValidationError(
                 f"verify must be 'auto', 'full', 'header' or 'none'; got {verify!r}"
             )
+        if root.is_file() and root.suffix.lower() in IMAGE_EXTENSIONS:
+            raise DataValidationError(
+                f"{root}: expected an image folder or a list file of image paths; got one image"
+            )
         if root.is_file():
             base, files = root.parent, self._read_list_file(root)
         elif root.is_dir():
