@@ -209,3 +209,30 @@ def test_evaluate_reports_every_figure(fitted, tmp_path):
     for path in m["grids"].values():
         assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).is_file()
     json.dumps(m)  # JSON-serialisable as is
+
+
+def test_tiny_preset_on_64px_rgb_end_to_end(tmp_path):
+    from conftest import TinyCNN, make_dataset
+
+    data = make_dataset(24, size=64, channels=3)
+    torch.manual_seed(0)
+    clf = TinyCNN(channels=3, size=64).eval()
+    cfg = {
+        "train": {
+            "encoder_steps": 4,
+            "generator_steps": 3,
+            "encoder_batch": 8,
+            "generator_batch": 4,
+            "eval_images": 12,
+        }
+    }
+    est = Glance(clf, contexts=["intensity"], preset="tiny", config=cfg, quiet=True)
+    est.fit(data, out=tmp_path / "run")
+    z = est.encode(data.load_images(range(3)))
+    assert z.shape == (3, 1 + est.config_.encoder.free_dims)
+    assert est.generate(z).shape == (3, 3, 64, 64)
+    m = est.evaluate(data, out=tmp_path / "run")
+    assert m["generated_alignment"] == {"intensity": None}  # no measurement for RGB images
+    assert (tmp_path / "run" / "samples.png").is_file()
+    loaded = glance.load(tmp_path / "run", classifier=clf)
+    assert torch.equal(loaded.generate(z), est.generate(z))
