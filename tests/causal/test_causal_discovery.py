@@ -199,3 +199,24 @@ def test_orientation_rules_are_both_available(five_node_data):
     assert _marks(cons) == _marks(classic)  # clean data: both give the true CPDAG
     with pytest.raises(ConfigError, match="'orientation'"):
         discover(five_node_data, orientation="guess")
+
+
+def test_fisherz_matches_causal_learn():
+    import itertools
+
+    from causallearn.utils.cit import CIT
+
+    from glance.causal._causallearn import _fisherz_pvalue
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    x[:, 1] += 0.2 * x[:, 0]
+    x[:, 2] += x[:, 1] - 0.1 * x[:, 3]
+    reference, corr = CIT(x, "fisherz"), np.corrcoef(x.T)
+    for a, b in itertools.combinations(range(5), 2):
+        rest = [c for c in range(5) if c not in (a, b)]
+        for k in range(4):
+            for cond in itertools.combinations(rest, k):
+                assert _fisherz_pvalue(corr, 300, a, b, list(cond)) == pytest.approx(
+                    reference(a, b, list(cond)), abs=1e-12
+                )
