@@ -233,3 +233,15 @@ def test_channels_last_layout_gives_the_same_images():
         a, b = g1(z, noise_mode="const"), g2(z, noise_mode="const")
     assert a.is_contiguous() and b.is_contiguous()
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_and_scaled_generators_agree():
+    torch.manual_seed(0)
+    g1 = Generator(5, 28, 1, modconv_impl="grouped", channels_last=False, **SMALL)
+    torch.manual_seed(0)
+    g2 = Generator(5, 28, 1, modconv_impl="scaled", **SMALL)
+    z = torch.randn(3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            g1(z, noise_mode="const"), g2(z, noise_mode="const"), rtol=1e-4, atol=1e-5
+        )

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glance.exceptions import ShapeError
-from glance.surrogate.layers import EqualizedLinear, check_shape, modulated_conv2d
+from glance.surrogate.layers import EqualizedLinear, ModConvImpl, check_shape, modulated_conv2d
 
 __all__ = ["MappingNetwork", "SynthesisLayer", "SynthesisBlock", "SynthesisNetwork", "Generator"]
 
@@ -126,8 +126,10 @@ class SynthesisLayer(nn.Module):
         *,
         up: int = 1,
         use_noise: bool = True,
+        modconv_impl: ModConvImpl = "auto",
     ) -> None:
         super().__init__()
+        self.modconv_impl = modconv_impl
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.up, self.use_noise = resolution, up, use_noise
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
@@ -147,7 +149,9 @@ class SynthesisLayer(nn.Module):
         """``x`` [N, I, R/up, R/up], ``styles = self.affine(w)`` [N, I] -> [N, O, R, R]."""
         # The sqrt(2) gain of the leaky ReLU is folded into the demodulation (free); bias and
         # noise strength are learned, so scaling them by the same gain is a reparametrisation.
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, gain=_SQRT2)  # [N, O, R, R]
+        x = modulated_conv2d(
+            x, self.weight, styles, up=self.up, gain=_SQRT2, impl=self.modconv_impl
+        )  # [N, O, R, R]
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
                 noise = torch.randn(
@@ -174,8 +178,17 @@ class SynthesisLayer(nn.Module):
 class ToRGB(nn.Module):
     """Modulated 1x1 convolution (no demodulation) to image channels."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        *,
+        modconv_impl: ModConvImpl = "auto",
+    ) -> None:
         super().__init__()
+        self.modconv_impl = modconv_impl
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
@@ -184,7 +197,14 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
         """``x`` [N, I, R, R], ``styles = self.affine(w)`` [N, I] -> [N, C_img, R, R]."""
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, gain=self.weight_gain)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            demodulate=False,
+            gain=self.weight_gain,
+            impl=self.modconv_impl,
+        )
         return x + self.bias.reshape(1, -1, 1, 1)
 
     def macs(self) -> int:
@@ -205,20 +225,18 @@ class SynthesisBlock(nn.Module):
         *,
         use_noise: bool = True,
         channels_last: bool = True,
+        modconv_impl: ModConvImpl = "auto",
     ) -> None:
         super().__init__()
         self.resolution, self.channels_last = resolution, channels_last
+        kw = dict(use_noise=use_noise, modconv_impl=modconv_impl)
         self.is_first = in_channels == 0
         if self.is_first:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise
-            )
-        self.conv1 = SynthesisLayer(
-            out_channels, out_channels, w_dim, resolution, use_noise=use_noise
-        )
-        self.torgb = ToRGB(out_channels, img_channels, w_dim, resolution)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **kw)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **kw)
+        self.torgb = ToRGB(out_channels, img_channels, w_dim, resolution, modconv_impl=modconv_impl)
         self.num_ws = (1 if self.is_first else 2) + 1
 
     def style_layers(self) -> list[SynthesisLayer | ToRGB]:
@@ -280,6 +298,8 @@ class SynthesisNetwork(nn.Module):
         How the power-of-two synthesis is brought to ``img_resolution``.
     channels_last : bool
         Run the feature maps in NHWC memory layout (faster on CPU; no effect on the values).
+    modconv_impl : {"auto", "grouped", "scaled"}
+        Form of :func:`modulated_conv2d`; ``"auto"`` uses the one measured fastest per device.
     """
 
     def __init__(
@@ -293,6 +313,7 @@ class SynthesisNetwork(nn.Module):
         use_noise: bool = True,
         fit_mode: FitMode = "auto",
         channels_last: bool = True,
+        modconv_impl: ModConvImpl = "auto",
     ) -> None:
         super().__init__()
         if img_channels < 1:
@@ -314,6 +335,7 @@ class SynthesisNetwork(nn.Module):
                     img_channels,
                     use_noise=use_noise,
                     channels_last=channels_last,
+                    modconv_impl=modconv_impl,
                 )
             )
             in_ch = out_ch
@@ -382,6 +404,8 @@ class Generator(nn.Module):
         How the power-of-two synthesis is brought to ``img_resolution``.
     channels_last : bool
         Run the feature maps in NHWC memory layout (faster on CPU; no effect on the values).
+    modconv_impl : {"auto", "grouped", "scaled"}
+        Form of :func:`modulated_conv2d`; ``"auto"`` uses the one measured fastest per device.
 
     Examples
     --------
@@ -404,6 +428,7 @@ class Generator(nn.Module):
         use_noise: bool = True,
         fit_mode: FitMode = "auto",
         channels_last: bool = True,
+        modconv_impl: ModConvImpl = "auto",
     ) -> None:
         super().__init__()
         self.z_dim, self.img_resolution, self.img_channels = z_dim, img_resolution, img_channels
@@ -419,6 +444,7 @@ class Generator(nn.Module):
             use_noise=use_noise,
             fit_mode=fit_mode,
             channels_last=channels_last,
+            modconv_impl=modconv_impl,
         )
 
     def forward(

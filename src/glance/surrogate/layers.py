@@ -17,6 +17,7 @@ from torch import nn
 from glance.exceptions import ShapeError
 
 __all__ = [
+    "ModConvImpl",
     "modulated_conv2d",
     "preferred_modconv_impl",
     "check_shape",
