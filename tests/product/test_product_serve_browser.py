@@ -15,14 +15,15 @@ pytestmark = pytest.mark.browser
 log = logging.getLogger(__name__)
 
 
-def _state(page) -> dict:
+def _state(page, node: str = "brightness") -> dict:
     return page.evaluate(
-        """() => ({
+        """(node) => ({
             src: document.getElementById('counterfactual').src,
             probs: [...document.querySelectorAll('#probabilities .pv')].map(e => e.textContent),
             requests: window.glanceExplorer.requests,
-            brightness: document.getElementById('s-brightness').value,
-        })"""
+            node: document.getElementById('s-' + node).value,
+        })""",
+        node,
     )
 
 
@@ -69,7 +70,7 @@ def test_slider_changes_image_and_probabilities(toy_server: str, browser) -> Non
     assert after["probs"] != before["probs"]
     assert float(after["probs"][1]) > 0.9  # a big square is class 1
     # the propagated change: brightness (a descendant of size) moved, and is highlighted
-    assert after["brightness"] != before["brightness"]
+    assert after["node"] != before["node"]
     highlighted = page.eval_on_selector_all(
         "#graph g.node.changed", "els => els.map(e => e.getAttribute('data-node'))"
     )

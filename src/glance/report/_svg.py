@@ -198,8 +198,9 @@ def graph_svg(
         f"<title>{escape(title)}</title>",
         "<defs>"
         + "".join(
-            f'<marker id="arrow-{k}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" '
-            f'markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+            f'<marker id="arrow-{k}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="9" '
+            f'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+            f'<path d="M0,0 L10,5 L0,10 z" '
             f'fill="{c}"/></marker>'
             for k, c in (("pos", _POS), ("neg", _NEG))
         )

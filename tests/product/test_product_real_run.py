@@ -1,0 +1,141 @@
+"""Report, explorer and artefact checks on a real fitted run (every area's public API).
+
+Marked ``slow``: building the run (data, classifier, tiny fit, graph, explanations, evaluation)
+takes about 40 s of CPU. ``make test`` skips it; ``make test-all`` and
+``pytest -m slow tests/product`` run it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from real_run import make_real_run, metrics_of
+
+pytestmark = pytest.mark.slow
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    return make_real_run(tmp_path_factory.mktemp("real"))
+
+
+@pytest.fixture(scope="module")
+def real_backend(real_run: Path):
+    from glance.serve import ExplorerBackend
+
+    return ExplorerBackend.from_run(real_run, n_images=16)
+
+
+@pytest.fixture(scope="module")
+def real_server(real_backend):
+    from glance.serve import make_server
+
+    server = make_server(real_backend, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_report_of_a_real_run_shows_its_measured_figures(real_run: Path) -> None:
+    from test_product_report import SECTIONS, _parse
+
+    from glance.report import render_report
+
+    html = render_report(real_run)
+    doc = _parse(html)
+    assert set(SECTIONS) <= doc.ids
+    metrics = metrics_of(real_run)
+    for key in ("fidelity", "reconstruction_fidelity", "sampled_fidelity"):
+        assert doc.rows[key]["value"] == f"{metrics[key]:.4g}"
+    for ctx, value in metrics["alignment_r2"].items():
+        shown = doc.rows[f"alignment_r2.{ctx}"]["value"]
+        assert shown == ("not computed" if value is None else f"{value:.4g}")
+    assert all(u.startswith("data:image/") for u in doc.urls)
+    # graph picture + drawing, the explained digits' pictures, reconstructions and samples
+    assert "graph/graph.png" in html and 'class="chart graph"' in html
+    assert html.count('class="explanation"') == 2
+    assert len(doc.imgs) >= 1 + 2 + 2
+
+
+def test_glance_load_refuses_a_tampered_run(real_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import glance
+    from glance.exceptions import CheckpointCorruptError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(real_run, copy)
+    weights = copy / "model" / "generator.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match="generator.safetensors: sha256 mismatch"):
+        glance.load(copy)
+    from glance.cli.main import main
+
+    assert main(["serve", str(copy), "--port", "0"]) == 3
+    assert main(["report", str(copy)]) == 3
+
+
+def test_real_backend_propagates_through_the_scm(real_backend, real_run: Path) -> None:
+    graph = json.loads((real_run / "graph" / "graph.json").read_text())
+    info = real_backend.info()
+    assert info["propagates"] is True
+    assert info["n_images"] == 16 and info["image_shape"] == [1, 28, 28]
+    children = {e["target"] for e in graph["edges"] if e["source"] == "area" and e["directed"]}
+    r = real_backend.counterfactual("0", {"area": 2.0})
+    assert r["nodes"]["area"] == pytest.approx(2.0, abs=1e-4)
+    assert sum(r["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    concept_children = children & set(real_backend.nodes)
+    if concept_children:  # descendants among the concept dims move with the intervention
+        assert concept_children & set(r["changed"])
+    # a node the intervention does not reach stays at its factual value
+    non_desc = [n for n in real_backend.nodes if n not in r["changed"] and n != "area"]
+    for n in non_desc:
+        assert r["nodes"][n] == pytest.approx(r["factual"][n], abs=1e-5)
+
+
+@pytest.mark.browser
+def test_explorer_on_a_real_run_in_chromium(real_server: str, browser) -> None:
+    from test_product_serve_browser import _move, _state, _wait
+
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(real_server + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    _wait(page, "window.glanceExplorer.requests >= 1")
+    before = _state(page, "area")
+    _move(page, "area", 2.5)
+    _wait(page, "window.glanceExplorer.requests >= 2")
+    after = _state(page, "area")
+    assert after["src"] != before["src"] and after["probs"] != before["probs"]
+    t0 = time.perf_counter()
+    for i in range(20):
+        _move(page, "intensity", -2 + 0.2 * i)
+        _wait(page, f"window.glanceExplorer.requests >= {3 + i}")
+    wall = (time.perf_counter() - t0) / 20
+    lat = page.evaluate("window.glanceExplorer.latencies")[2:]
+    log.warning(
+        "explorer slider round trip on a real tiny run (28x28 digits, %d moves): median %.1f ms, "
+        "max %.1f ms (browser-measured); %.1f ms per move including the test's polling",
+        len(lat),
+        statistics.median(lat),
+        max(lat),
+        1e3 * wall,
+    )
+    assert errors == []
+    page.close()
