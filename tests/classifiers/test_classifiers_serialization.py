@@ -105,7 +105,7 @@ def test_checkpoint_of_other_class_count_lists_shape_mismatch(tmp_path):
     with pytest.raises(CheckpointIncompatibleError) as err:
         load_classifier(path, arch="small-cnn", classes=["a", "b"], input_size=28)
     msg = str(err.value)
-    assert "head.weight: checkpoint (10, 64) vs small-cnn (2, 64)" in msg
+    assert "head.5.weight: checkpoint (10, 128) vs small-cnn (2, 128)" in msg
 
 
 def test_checkpoint_of_other_architecture_lists_keys(tmp_path):

@@ -60,8 +60,9 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 class SmallCNN(nn.Module):
     """A compact CNN for 28-64 px images with 1 or 3 channels.
 
-    Two stride-2 pooling stages keep a 7x7 feature map at 28 px (the layer GLANCE explains is
-    ``features``); global average pooling makes it size-agnostic.
+    Two 2x pooling stages keep a 7x7 feature map at 28 px (the layer GLANCE explains is
+    ``features``). The head pools that map to 3x3 rather than 1x1: where strokes are matters for
+    digits, and the pooling keeps the network independent of the input size.
 
     Parameters
     ----------
@@ -85,19 +86,25 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             *_conv_block(2 * w, 4 * w),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(0.1)
-        self.head = nn.Linear(4 * w, n_classes)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(4 * w * 9, 128),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(128, n_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))
+        return self.head(self.pool(self.features(x)))
 
 
 ARCHITECTURES.register(
     "small-cnn",
     ArchSpec(
         build=lambda k, c, size: SmallCNN(k, c),
-        head_key="head.weight",
+        head_key="head.5.weight",
         first_conv_key="features.0.weight",
         description="compact 4-conv CNN for 28-64 px digits/shapes (fast on CPU)",
     ),
