@@ -27,7 +27,10 @@ def test_same_seed_gives_byte_identical_json(tmp_path, five_node_data):
 
 
 @pytest.mark.slow  # starting joblib worker processes takes 5-20 s on a busy 2-core machine
-def test_parallel_workers_give_the_same_bytes(tmp_path, five_node_data):
+def test_parallel_workers_give_the_same_bytes(tmp_path, five_node_data, monkeypatch):
+    from glance.causal import bootstrap
+
+    monkeypatch.setattr(bootstrap, "PARALLEL_MIN_SECONDS", 0.0)  # force the worker processes
     serial, parallel = _same_seed_json(tmp_path, five_node_data, (1, 2))
     assert serial == parallel
 

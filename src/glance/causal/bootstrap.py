@@ -62,7 +62,10 @@ def bootstrap_discover(
     random_state
         Seed; the same seed gives the same graph (byte-identical JSON), whatever ``n_jobs``.
     n_jobs
-        Worker processes (joblib); 1 runs in this process.
+        Most worker processes (joblib, -1: all cores); 1 runs in this process. The first
+        resample always runs here and is timed: when the rest would take less than
+        ``PARALLEL_MIN_SECONDS`` serially, it runs here too, because starting workers (each
+        imports causal-learn and scikit-learn) costs more than it saves.
 
     Returns
     -------
@@ -88,13 +91,7 @@ def bootstrap_discover(
         kci_subsample=kci_subsample,
         orientation=orientation,
     )
-    jobs = [(x, names, rk, s, kwargs) for s in seeds]
-    if n_jobs == 1:
-        results = [_one_resample(*j) for j in jobs]
-    else:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=n_jobs, backend="loky")(delayed(_one_resample)(*j) for j in jobs)
+    results = _run_resamples([(x, names, rk, s, kwargs) for s in seeds], n_jobs)
     with single_threaded():
         graph = _aggregate(x, names, kinds, rk, results, threshold)
     graph.meta.update(
@@ -113,6 +110,26 @@ def bootstrap_discover(
         graph.meta["elapsed_s"],
     )
     return graph
+
+
+#: Below this estimated serial time for the remaining resamples, no worker is started.
+PARALLEL_MIN_SECONDS = 20.0
+
+
+def _run_resamples(jobs: list[tuple], n_jobs: int) -> list[tuple[list, list]]:
+    """Resample results in job order (so the result never depends on ``n_jobs``)."""
+    start = time.perf_counter()
+    results = [_one_resample(*jobs[0])]
+    per_job = time.perf_counter() - start
+    rest = jobs[1:]
+    if n_jobs == 1 or per_job * len(rest) < PARALLEL_MIN_SECONDS:
+        return results + [_one_resample(*j) for j in rest]
+    from joblib import Parallel, delayed
+
+    logger.info("bootstrap: %d resamples on %s workers (~%.1fs each)", len(rest), n_jobs, per_job)
+    return results + Parallel(n_jobs=n_jobs, backend="loky")(
+        delayed(_one_resample)(*j) for j in rest
+    )
 
 
 def _check_bootstrap_params(n_resamples: int, threshold: float, n_jobs: int) -> None:
