@@ -230,6 +230,7 @@ class Trainer:
         self._latents: torch.Tensor | None = None
         self._perm_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._stop_requested = False
+        self._tb = _tensorboard(self.metrics_path)
         self._build_tasks()
         self._build_optimizers()
 
@@ -576,6 +577,9 @@ class Trainer:
         if self.metrics_path is not None:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(f"{stage}/{key}", value, step)
 
     def should_checkpoint(self, step: int) -> bool:
         every = self.config.train.checkpoint_every
@@ -602,6 +606,17 @@ class Trainer:
             yield bar
         finally:
             bar.close()
+
+
+def _tensorboard(metrics_path: Path | None) -> Any:
+    """A TensorBoard writer next to ``metrics.jsonl`` when tensorboard is installed, else None."""
+    if metrics_path is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: metrics.jsonl is always written
+        return None
+    return SummaryWriter(log_dir=str(metrics_path.parent / "tensorboard"))
 
 
 @torch.no_grad()
@@ -666,6 +681,8 @@ def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
                     f"training stopped at step {step}/{trainer.total_steps}; checkpoint "
                     f"{trainer.last_checkpoint} saved. Continue with --resume."
                 )
+    if trainer._tb is not None:
+        trainer._tb.close()
     if trainer.precision.skipped:
         logger.warning(
             "mixed precision skipped %d optimiser steps (inf/NaN gradients)",
