@@ -11,7 +11,10 @@ Figures:
   run and a single-process figure for reference.
 - ``shapes``: time to write 10,000 causal-shapes images at 32 px (<= 60 s).
 
-The machine's load average is recorded around each section, because other jobs share the cores.
+Wall-clock figures depend on what else runs on the cores, so the machine's load average is
+recorded around each section, and the CPU cost of generation and measurement (items per
+CPU-second of one process, from ``time.process_time``) is reported too; ``*_estimated_idle_*``
+figures are that cost spread over 2 cores, an estimate, not a measurement.
 
 Usage::
 
@@ -59,7 +62,19 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _cpu_rate(func, n: int) -> float:
+    """Items per CPU-second of ``func()`` run in this process (unaffected by other jobs' load)."""
+    start = time.process_time()
+    func()
+    return n / (time.process_time() - start)
+
+
 def bench_morpho(n: int, tmp: Path) -> dict[str, Any]:
+    from glance.data.morpho_generate import _perturb_chunk, sample_morpho_factors
+
+    images = load_embedded_digits()[0][:500]
+    targets = sample_morpho_factors(len(images), np.random.default_rng(0))
+    cpu_rate = _cpu_rate(lambda: _perturb_chunk((images, targets), {}), len(images))
     load_before = _load()
     start = time.perf_counter()
     out = generate_morphomnist(tmp / "mm", n=n, seed=0)
@@ -83,6 +98,8 @@ def bench_morpho(n: int, tmp: Path) -> dict[str, Any]:
         "intensity_r": round(float(np.corrcoef(i_m, i_t)[0, 1]), 5),
         "intensity_median_abs_err": round(float(np.median(np.abs(i_m - i_t))), 3),
         "morpho_load_before_after": [load_before, load_after],
+        "morpho_digits_per_cpu_s": round(cpu_rate, 1),
+        "morpho_estimated_idle_2core_s": round(n / (2 * cpu_rate), 1),
     }
 
 
@@ -99,7 +116,7 @@ def bench_measure(n: int) -> dict[str, Any]:
         rates.append(n / (time.perf_counter() - start))
     single_n = min(n, 500)
     start = time.perf_counter()
-    measure(images[:single_n], n_jobs=1)
+    cpu_rate = _cpu_rate(lambda: measure(images[:single_n], n_jobs=1), single_n)
     single = single_n / (time.perf_counter() - start)
     return {
         "measure_n_images": n,
@@ -107,6 +124,7 @@ def bench_measure(n: int) -> dict[str, Any]:
         "measure_runs_images_per_s": [round(r, 1) for r in rates],
         "measure_cold_first_run_images_per_s": round(cold, 1),
         "measure_single_process_images_per_s": round(single, 1),
+        "measure_images_per_cpu_s": round(cpu_rate, 1),
         "measure_load_before_after": [load_before, _load()],
     }
 
@@ -149,6 +167,7 @@ def main() -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
+        "command": " ".join([".venv/bin/python", "benchmarks/bench_data.py", *sys.argv[1:]]),
         "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()},
     }
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
