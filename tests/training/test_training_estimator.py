@@ -236,3 +236,20 @@ def test_tiny_preset_on_64px_rgb_end_to_end(tmp_path):
     assert (tmp_path / "run" / "samples.png").is_file()
     loaded = glance.load(tmp_path / "run", classifier=clf)
     assert torch.equal(loaded.generate(z), est.generate(z))
+
+
+def test_joint_fine_tune_stage(tiny_classifier, tiny_data):
+    cfg = {
+        "train": {
+            "encoder_steps": 4,
+            "generator_steps": 2,
+            "joint_steps": 10,
+            "encoder_batch": 16,
+            "generator_batch": 8,
+        }
+    }
+    est = Glance(tiny_classifier, contexts=["thickness"], preset="tiny", config=cfg, quiet=True)
+    est.fit(tiny_data)
+    joint = [r for r in est.history_ if r["stage"] == "joint"]
+    assert joint and joint[-1]["step"] == 16
+    assert {"distill", "align", "reconstruction", "d_logistic"} <= set(joint[-1])

@@ -505,13 +505,19 @@ class Trainer:
         stage = self.stage_at(step)
         p = self.parts
         if stage.name == "encoder":
+            p.encoder.requires_grad_(True)  # also after a rollback from a later stage
+            p.head.requires_grad_(True)
             out = self._encoder_step(stage, step, "encoder")
         else:
             self.ensure_mixture()
-            joint = stage.name == "joint"
-            p.encoder.requires_grad_(joint)
-            p.head.requires_grad_(joint)
-            enc = self._encoder_step(stage, step, "joint") if joint else {}
+            enc = {}
+            if stage.name == "joint":
+                p.encoder.requires_grad_(True)
+                p.head.requires_grad_(True)
+                enc = self._encoder_step(stage, step, "joint")
+            # E and S are frozen while G trains: the generator's losses must not reach them.
+            p.encoder.requires_grad_(False)
+            p.head.requires_grad_(False)
             out = {**enc, **self._generator_step(stage, step)}
         return {k: float(v.detach().float().mean()) for k, v in out.items() if k[0] != "_"}
 
