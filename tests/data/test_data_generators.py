@@ -152,3 +152,24 @@ def test_shapes_deterministic_per_seed(tmp_path):
     a = generate_shapes(tmp_path / "a", n=10, seed=9, n_jobs=1)
     b = generate_shapes(tmp_path / "b", n=10, seed=9, n_jobs=1)
     assert _hashes(a) == _hashes(b)
+
+
+def test_generators_refuse_to_replace_foreign_directories(tmp_path):
+    user = tmp_path / "documents"
+    user.mkdir()
+    (user / "thesis.tex").write_text("precious")
+    with pytest.raises(DataValidationError, match="refusing to replace"):
+        generate_morphomnist(user, n=4, n_jobs=1)
+    with pytest.raises(DataValidationError, match="refusing to replace"):
+        generate_shapes(user, n=4, n_jobs=1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataValidationError, match="not a directory"):
+        generate_shapes(tmp_path / "file", n=4, n_jobs=1)
+    assert (user / "thesis.tex").read_text() == "precious"
+    # A previous output of the same generator, or an empty folder, is fine.
+    (tmp_path / "empty").mkdir()
+    generate_shapes(tmp_path / "empty", n=4, n_jobs=1)
+    generate_shapes(tmp_path / "empty", n=6, n_jobs=1)
+    assert len(load_dataset(tmp_path / "empty", "train")) == 5
+    with pytest.raises(DataValidationError, match="refusing to replace"):
+        generate_morphomnist(tmp_path / "empty", n=4, n_jobs=1)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from glance._io import atomic_directory, atomic_write_json
+from glance.data._output import check_output_dir
 from glance.data._parallel import run_chunks
 from glance.data.mnist import load_embedded_digits, save_morphomnist_split
 from glance.data.perturb import set_intensity, set_slant, set_thickness
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: Share of the digits written to ``train``; the rest go to ``t10k``.
 TRAIN_FRACTION = 0.9
+GENERATOR = "glance.data.morpho_generate"
 SLANT_SD, SLANT_MAX = 0.3, 0.7
 #: Thickness accuracy of the generator: stop correcting within 0.1 px, at most 2 re-measures.
 #: Measured on 300 embedded digits: r = 0.995, median |error| 0.04 px, ~15-40 % faster than
@@ -130,6 +132,7 @@ def generate_morphomnist(
     DataValidationError
         ``n`` below 2, bad ``seed``.
     """
+    check_output_dir(out, "generation.json", GENERATOR)
     images, labels = load_embedded_digits()
     n = len(images) if n is None else n
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
@@ -148,7 +151,7 @@ def generate_morphomnist(
     generated = np.concatenate(results)
     n_train = min(max(int(round(TRAIN_FRACTION * n)), 1), n - 1)
     params = {
-        "generator": "glance.data.morpho_generate",
+        "generator": GENERATOR,
         "n": n,
         "seed": seed,
         "slant": slant,

@@ -40,6 +40,7 @@ from PIL import Image
 
 from glance._io import atomic_directory, atomic_write_json
 from glance.data._csv import write_csv
+from glance.data._output import check_output_dir
 from glance.data._parallel import run_chunks
 from glance.exceptions import DataValidationError
 
@@ -60,6 +61,7 @@ SHAPES_FACTORS = (
 _BASE_HUE = np.array([0.12, 0.42, 0.72])
 SIZE_RANGE, SIZE_THRESHOLD = (0.25, 0.6), 0.425
 TRAIN_FRACTION = 0.8
+GENERATOR = "glance.data.shapes"
 _SUPERSAMPLE = 4
 _EDGES = [("shape", "hue"), ("pos_y", "brightness"), ("size", "label")]
 
@@ -137,7 +139,7 @@ def _truth(variant: str, size: int, cue_agreement: float, seed: int, n: int) -> 
     edges = list(_EDGES) + ([("label", "cue")] if variant == "spurious" else [])
     factors = list(SHAPES_FACTORS) + (["cue"] if variant == "spurious" else [])
     truth: dict[str, Any] = {
-        "generator": "glance.data.shapes",
+        "generator": GENERATOR,
         "variant": variant,
         "image_size": size,
         "seed": seed,
@@ -224,6 +226,7 @@ def generate_shapes(
         raise DataValidationError(f"seed must be a non-negative integer; got {seed!r}")
     if not 0.5 <= cue_agreement <= 1.0:
         raise DataValidationError(f"cue_agreement must lie in [0.5, 1]; got {cue_agreement!r}")
+    check_output_dir(out, "truth.json", GENERATOR)
     rng = np.random.default_rng(seed)
     factors = sample_shape_factors(n, rng)
     if variant == "spurious":
