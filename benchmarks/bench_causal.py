@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sections",
         nargs="+",
         default=["morpho", "shapes", "speed", "determinism"],
-        choices=["morpho", "shapes", "speed", "determinism"],
+        choices=["morpho", "shapes", "speed", "determinism", "kci"],
     )
     parser.add_argument("--n", type=int, default=10_000, help="samples for morpho and shapes")
     parser.add_argument("--n-jobs", type=int, default=2)
