@@ -167,6 +167,7 @@ def _global_importance(art: RunArtifacts, explanations: list[dict]) -> dict:
             return {
                 "computed": True,
                 "source": art.global_importance_source,
+                "definition": str(gi.get("definition", "")).rstrip("."),
                 "chart": bar_chart(
                     {"mean |total effect| over outputs": mean}, title="Global importance"
                 ),
@@ -351,13 +352,17 @@ def _provenance(art: RunArtifacts) -> dict:
     if isinstance(state.get("versions"), Mapping):
         versions = {str(k): str(v) for k, v in state["versions"].items()}
     for key in sorted(state):
+        if key in ("format_version", "glance_version"):
+            continue  # shown from the manifest
         if key.endswith("_version") and not isinstance(state[key], (dict, list)):
             versions[key.removesuffix("_version")] = str(state[key])
     run_facts = {
         k: str(state[k])
-        for k in ("preset", "random_state", "layer", "train_source", "fit_seconds")
+        for k in ("preset", "random_state", "layer", "train_source")
         if state.get(k) is not None
     }
+    if _num(state.get("fit_seconds")) is not None:
+        run_facts["fit_seconds"] = f"{float(state['fit_seconds']):.1f}"
     files = art.manifest.get("files", {}) if isinstance(art.manifest, Mapping) else {}
     return {
         "config": art.config_text,
