@@ -38,7 +38,8 @@ def test_morpho_mnist_is_deterministic_per_seed(tmp_path):
     a = generate_morphomnist(tmp_path / "a", n=12, seed=5, n_jobs=1)
     b = generate_morphomnist(tmp_path / "b", n=12, seed=5, n_jobs=1)
     c = generate_morphomnist(tmp_path / "c", n=12, seed=6, n_jobs=1)
-    assert _hashes(a) == _hashes(b)
+    d = generate_morphomnist(tmp_path / "d", n=12, seed=5, n_jobs=2, chunk_size=3)
+    assert _hashes(a) == _hashes(b) == _hashes(d)
     assert _hashes(a)["train-morpho.csv"] != _hashes(c)["train-morpho.csv"]
 
 
