@@ -191,3 +191,15 @@ def test_feature_cache_rejects_wrong_geometry(tmp_path):
     adapter = ClassifierAdapter(train_classifier(toy_dataset(n=40), epochs=1, quiet=True))
     with pytest.raises(IncompatibleClassifierError, match=r"\(1, 20, 20\)"):
         cache_features(adapter, toy_dataset(n=10, size=20), tmp_path / "c")
+
+
+def test_shift_augmentation_moves_whole_pixels_within_the_limit():
+    from glance.classifiers.training import _shift
+
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, 0, 8, 8] = 1.0
+    out = _shift(x, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(64))  # exact copies, no blur
+    rows, cols = (out[:, 0] == 1).nonzero()[:, 1], (out[:, 0] == 1).nonzero()[:, 2]
+    assert (rows - 8).abs().max() <= 2 and (cols - 8).abs().max() <= 2
+    assert len({(int(r), int(c)) for r, c in zip(rows, cols, strict=True)}) > 10  # varied shifts

@@ -112,7 +112,19 @@ def _evaluate(model: nn.Module, images: torch.Tensor, y: torch.Tensor) -> tuple[
     return loss, (logits.argmax(1) == y).float().mean().item()
 
 
-def _run_epoch(model, opt, sched, images, y, batch_size, gen, bar) -> float:
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by whole pixels in [-max_shift, max_shift], filling with zeros."""
+    n, _, h, w = x.shape
+    d = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen).float()
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = -2.0 * d[:, 0] / w  # whole-pixel offsets in normalised coordinates
+    theta[:, 1, 2] = -2.0 * d[:, 1] / h
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="nearest", align_corners=False)
+
+
+def _run_epoch(model, opt, sched, images, y, batch_size, gen, bar, max_shift=0) -> float:
     model.train()
     order = torch.randperm(len(y), generator=gen)
     total, seen = 0.0, 0
@@ -121,6 +133,8 @@ def _run_epoch(model, opt, sched, images, y, batch_size, gen, bar) -> float:
         if len(idx) < 2:
             continue  # BatchNorm cannot train on a single image
         x = images[idx].float().div_(255.0)
+        if max_shift:
+            x = _shift(x, max_shift, gen)
         loss = nn.functional.cross_entropy(model(x), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -149,6 +163,7 @@ def train_classifier(
     val_dataset: Any = None,
     quiet: bool = False,
     num_threads: int | None = None,
+    augment: bool = True,
 ) -> ReferenceClassifier:
     """Train a reference classifier on ``dataset``.
 
@@ -177,6 +192,9 @@ def train_classifier(
         No progress bar.
     num_threads
         Torch threads during training (default: torch's current setting, all cores).
+    augment
+        Shift training images by up to 7 % of their side (whole pixels, zero fill); shapes,
+        sizes and intensities are left as they are, so size/thickness targets stay valid.
 
     Returns
     -------
@@ -198,6 +216,7 @@ def train_classifier(
             seed,
             val_dataset,
             quiet,
+            augment,
         )
 
 
@@ -221,7 +240,7 @@ def _prepare(dataset, val_dataset, y_all, spec, val_fraction, seed):  # noqa: AN
     return train, val
 
 
-def _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet):  # noqa: ANN001
+def _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet, augment):  # noqa: ANN001
     """Adam + one-cycle schedule with early stopping; loads the best weights; returns history."""
     images, y_train = train
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -230,11 +249,14 @@ def _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet):  # n
         opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15
     )
     gen = torch.Generator().manual_seed(seed)
+    max_shift = max(1, round(0.07 * min(images.shape[2:]))) if augment else 0
     history, best, best_acc, stale, t0 = [], None, -1.0, 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
         desc = f"epoch {epoch}/{epochs}"
         with tqdm(total=len(y_train), desc=desc, disable=quiet, unit="img", leave=False) as bar:
-            train_loss = _run_epoch(model, opt, sched, images, y_train, batch_size, gen, bar)
+            train_loss = _run_epoch(
+                model, opt, sched, images, y_train, batch_size, gen, bar, max_shift
+            )
         val_loss, val_acc = _evaluate(model, *val)
         history.append(
             {
@@ -263,9 +285,20 @@ def _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet):  # n
     return history, best_acc
 
 
-def _train(
-    dataset, arch, target, epochs, batch_size, lr, val_fraction, patience, seed, val_dataset, quiet
-) -> ReferenceClassifier:  # noqa: ANN001
+def _train(  # noqa: ANN001
+    dataset,
+    arch,
+    target,
+    epochs,
+    batch_size,
+    lr,
+    val_fraction,
+    patience,
+    seed,
+    val_dataset,
+    quiet,
+    augment,
+) -> ReferenceClassifier:
     if len(dataset) < 4:
         raise DataValidationError(f"{dataset.source}: too few images to train ({len(dataset)})")
     y_all, classes, spec = resolve_target(dataset, target)
@@ -288,7 +321,9 @@ def _train(
         model = ReferenceClassifier(
             net, arch=arch, classes=classes, in_channels=c, input_size=(h, w), mean=mean, std=std
         )
-        history, best_acc = _fit(model, train, val, epochs, batch_size, lr, patience, seed, quiet)
+        history, best_acc = _fit(
+            model, train, val, epochs, batch_size, lr, patience, seed, quiet, augment
+        )
     wall = time.perf_counter() - t0
     model.meta = {
         "target": spec,
@@ -296,7 +331,7 @@ def _train(
         "history": history,
         "training": {
             "seed": seed, "epochs_run": len(history), "max_epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "n_train": int(len(train[1])),
+            "batch_size": batch_size, "lr": lr, "augment": augment, "n_train": int(len(train[1])),
             "n_val": int(len(val[1])), "wall_time_s": wall,
             "data": str(getattr(dataset, "source", "")),
         },
