@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from causal_helpers import StubDataset as _Dataset
 from causal_helpers import StubGlance as _Glance
 
 from glance.causal import CausalGraph, StructuralCausalModel
 from glance.causal.from_glance import discover_from_glance, discovery_data
-from glance.exceptions import ConfigError, DataValidationError, NotFittedError
+from glance.exceptions import ConfigError, DataValidationError, DiscoveryError, NotFittedError
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +51,43 @@ def test_discover_from_glance_sets_state_and_writes_artefacts(stub, tmp_path):
     assert set(imp) == {"output_thin", "output_thick"}
     with pytest.raises(DataValidationError, match="no images"):
         discover_from_glance(est, data, max_images=0)
+
+
+class _CollapsedGlance(_Glance):
+    """A second free concept that collapsed to a constant (a KL-collapsed dimension)."""
+
+    concept_names_ = ["thickness", "intensity", "concept_0", "concept_1"]
+
+    def encode(self, images):
+        z = super().encode(images)
+        return torch.cat([z, torch.full((len(z), 1), 0.25, dtype=z.dtype)], dim=1)
+
+    def surrogate_logits(self, z):
+        return super().surrogate_logits(z[:, :3])
+
+
+def test_concept_policy(stub):
+    _, data = stub
+    est = _CollapsedGlance(data)
+    with pytest.raises(DiscoveryError, match=r"\['concept_1'\] are constant"):
+        discover_from_glance(est, data, n_resamples=0)
+    g = discover_from_glance(est, data, n_resamples=0, concept_policy="drop")
+    assert "concept_1" not in g.names and "concept_0" in g.names
+    assert g.meta["dropped_nodes"][0]["node"] == "concept_1"
+
+
+def test_drop_degenerate_only_drops_concepts():
+    from glance.causal._checks import drop_degenerate
+
+    rng = np.random.default_rng(0)
+    a, c = rng.normal(size=(2, 200))
+    x = np.c_[a, c, 2 * c + 1, rng.normal(size=200)]
+    names = ["a", "concept_0", "concept_1", "output_y"]
+    kinds = ["context", "concept", "concept", "output"]
+    kept, kept_names, _, dropped = drop_degenerate(x, names, kinds)
+    assert kept_names == ["a", "concept_0", "output_y"] and kept.shape == (200, 3)
+    assert "duplicated" in dropped[0]["reason"]
+    with pytest.raises(DiscoveryError, match="duplicated"):
+        drop_degenerate(
+            np.c_[a, a * 3, c], ["a", "b", "concept_0"], ["context", "context", "concept"]
+        )

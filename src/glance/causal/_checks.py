@@ -11,7 +11,15 @@ import numpy as np
 from glance.causal.graph import NODE_KINDS, infer_kind
 from glance.exceptions import DiscoveryError
 
-__all__ = ["check_discovery_data", "resolve_names_kinds"]
+__all__ = ["check_discovery_data", "resolve_names_kinds", "drop_degenerate"]
+
+
+def _error(message: str, columns: Sequence[str]) -> DiscoveryError:
+    """A DiscoveryError that also carries the offending column names (``exc.columns``)."""
+    exc = DiscoveryError(message)
+    exc.columns = list(columns)  # type: ignore[attr-defined]
+    return exc
+
 
 # A column whose variance left after regressing it on the others is below this fraction of its
 # own variance is treated as collinear (Fisher-z partial correlations become +-1 or singular).
@@ -55,9 +63,10 @@ def check_discovery_data(data: np.ndarray, names: Sequence[str]) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         cols = [f"{names[j]!r} ({int(bad[:, j].sum())} rows)" for j in np.flatnonzero(bad.any(0))]
-        raise DiscoveryError(
+        raise _error(
             f"'data' has NaN or infinite values in column(s) {', '.join(cols)}; "
-            "drop or impute those rows first"
+            "drop or impute those rows first",
+            [names[j] for j in np.flatnonzero(bad.any(0))],
         )
     if n < p + 2:
         raise DiscoveryError(
@@ -69,7 +78,7 @@ def check_discovery_data(data: np.ndarray, names: Sequence[str]) -> np.ndarray:
     const = std <= 1e-12 * scale
     if const.any():
         cols = [names[j] for j in np.flatnonzero(const)]
-        raise DiscoveryError(f"column(s) {cols} are constant (variance 0); drop them")
+        raise _error(f"column(s) {cols} are constant (variance 0); drop them", cols)
     z = (x - x.mean(0)) / std
     corr = (z.T @ z) / n
     _check_duplicates(corr, names)
@@ -86,8 +95,9 @@ def _check_duplicates(corr: np.ndarray, names: Sequence[str]) -> None:
             f"{names[i]!r} {'=' if corr[i, j] > 0 else '= -'} (affine) {names[j]!r}"
             for i, j in zip(iu[0][dup], iu[1][dup], strict=True)
         ]
-        raise DiscoveryError(
-            f"duplicated columns: {', '.join(pairs)} (correlation +-1); drop or merge them"
+        cols = sorted({names[k] for k in (*iu[0][dup], *iu[1][dup])}, key=list(names).index)
+        raise _error(
+            f"duplicated columns: {', '.join(pairs)} (correlation +-1); drop or merge them", cols
         )
 
 
@@ -101,7 +111,33 @@ def _check_collinear(z: np.ndarray, corr: np.ndarray, names: Sequence[str]) -> N
     k = involved[np.argmax(np.abs(v[involved]))]
     others = [j for j in involved if j != k]
     terms = " + ".join(f"{-v[j] / v[k]:.3g}*{names[j]}" for j in others)
-    raise DiscoveryError(
+    raise _error(
         f"columns {[names[j] for j in involved]} are collinear (standardised {names[k]} ~= "
-        f"{terms}; smallest correlation eigenvalue {evals[0]:.2e}); drop or merge one of them"
+        f"{terms}; smallest correlation eigenvalue {evals[0]:.2e}); drop or merge one of them",
+        [names[j] for j in involved],
     )
+
+
+def drop_degenerate(
+    x: np.ndarray, names: Sequence[str], kinds: Sequence[str], droppable: str = "concept"
+) -> tuple[np.ndarray, list[str], list[str], list[dict[str, str]]]:
+    """Drop ``droppable``-kind columns until :func:`check_discovery_data` passes.
+
+    Each round drops the last droppable column the check names (a collapsed free concept,
+    one of two copies). Returns the kept data, names and kinds and ``[{"node", "reason"}]``;
+    raises the check's :class:`DiscoveryError` when a non-droppable column is at fault.
+    """
+    names, kinds, dropped = list(names), list(kinds), []
+    while True:
+        try:
+            return check_discovery_data(x, names), names, kinds, dropped
+        except DiscoveryError as exc:
+            culprits = [
+                c for c in getattr(exc, "columns", []) if kinds[names.index(c)] == droppable
+            ]
+            if not culprits:
+                raise
+            j = names.index(culprits[-1])
+            dropped.append({"node": names[j], "reason": str(exc)})
+            x = np.delete(x, j, axis=1)
+            del names[j], kinds[j]

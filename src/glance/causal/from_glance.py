@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from glance._io import atomic_write_json
+from glance.causal._checks import drop_degenerate
 from glance.causal.bootstrap import bootstrap_discover
 from glance.causal.discovery import discover
 from glance.causal.graph import CausalGraph
@@ -135,6 +136,7 @@ def discover_from_glance(
     mechanism: str = "linear",
     outputs: Sequence[str] | None = None,
     max_images: int | None = None,
+    concept_policy: str = "error",
     out: str | os.PathLike[str] | None = None,
 ) -> CausalGraph:
     """Discover the causal graph of a fitted Glance and fit its SCM.
@@ -155,6 +157,11 @@ def discover_from_glance(
         SCM mechanism (``linear``, ``mlp``, ``gbm``).
     outputs, max_images
         As in :func:`discovery_data`.
+    concept_policy
+        ``"error"``: a constant, duplicated or collinear column stops discovery with a
+        :class:`~glance.exceptions.DiscoveryError` naming it; ``"drop"``: free concepts at fault
+        are dropped (logged, listed in ``meta["dropped_nodes"]``); contexts and outputs at fault
+        still raise.
 
     Returns
     -------
@@ -166,6 +173,13 @@ def discover_from_glance(
     )
     if len(x) == 0:
         raise DataValidationError("discovery: the dataset has no images")
+    if concept_policy not in ("error", "drop"):
+        raise ConfigError(f"'concept_policy' must be 'error' or 'drop'; got {concept_policy!r}")
+    dropped: list[dict[str, str]] = []
+    if concept_policy == "drop":
+        x, names, kinds, dropped = drop_degenerate(x, names, kinds)
+        for d in dropped:
+            logger.warning("dropped node %s: %s", d["node"], d["reason"])
     common = dict(
         method=method, ci_test=ci_test, alpha=alpha, knowledge=knowledge, orientation=orientation
     )
@@ -187,6 +201,8 @@ def discover_from_glance(
     ).fit(x)
     graph.meta["assumptions"] = list(scm.assumptions_)
     graph.meta["data"] = {"source": str(getattr(dataset, "source", "")), "n_images": len(x)}
+    if dropped:
+        graph.meta["dropped_nodes"] = dropped
     importance = scm.global_importance()
     glance.graph_, glance.scm_ = graph, scm
     glance.scm_units_ = "raw"

@@ -74,6 +74,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="classes whose logits become output nodes (default: all)",
     )
     p.add_argument("--max-images", type=int, help="random subset of the images")
+    p.add_argument(
+        "--concept-policy",
+        choices=["error", "drop"],
+        default="error",
+        help="a constant/duplicated/collinear free concept: stop with an error naming it "
+        "(default) or drop it and go on",
+    )
     p.add_argument("--jobs", type=int, default=2, help="bootstrap worker processes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="output directory (default RUN/graph)")
@@ -120,6 +127,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         mechanism=args.mechanism,
         outputs=args.outputs,
         max_images=args.max_images,
+        concept_policy=args.concept_policy,
         out=out,
     )
     if out.resolve().is_relative_to(run.resolve()):
