@@ -110,3 +110,34 @@ def test_persistent_nan_raises_after_budget(tiny_classifier, tiny_data, tmp_path
     assert inj.fired == 3 and unchanged == [True, True, True]
     assert not hasattr(est, "encoder_")  # not fitted
     assert TrainingDivergedError.exit_code == 4
+
+
+def test_mixed_precision_counts_skipped_steps():
+    """GradScaler skips a step silently when it finds inf/NaN gradients; glance counts it."""
+
+    class FakeScaler:
+        def __init__(self):
+            self.scale_value, self.calls = 1024.0, 0
+
+        def get_scale(self):
+            return self.scale_value
+
+        def scale(self, loss):
+            return loss
+
+        def step(self, opt):
+            self.calls += 1
+
+        def update(self):
+            if self.calls == 2:  # the second step had non-finite gradients: scale backs off
+                self.scale_value /= 2
+
+    prec = loop_mod._Precision(torch.device("cpu"), "off")
+    prec.use_scaler = True
+    prec.scalers["g"] = FakeScaler()
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        prec.step("g", opt, (w * 2).sum())
+    assert prec.skipped == 1

@@ -156,3 +156,25 @@ def test_resume_with_changed_config_is_refused(reference, tmp_path):
     )
     with pytest.raises(CheckpointIncompatibleError, match=r"loss\.align: 4\.0 -> 9\.0"):
         est.fit(data, out=out, resume=True)
+
+
+def test_resume_with_changed_data_is_refused(reference, tmp_path):
+    import shutil
+
+    from glance.exceptions import CheckpointIncompatibleError
+
+    clf, data, ref_out, _, _ = reference
+    out = tmp_path / "copy"
+    shutil.copytree(ref_out, out)
+    changed = data.subset(range(len(data)))
+    changed.attributes[3, 0] += 1.0
+    est = Glance(
+        clf,
+        contexts=["thickness", "intensity"],
+        preset="tiny",
+        config=CONFIG,
+        random_state=3,
+        quiet=True,
+    )
+    with pytest.raises(CheckpointIncompatibleError, match="trained on different data"):
+        est.fit(changed, out=out, resume=True)
