@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -119,6 +120,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             exc.exit_code = 130 if seen.get("signal") == signal.SIGINT else 143
             raise
     run = Path(args.out)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes
+        return 0
     atomic_write_json(
         run / "data.json",
         {
