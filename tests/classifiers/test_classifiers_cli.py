@@ -112,11 +112,13 @@ def test_test_classifier_on_a_plain_state_dict(morpho_dir, tmp_path, capsys):
                 str(out),
                 "--epochs",
                 "1",
+                "--no-augment",
             ]
         )
         == 0
     )
     model = load_classifier(out)
+    assert model.meta["training"]["augment"] is False
     pt = tmp_path / "user.pt"
     torch.save(model.net.state_dict(), pt)
     capsys.readouterr()

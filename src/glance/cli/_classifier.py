@@ -32,6 +32,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--no-augment", action="store_true", help="no random whole-pixel shifts in training"
+    )
     p.set_defaults(func=_train)
 
     t = subparsers.add_parser(
@@ -69,6 +72,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         quiet=args.quiet,
         num_threads=args.threads,
+        augment=not args.no_augment,
     )
     save_classifier(model, out)
     acc = model.meta["accuracy"]
