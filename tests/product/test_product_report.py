@@ -219,3 +219,14 @@ def test_assumed_orientations_are_shown(fixture_run: Path) -> None:
     assert "Assumed orientations" in html
     assert "thickness → intensity: tier order" in html
     assert "(assumed orientation)" in html
+
+
+def test_glance_load_checks_the_manifest_first(fixture_run: Path) -> None:
+    import glance
+
+    (fixture_run / "model" / "encoder.safetensors").write_bytes(b"tampered")
+    with pytest.raises(CheckpointCorruptError, match="encoder.safetensors: sha256 mismatch"):
+        glance.load(fixture_run)
+    (fixture_run / "MANIFEST.json").unlink()
+    with pytest.raises(CheckpointCorruptError, match="MANIFEST.json missing"):
+        glance.load(fixture_run)
