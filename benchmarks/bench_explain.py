@@ -449,6 +449,17 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
     def add(name, target, value, ok):
         rows.append((name, target, value, ok))
 
+    for task in ("morpho", "shapes", "spurious"):
+        t = r.get(task, {})
+        if t and "error" not in t:
+            # Gate: below it the generated images do not carry the classifier's decision, so the
+            # explanation figures of that task describe an unfinished twin, not the classifier.
+            add(
+                f"{task}: twin reconstruction fidelity (gate)",
+                ">= 0.90",
+                t["reconstruction_fidelity"],
+                t["reconstruction_fidelity"] >= 0.9,
+            )
     m = r.get("morpho", {})
     if "error" not in m and m:
         add(
