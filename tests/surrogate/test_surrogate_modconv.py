@@ -10,7 +10,7 @@ from glance.exceptions import ShapeError
 from glance.surrogate import modulated_conv2d, preferred_modconv_impl
 
 
-def _reference(x, weight, styles, demodulate, up, gain):
+def _reference(x, weight, styles, demodulate, up, gain, bias=None):
     """One plain convolution per sample with an explicitly built weight."""
     outs = []
     for n in range(x.shape[0]):
@@ -20,7 +20,7 @@ def _reference(x, weight, styles, demodulate, up, gain):
         xi = x[n : n + 1]
         if up == 2:
             xi = F.interpolate(xi, scale_factor=2, mode="bilinear", align_corners=False)
-        outs.append(F.conv2d(xi, w * gain, padding=weight.shape[-1] // 2))
+        outs.append(F.conv2d(xi, w * gain, bias, padding=weight.shape[-1] // 2))
     return torch.cat(outs)
 
 
@@ -28,12 +28,15 @@ def _reference(x, weight, styles, demodulate, up, gain):
 @pytest.mark.parametrize("demodulate", [True, False])
 @pytest.mark.parametrize("up", [1, 2])
 @pytest.mark.parametrize("k", [1, 3])
-def test_modconv_matches_reference(impl, demodulate, up, k):
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("gain", [1.0, 1.7])
+def test_modconv_matches_reference(impl, demodulate, up, k, use_bias, gain):
     x = torch.randn(3, 5, 6, 6, dtype=torch.float64)
     weight = torch.randn(4, 5, k, k, dtype=torch.float64)
     styles = torch.randn(3, 5, dtype=torch.float64)
-    got = modulated_conv2d(x, weight, styles, demodulate, up=up, impl=impl, gain=1.7)
-    want = _reference(x, weight, styles, demodulate, up, 1.7)
+    bias = torch.randn(4, dtype=torch.float64) if use_bias else None
+    got = modulated_conv2d(x, weight, styles, demodulate, up=up, impl=impl, gain=gain, bias=bias)
+    want = _reference(x, weight, styles, demodulate, up, gain, bias)
     assert got.shape == (3, 4, 6 * up, 6 * up)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
@@ -81,6 +84,12 @@ def test_auto_uses_the_measured_form():
 def test_shape_errors(x_shape, w_shape, s_shape):
     with pytest.raises(ShapeError):
         modulated_conv2d(torch.randn(x_shape), torch.randn(w_shape), torch.randn(s_shape))
+
+
+def test_bias_shape_checked():
+    x, w, s = torch.randn(2, 3, 4, 4), torch.randn(5, 3, 3, 3), torch.randn(2, 3)
+    with pytest.raises(ShapeError, match="bias"):
+        modulated_conv2d(x, w, s, bias=torch.zeros(3))
 
 
 def test_bad_impl_and_up_rejected():

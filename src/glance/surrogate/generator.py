@@ -150,7 +150,13 @@ class SynthesisLayer(nn.Module):
         # The sqrt(2) gain of the leaky ReLU is folded into the demodulation (free); bias and
         # noise strength are learned, so scaling them by the same gain is a reparametrisation.
         x = modulated_conv2d(
-            x, self.weight, styles, up=self.up, gain=_SQRT2, impl=self.modconv_impl
+            x,
+            self.weight,
+            styles,
+            up=self.up,
+            gain=_SQRT2,
+            bias=self.bias,
+            impl=self.modconv_impl,
         )  # [N, O, R, R]
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
@@ -165,8 +171,9 @@ class SynthesisLayer(nn.Module):
                 )
             else:
                 noise = self.noise_const
-            x = x + noise * self.noise_strength
-        return F.leaky_relu(x + self.bias.reshape(1, -1, 1, 1), 0.2)
+            # In place: x is a fresh output whose value no backward function needs.
+            x = x.add_(noise * self.noise_strength)
+        return F.leaky_relu(x, 0.2, inplace=True)
 
     def macs(self) -> int:
         """Multiply-adds per sample: convolution (at the output size), affine, demodulation."""
@@ -197,15 +204,15 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
         """``x`` [N, I, R, R], ``styles = self.affine(w)`` [N, I] -> [N, C_img, R, R]."""
-        x = modulated_conv2d(
+        return modulated_conv2d(
             x,
             self.weight,
             styles,
             demodulate=False,
             gain=self.weight_gain,
+            bias=self.bias,
             impl=self.modconv_impl,
         )
-        return x + self.bias.reshape(1, -1, 1, 1)
 
     def macs(self) -> int:
         conv = self.resolution**2 * self.out_channels * self.in_channels
