@@ -31,6 +31,8 @@ _STATIC = {
 _CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
 #: JSON bodies are the base64 of an upload (4/3 larger) plus a little structure.
 _JSON_OVERHEAD = 4096
+#: Oversized bodies up to this multiple of the limit are read and discarded before the 413.
+_DRAIN_FACTOR = 8
 
 
 def is_loopback(host: str) -> bool:
@@ -91,7 +93,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise UploadError(f"bad Content-Length {length!r}") from None
         limit = self.backend.max_upload_bytes * 4 // 3 + _JSON_OVERHEAD
         if n > limit:
-            self.close_connection = True  # do not read the oversized body
+            # Drain a moderately oversized body so the client reads our 413 instead of a reset
+            # connection; beyond that, stop reading and close.
+            if n <= _DRAIN_FACTOR * limit:
+                remaining = n
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+            else:
+                self.close_connection = True
             raise UploadError(
                 f"request body too large: {n} bytes; the limit is {limit} bytes (an upload may "
                 f"be at most {self.backend.max_upload_bytes} bytes)",
