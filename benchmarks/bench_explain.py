@@ -546,6 +546,39 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
     return rows
 
 
+def _print(results: dict[str, Any], tasks: list[str]) -> None:
+    rows = _checks(results)
+    results["must_reach"] = [
+        {"figure": a, "target": b, "value": c, "pass": d} for a, b, c, d in rows
+    ]
+    print(f"{'figure':48s} {'target':>18s} {'value':>10s}  pass")
+    for a, b, c, d in rows:
+        print(f"{a:48s} {b:>18s} {c:10.4f}  {'-' if d is None else ('yes' if d else 'NO')}")
+    for name in tasks:
+        if name in results and "error" in results[name]:
+            print(f"{name}: NOT MEASURED — {results[name]['error']}")
+    lat = results.get("morpho", {}).get("latency")
+    if lat:
+        keys = ("ig50_s", "gradcam_s", "importance_pm1_s", "full_s", "generator_forward_s")
+        print("latency per image (s): " + ", ".join(f"{k}={lat[k]:.4f}" for k in keys))
+        parts = {k: round(v, 4) for k, v in lat["full_parts_s"].items()}
+        print("full explanation parts per image (s): " + json.dumps(parts))
+
+
+def _merge(files: list[Path], out: Path) -> int:
+    """Combine the tasks of several result files (each run's command kept) into ``out``."""
+    merged: dict[str, Any] = {"runs": []}
+    for f in files:
+        part = json.loads(f.read_text())
+        merged["runs"].append({k: part.get(k) for k in ("command", "machine", "settings")})
+        for task in TASKS:
+            if task in part:
+                merged[task] = {**part[task], "run": part.get("command")}
+    _print(merged, list(TASKS))
+    atomic_write_json(out, merged)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default="morpho,shapes,spurious")
@@ -562,7 +595,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-images", type=int, default=None, help="override the preset")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="merge result files of separate runs (tasks taken from each) and exit",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        return _merge(args.merge, args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -588,36 +630,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         results[name]["wall_s"] = time.perf_counter() - t0
         atomic_write_json(args.out, results)
-    rows = _checks(results)
-    results["must_reach"] = [
-        {"figure": a, "target": b, "value": c, "pass": d} for a, b, c, d in rows
-    ]
+    _print(results, args.tasks.split(","))
     atomic_write_json(args.out, results)
-    print(f"{'figure':48s} {'target':>18s} {'value':>10s}  pass")
-    for a, b, c, d in rows:
-        print(f"{a:48s} {b:>18s} {c:10.4f}  {'-' if d is None else ('yes' if d else 'NO')}")
-    for name in args.tasks.split(","):
-        if "error" in results[name]:
-            print(f"{name}: NOT MEASURED — {results[name]['error']}")
-    if "morpho" in results and "latency" in results["morpho"]:
-        lat = results["morpho"]["latency"]
-        print(
-            "latency per image (s): "
-            + ", ".join(
-                f"{k}={lat[k]:.4f}"
-                for k in (
-                    "ig50_s",
-                    "gradcam_s",
-                    "importance_pm1_s",
-                    "full_s",
-                    "generator_forward_s",
-                )
-            )
-        )
-        print(
-            "full explanation parts per image (s): "
-            + json.dumps({k: round(v, 4) for k, v in lat["full_parts_s"].items()})
-        )
     return 0
 
 
