@@ -260,3 +260,11 @@ def test_guessed_geometry_follows_the_dataset_but_stated_geometry_does_not():
     with pytest.raises(IncompatibleClassifierError, match=r"\(1, 32, 32\)"):
         fixed.check_dataset(ArrayDataset(np.zeros((3, 32, 32), np.uint8), labels=[0, 1, 2]))
     assert fixed.input_size == (28, 28)
+
+
+def test_adapter_does_not_consume_the_global_rng():
+    net = SmallNet()  # building the model draws from the global RNG; the adapter must not
+    state = torch.get_rng_state()
+    adapter = ClassifierAdapter(net)  # geometry probed, layer found, scores checked
+    adapter.forward_features(torch.zeros(2, 1, 28, 28))
+    assert torch.equal(state, torch.get_rng_state())

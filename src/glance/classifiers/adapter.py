@@ -300,7 +300,9 @@ class ClassifierAdapter:
         for ch in channel_options:
             for hw in size_options:
                 try:
-                    self._raw_forward(torch.rand(1, ch, *hw, device=self.device), grad=False)
+                    g = torch.Generator().manual_seed(0)  # never draw from the global RNG
+                    x = torch.rand((1, ch, *hw), generator=g).to(self.device)
+                    self._raw_forward(x, grad=False)
                 except Exception as exc:  # any failure means "not this geometry"
                     errors.append(((ch, *hw), exc))
                     continue

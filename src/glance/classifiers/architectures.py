@@ -74,7 +74,7 @@ class SmallCNN(nn.Module):
         Channels of the first stage (doubled at each stage).
     """
 
-    def __init__(self, n_classes: int, in_channels: int = 1, width: int = 16) -> None:
+    def __init__(self, n_classes: int, in_channels: int = 1, width: int = 24) -> None:
         super().__init__()
         w = int(width)
         # One conv at full resolution (the costliest on CPU), two at 1/2, one at 1/4.
