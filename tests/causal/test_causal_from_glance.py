@@ -49,6 +49,16 @@ def test_discover_from_glance_sets_state_and_writes_artefacts(stub, tmp_path):
     imp = json.loads((tmp_path / "graph" / "global_importance.json").read_text())["importance"]
     assert imp["output_thick"]["thickness"] > 0 > imp["output_thick"]["concept_0"]
     assert set(imp) == {"output_thin", "output_thick"}
+    from glance.causal.from_glance import load_graph_state
+
+    restored = load_graph_state(_Glance(data), tmp_path / "graph")
+    assert restored.graph_ == g and restored.scm_units_ == "raw"
+    assert restored.global_importance_ == json.loads(json.dumps(est.global_importance_))
+    x, _, _ = discovery_data(est, data, max_images=50)
+    assert np.allclose(
+        restored.scm_.counterfactual(x, {"thickness": 3.0}),
+        est.scm_.counterfactual(x, {"thickness": 3.0}),
+    )
     with pytest.raises(DataValidationError, match="no images"):
         discover_from_glance(est, data, max_images=0)
 

@@ -5,7 +5,7 @@ import pytest
 from causal_helpers import linear_gaussian
 
 from glance.causal import BackgroundKnowledge, CausalGraph, StructuralCausalModel
-from glance.exceptions import DataValidationError, NotFittedError, ShapeError
+from glance.exceptions import ConfigError, DataValidationError, NotFittedError, ShapeError
 
 # a -> b -> output_y, a -> output_y ; weights chosen for hand-computable answers
 W = {("a", "b"): 2.0, ("b", "output_y"): -1.5, ("a", "output_y"): 0.5}
@@ -130,3 +130,30 @@ def test_errors(data):
         scm.counterfactual(data[:2], {"a": np.nan})
     with pytest.raises(DataValidationError, match="NaN"):
         scm.counterfactual(np.full((1, 3), np.nan), {"a": 0.0})
+
+
+def test_linear_scm_save_load_round_trip(scm, data, tmp_path):
+    scm.save(tmp_path)
+    back = StructuralCausalModel.load(tmp_path)
+    rows = data[:20]
+    ivs = {"a": [0.0, 1.5], "b": 2.0 * np.ones((2, 20))}
+    assert np.allclose(back.counterfactual(rows, ivs), scm.counterfactual(rows, ivs))
+    assert back.assumptions_ == scm.assumptions_ and sorted(back.dag_.edges) == sorted(
+        scm.dag_.edges
+    )
+    assert back.global_importance()["output_y"] == pytest.approx(
+        scm.global_importance()["output_y"]
+    )
+    s = back.do({"a": 1.0}, n_samples=5000, random_state=0)
+    assert s[:, 2].mean() == pytest.approx(-2.5, abs=0.06)
+
+
+def test_only_linear_scms_are_saved(data, tmp_path):
+    g = CausalGraph.from_edges(NAMES, [("a", "b")])
+    gbm = StructuralCausalModel(g, mechanism="gbm").fit(data[:300])
+    with pytest.raises(ConfigError, match="only linear SCMs"):
+        gbm.save(tmp_path)
+    from glance.exceptions import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        StructuralCausalModel.load(tmp_path / "missing")

@@ -26,7 +26,7 @@ from glance.causal.knowledge import BackgroundKnowledge
 from glance.causal.scm import StructuralCausalModel
 from glance.exceptions import ConfigError, DataValidationError, NotFittedError
 
-__all__ = ["discovery_data", "discover_from_glance", "save_graph_artifacts"]
+__all__ = ["discovery_data", "discover_from_glance", "save_graph_artifacts", "load_graph_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def discover_from_glance(
     glance.scm_units_ = "raw"
     glance.global_importance_ = importance
     if out is not None:
-        save_graph_artifacts(graph, out, importance=importance)
+        save_graph_artifacts(graph, out, importance=importance, scm=scm)
     return graph
 
 
@@ -217,10 +217,13 @@ def save_graph_artifacts(
     out: str | os.PathLike[str],
     *,
     importance: dict[str, dict[str, float]] | None = None,
+    scm: StructuralCausalModel | None = None,
     title: str | None = None,
 ) -> Path:
     """Write ``graph.json``, ``graph.graphml``, ``graph.dot``, ``graph.png`` and, if given,
-    ``global_importance.json`` into ``out`` (each atomically); return ``out``."""
+    ``global_importance.json`` and a linear SCM (``scm.json``, ``scm.safetensors``) into ``out``
+    (each atomically); return ``out``. A nonlinear SCM is not saved (it would need pickle);
+    :func:`load_graph_state` then refits nothing and leaves ``scm_`` unset."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     graph.save_json(out / "graph.json")
@@ -236,4 +239,26 @@ def save_graph_artifacts(
                 "counterfactual intervention do(node = node + 1 std) in the fitted SCM",
             },
         )
+    if scm is not None and scm.mechanism == "linear":
+        scm.save(out)
     return out
+
+
+def load_graph_state(glance: Any, graph_dir: str | os.PathLike[str]) -> Any:
+    """Restore ``graph_``, ``scm_`` (linear SCMs), ``scm_units_`` and ``global_importance_`` on
+    a loaded Glance from a directory written by :func:`save_graph_artifacts` (``RUN/graph``).
+
+    Returns ``glance``. Missing files leave the matching attribute unset.
+    """
+    import json
+
+    graph_dir = Path(graph_dir)
+    if (graph_dir / "graph.json").is_file():
+        glance.graph_ = CausalGraph.load_json(graph_dir / "graph.json")
+    if (graph_dir / "scm.json").is_file():
+        glance.scm_ = StructuralCausalModel.load(graph_dir)
+        glance.scm_units_ = "raw"
+    if (graph_dir / "global_importance.json").is_file():
+        d = json.loads((graph_dir / "global_importance.json").read_text(encoding="utf-8"))
+        glance.global_importance_ = d.get("importance", d)
+    return glance

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import networkx as nx
@@ -30,6 +32,22 @@ logger = logging.getLogger(__name__)
 
 MECHANISMS = ("linear", "mlp", "gbm")
 Interventions = Mapping[str, Any]
+
+
+#: Rows of training residuals kept by :meth:`StructuralCausalModel.save` (noise for ``do``).
+SAVED_RESIDUAL_ROWS = 5000
+SCM_FORMAT = 1
+
+
+class _LinearMechanism:
+    """A linear mechanism restored from JSON (``predict`` as scikit-learn's)."""
+
+    def __init__(self, coef: Sequence[float], intercept: float) -> None:
+        self.coef_ = np.asarray(coef, dtype=np.float64)
+        self.intercept_ = float(intercept)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef_ + self.intercept_
 
 
 def _one_thread(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -513,3 +531,96 @@ class StructuralCausalModel:
         return self.graph.with_edges(
             edges, assumptions=list(self.assumptions_), mechanism=self.mechanism
         )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``scm.json`` (DAG, assumptions, coefficients) and ``scm.safetensors``
+        (statistics and up to ``SAVED_RESIDUAL_ROWS`` training residuals) into ``directory``.
+
+        Only linear mechanisms can be saved: the others would need pickle, which glance never
+        loads. Raises :class:`ConfigError` for them (refit with :meth:`fit` instead).
+        """
+        self._check_fitted()
+        if self.mechanism != "linear":
+            raise ConfigError(
+                f"only linear SCMs can be saved (no pickle); this one is {self.mechanism!r}. "
+                "Refit it from the saved graph and data instead."
+            )
+        import torch
+
+        from glance._io import atomic_write_json, save_safetensors
+
+        directory = Path(directory)
+        mechanisms = {}
+        for v, model in self.mechanisms_.items():
+            if model is not None:
+                mechanisms[v] = {
+                    "parents": self.parents_[v],
+                    "coef": model.coef_.tolist(),
+                    "intercept": float(model.intercept_),
+                }
+        atomic_write_json(
+            directory / "scm.json",
+            {
+                "format": SCM_FORMAT,
+                "mechanism": self.mechanism,
+                "random_state": self.random_state,
+                "graph": self.graph.to_dict(),
+                "dag_edges": [list(e) for e in sorted(self.dag_.edges, key=self._edge_key)],
+                "assumptions": self.assumptions_,
+                "mechanisms": mechanisms,
+            },
+        )
+        save_safetensors(
+            directory / "scm.safetensors",
+            {
+                "mean": torch.from_numpy(self.mean_.copy()),
+                "std": torch.from_numpy(self.std_.copy()),
+                "residuals": torch.from_numpy(self.residuals_[:SAVED_RESIDUAL_ROWS].copy()),
+            },
+        )
+
+    def _edge_key(self, e: tuple[str, str]) -> tuple[int, int]:
+        return self.graph.index(e[0]), self.graph.index(e[1])
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> StructuralCausalModel:
+        """Restore an SCM written by :meth:`save` (no pickle)."""
+        import json
+
+        from glance._io import load_safetensors
+        from glance.exceptions import CheckpointCorruptError
+
+        directory = Path(directory)
+        try:
+            d = json.loads((directory / "scm.json").read_text(encoding="utf-8"))
+            if int(d["format"]) > SCM_FORMAT:
+                raise CheckpointCorruptError(
+                    f"{directory}/scm.json: format {d['format']} is newer than this glance reads"
+                )
+            graph = CausalGraph.from_dict(d["graph"])
+            scm = cls(graph, mechanism=d["mechanism"], random_state=d["random_state"])
+            tensors = load_safetensors(directory / "scm.safetensors")
+            scm.dag_ = nx.DiGraph()
+            scm.dag_.add_nodes_from(graph.names)
+            scm.dag_.add_edges_from(tuple(e) for e in d["dag_edges"])
+            scm.assumptions_ = list(d["assumptions"])
+            index = {n: i for i, n in enumerate(graph.names)}
+            scm.order_ = list(nx.lexicographical_topological_sort(scm.dag_, key=index.__getitem__))
+            scm.parents_ = {
+                v: sorted(scm.dag_.predecessors(v), key=index.__getitem__) for v in graph.names
+            }
+            scm.mechanisms_ = {v: None for v in graph.names}
+            for v, m in d["mechanisms"].items():
+                if list(m["parents"]) != scm.parents_[v]:
+                    raise CheckpointCorruptError(
+                        f"{directory}/scm.json: parents of {v!r} disagree with the DAG"
+                    )
+                scm.mechanisms_[v] = _LinearMechanism(m["coef"], m["intercept"])
+            scm.mean_ = tensors["mean"].numpy().astype(np.float64)
+            scm.std_ = tensors["std"].numpy().astype(np.float64)
+            scm.residuals_ = tensors["residuals"].numpy().astype(np.float64)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointCorruptError(f"{directory}: unreadable SCM ({exc!r})") from None
+        scm.n_features_in_ = len(graph.names)
+        return scm
