@@ -53,6 +53,14 @@ def prepare(work: Path) -> tuple[Path, Path]:
     if not (data / "MANIFEST.json").is_file():
         print(f"generating Morpho-MNIST into {data} ...", flush=True)
         generate_morphomnist(data, seed=0)
+    if clf.is_file():
+        from glance.classifiers.serialization import load_classifier
+        from glance.exceptions import CheckpointError
+
+        try:
+            load_classifier(clf)
+        except CheckpointError:  # cached weights of an older small-cnn: retrain
+            clf.unlink()
     if not clf.is_file():
         print("training the small-cnn digit classifier ...", flush=True)
         model = train_classifier(load_dataset(data, "train"), "small-cnn", seed=0, quiet=True)

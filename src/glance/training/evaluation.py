@@ -66,6 +66,7 @@ def _generated_alignment(est: Any, z: torch.Tensor, images: torch.Tensor) -> dic
     return out
 
 
+@torch.no_grad()
 def evaluate(
     est: Any,
     dataset: Any,
