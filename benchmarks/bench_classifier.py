@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="JSON output path")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data_dir = args.data_dir or Path(tempfile.gettempdir()) / "glance-bench-classifier-morpho10k"
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(
         RESULTS, {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.results}")
     return 0
 
 
