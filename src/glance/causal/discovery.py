@@ -70,7 +70,9 @@ def discover(
         Significance level of the CI tests, in (0, 1). Smaller gives sparser graphs.
     knowledge
         Background knowledge; ``None`` applies the default tiers only (contexts -> concepts ->
-        outputs, outputs are sinks and never cause each other).
+        outputs, outputs are sinks and never cause each other). Under the default tiers, PC
+        never conditions on output nodes: sibling logits are near-copies of each other, and a
+        separating set without outputs always exists when outputs are sinks.
     orientation
         PC's collider rule: ``"conservative"`` orients only definite colliders (an ambiguous
         triple stays unoriented); ``"sepset"`` is the classic rule. Ignored by GES.
