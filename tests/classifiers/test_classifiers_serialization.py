@@ -58,6 +58,8 @@ def test_round_trip_gives_identical_outputs_and_full_description(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
     assert loaded.meta["accuracy"] == 0.97
     assert read_classifier_meta(path)["n_classes"] == 3
+    via_json = load_classifier(json_path)  # the description names its weights file
+    torch.testing.assert_close(via_json(x), model(x))
     # the adapter reads the geometry from the loaded module itself
     adapter = ClassifierAdapter(loaded)
     assert adapter.input_size == (28, 28) and adapter.in_channels == 1

@@ -279,6 +279,8 @@ def load_classifier(
         A pickled whole module, arbitrary objects or TorchScript (never executed).
     """
     path = Path(path)
+    if path.suffix == ".json":  # the description was given: load the weights it names
+        path = path.with_name(str(read_classifier_meta(path).get("weights") or path.stem))
     meta: dict[str, Any] = {}
     if sidecar_path(path).is_file() and path.suffix != ".json":
         meta = read_classifier_meta(path)
