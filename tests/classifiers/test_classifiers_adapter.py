@@ -268,3 +268,10 @@ def test_adapter_does_not_consume_the_global_rng():
     adapter = ClassifierAdapter(net)  # geometry probed, layer found, scores checked
     adapter.forward_features(torch.zeros(2, 1, 28, 28))
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_normalize_rejects_non_positive_std():
+    from glance.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="'std' parameter of Normalize"):
+        Normalize([0.5], [0.0])

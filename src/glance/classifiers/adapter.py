@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from glance.exceptions import IncompatibleClassifierError, ShapeError
+from glance.exceptions import ConfigError, IncompatibleClassifierError, ShapeError
 
 __all__ = ["ClassifierAdapter", "RepeatChannels", "Normalize", "find_feature_layer"]
 
@@ -57,7 +57,7 @@ class Normalize(nn.Module):
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
         if (std_t <= 0).any():
-            raise ValueError(f"Normalize: every std must be > 0; got {list(std)}")
+            raise ConfigError(f"the 'std' parameter of Normalize must be > 0; got {list(std)}")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
 
