@@ -16,6 +16,10 @@ Sections:
   every label-rule factor a parent of the output.
 - ``speed``: a random sparse linear-Gaussian DAG of 30 nodes x 10,000 samples: PC + linear SCM fit
   <= 10 s; a bootstrap of 20 resamples on 2 worker processes <= 60 s.
+- ``kci`` (on request): morpho with PC + KCI on 400-row subsamples.
+- ``e2e`` (on request): the real pipeline on causal-shapes images (``glance data shapes``,
+  ``train-classifier``, ``fit --preset tiny``, ``glance graph``), scored with
+  ``glance.metrics.graph.truth_scores`` against the generator's ``truth.json``.
 - ``determinism``: the same seed gives byte-identical graph JSON (written by
   ``glance._io.atomic_write_json``), serial and parallel.
 
@@ -24,6 +28,7 @@ Usage::
     .venv/bin/python benchmarks/bench_causal.py            # everything (~1-3 min on 2 cores)
     .venv/bin/python benchmarks/bench_causal.py --sections morpho speed
     .venv/bin/python benchmarks/bench_causal.py --sections kci     # PC + KCI (slow)
+    .venv/bin/python benchmarks/bench_causal.py --sections e2e     # real pipeline (~5 min)
 
 Prints a table and writes ``benchmarks/results/causal.json``.
 """
@@ -407,6 +412,97 @@ def bench_kci(n: int, n_jobs: int) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------- e2e
+def bench_e2e(n: int, n_jobs: int) -> None:
+    """The real pipeline through the CLI: causal shapes images -> trained classifier -> GLANCE
+    fit (tiny preset, all 8 factors as contexts) -> ``glance graph`` -> scores against the
+    generator's truth.json."""
+    import json
+    import subprocess
+
+    glance_cli = [sys.executable, "-m", "glance.cli.main", "-q"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        steps = [
+            [
+                "data",
+                "shapes",
+                "--out",
+                str(work / "data"),
+                "--n",
+                str(n),
+                "--seed",
+                "0",
+                "--jobs",
+                str(n_jobs),
+            ],
+            [
+                "train-classifier",
+                "--data",
+                str(work / "data"),
+                "--target",
+                "label",
+                "--out",
+                str(work / "clf.safetensors"),
+                "--epochs",
+                "3",
+                "--threads",
+                "1",
+            ],
+            [
+                "fit",
+                "--data",
+                str(work / "data"),
+                "--classifier",
+                str(work / "clf.safetensors"),
+                "--contexts",
+                "shape,size,pos_x,pos_y,rotation,background,hue,brightness",
+                "--preset",
+                "tiny",
+                "--out",
+                str(work / "run"),
+            ],
+            [
+                "graph",
+                str(work / "run"),
+                "--bootstrap",
+                "20",
+                "--jobs",
+                str(n_jobs),
+                "--concept-policy",
+                "drop",
+            ],
+        ]
+        seconds = {}
+        for step in steps:
+            t0 = time.perf_counter()
+            subprocess.run(glance_cli + step, cwd=ROOT, check=True, capture_output=True)
+            seconds[step[0]] = round(time.perf_counter() - t0, 1)
+        from glance.causal import CausalGraph
+        from glance.metrics.graph import truth_scores
+
+        graph = CausalGraph.load_json(work / "run" / "graph" / "graph.json")
+        truth = json.loads((work / "data" / "truth.json").read_text())
+        s = truth_scores(graph, truth)
+    record("e2e", "shapes pipeline: SHD on the 8 factors", s["shd"], "<= 1", s["shd"] <= 1)
+    recall = min(o["recall"] for o in s["outputs"].values())
+    record(
+        "e2e",
+        "shapes pipeline: label-rule factors among output parents (min recall)",
+        recall,
+        "1.0",
+        recall == 1.0,
+    )
+    record(
+        "e2e",
+        "shapes pipeline: other factor parents of outputs",
+        sorted({p for o in s["outputs"].values() for p in o["other_factor_parents"]}),
+        "(info)",
+        None,
+    )
+    record("e2e", "shapes pipeline: seconds per step", seconds, "(info)", None)
+
+
 # ---------------------------------------------------------------------------------- determinism
 def bench_determinism(n: int, n_jobs: int) -> None:
     x, names = morpho_data(n, seed=3, slant=True)
@@ -438,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sections",
         nargs="+",
         default=["morpho", "shapes", "speed", "determinism"],
-        choices=["morpho", "shapes", "speed", "determinism", "kci"],
+        choices=["morpho", "shapes", "speed", "determinism", "kci", "e2e"],
     )
     parser.add_argument("--n", type=int, default=10_000, help="samples for morpho and shapes")
     parser.add_argument("--n-jobs", type=int, default=2)
@@ -452,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_morpho(60_000, args.n_jobs, tag="morpho-60k")
     if "kci" in args.sections:
         bench_kci(args.n, args.n_jobs)
+    if "e2e" in args.sections:
+        bench_e2e(3000, args.n_jobs)
     if "shapes" in args.sections:
         bench_shapes(args.n)
     if "speed" in args.sections:
