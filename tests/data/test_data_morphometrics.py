@@ -109,3 +109,20 @@ def test_bad_parameters_are_rejected():
         measure(np.stack([img] * 8), n_jobs=0, chunk_size=1)
     with pytest.raises(DataValidationError, match="single image"):
         measure_image(np.stack([img, img]))
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (17, 30), (5, 9)])
+def test_fast_resampling_equals_skimage_pyramids(shape):
+    from skimage import transform
+
+    from glance.data.morphometrics import expand, reduce
+
+    rng = np.random.default_rng(0)
+    for img in (rng.random(shape), (rng.random(shape) > 0.7) * 0.8):
+        np.testing.assert_allclose(
+            expand(img, 4), transform.pyramid_expand(img, upscale=4, order=3), atol=1e-12
+        )
+        big = rng.random((shape[0] * 4, shape[1] * 4))
+        np.testing.assert_allclose(
+            reduce(big, 4), transform.pyramid_reduce(big, downscale=4, order=3), atol=1e-12
+        )

@@ -33,7 +33,16 @@ from skimage import morphology, transform
 from glance.data._parallel import run_chunks
 from glance.exceptions import DataValidationError
 
-__all__ = ["METRIC_NAMES", "measure", "measure_image", "analyse", "Morphology", "as_float_batch"]
+__all__ = [
+    "METRIC_NAMES",
+    "measure",
+    "measure_image",
+    "analyse",
+    "Morphology",
+    "as_float_batch",
+    "expand",
+    "reduce",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +81,46 @@ def _medial_axis_tables() -> tuple[np.ndarray, np.ndarray] | None:
     table = np.ascontiguousarray(centre & (changes | sparse), dtype=np.uint8)
     cornerness = np.array([9 - p.sum() for p in patterns])
     return table, cornerness
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The linear map of skimage's cubic ``resize`` along one axis, as an (n_out, n_in) matrix.
+
+    Built by resizing probe images (row i all ones), so it is skimage's own operator; applied as
+    two small matrix products it is ~7x faster than calling ``resize`` for each 28x28 digit.
+    """
+    probe = np.zeros((n_in, n_in))
+    matrix = np.empty((n_out, n_in))
+    for i in range(n_in):
+        probe[:] = 0.0
+        probe[i, :] = 1.0
+        matrix[:, i] = transform.resize(
+            probe, (n_out, n_out), order=3, mode="reflect", anti_aliasing=False, clip=False
+        )[:, 0]
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``skimage.transform.resize(image, shape, order=3, mode="reflect", anti_aliasing=False)``."""
+    h, w = image.shape
+    out = _resize_matrix(h, shape[0]) @ image @ _resize_matrix(w, shape[1]).T
+    return np.clip(out, image.min(), image.max())  # resize clips to the input's range
+
+
+def expand(image: np.ndarray, scale: int) -> np.ndarray:
+    """``skimage.transform.pyramid_expand(image, upscale=scale, order=3)``, computed faster."""
+    h, w = image.shape
+    up = _resize(image, (h * scale, w * scale))
+    return ndi.gaussian_filter(up, sigma=2.0 * scale / 6.0, mode="reflect", truncate=4.0)
+
+
+def reduce(image: np.ndarray, scale: int) -> np.ndarray:
+    """``skimage.transform.pyramid_reduce(image, downscale=scale, order=3)``, computed faster."""
+    h, w = image.shape
+    smooth = ndi.gaussian_filter(image, sigma=2.0 * scale / 6.0, mode="reflect", truncate=4.0)
+    return _resize(smooth, (-(-h // scale), -(-w // scale)))
 
 
 def _medial_axis(binary: np.ndarray, rng: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +162,7 @@ class Morphology:
     def __init__(self, image: np.ndarray, threshold: float = 0.5, scale: int = 4) -> None:
         self.image = image
         self.scale = scale
-        up = transform.pyramid_expand(image, upscale=scale, order=3) if scale > 1 else image
+        up = expand(image, scale) if scale > 1 else image
         self.hires = up
         lo, hi = float(up.min()), float(up.max())
         self.is_blank = not hi > lo

@@ -20,7 +20,14 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import transform
 
-from glance.data.morphometrics import Morphology, _intensity, _moments, as_float_batch
+from glance.data.morphometrics import (
+    Morphology,
+    _intensity,
+    _moments,
+    as_float_batch,
+    expand,
+    reduce,
+)
 from glance.exceptions import DataValidationError
 
 __all__ = ["set_thickness", "set_intensity", "set_slant"]
@@ -57,8 +64,7 @@ def _render(signed: np.ndarray, radius: float, scale: int) -> np.ndarray:
     ``-radius`` equals a dilation (erosion) with a disk of that radius. A one-pixel linear ramp
     across the threshold keeps sub-pixel radii meaningful before the anti-aliased reduction.
     """
-    hires = np.clip(signed + radius + 0.5, 0.0, 1.0)
-    return transform.pyramid_reduce(hires, downscale=scale, order=3)
+    return reduce(np.clip(signed + radius + 0.5, 0.0, 1.0), scale)
 
 
 def set_thickness(
@@ -171,12 +177,12 @@ def set_slant(image: object, target: float, *, scale: int = 4) -> np.ndarray:
     img = _one(image)
     if not img.max() > img.min():
         raise DataValidationError("set_slant: the image is blank (no digit to shear)")
-    hires = transform.pyramid_expand(img, upscale=scale, order=3) if scale > 1 else img
+    hires = expand(img, scale) if scale > 1 else img
     _, _, cy, u11, u02 = _moments(hires)
     # Slant is arctan(-u11/u02); shearing x by k(y - cy) adds k to u11/u02.
     k = -np.tan(target) - u11 / u02
     # warp maps output coordinates (col, row) to input ones: x_in = x_out - k (y_out - cy).
     matrix = np.array([[1.0, -k, k * cy], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     sheared = transform.warp(hires, transform.AffineTransform(matrix=matrix), order=1)
-    out = transform.pyramid_reduce(sheared, downscale=scale, order=3) if scale > 1 else sheared
+    out = reduce(sheared, scale) if scale > 1 else sheared
     return _to_uint8(out * (img.max() / max(out.max(), 1e-12)))
