@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import threading
 import time
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
+    """A fresh real run; GLANCE_TEST_REAL_RUN=DIR/run reuses one made by real_run.make_real_run
+    (for iterating on these tests; the tests only read it, except copies they tamper with)."""
+    reuse = os.environ.get("GLANCE_TEST_REAL_RUN")
+    if reuse:
+        return Path(reuse)
     return make_real_run(tmp_path_factory.mktemp("real"))
 
 
@@ -139,3 +145,27 @@ def test_explorer_on_a_real_run_in_chromium(real_server: str, browser) -> None:
     )
     assert errors == []
     page.close()
+
+
+def test_glance_serve_command_serves_the_run(real_run: Path) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glance.cli.main", "serve", str(real_run), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip()  # "glance explorer on http://127.0.0.1:PORT/ ..."
+        assert line.startswith("glance explorer on http://127.0.0.1:"), line
+        url = line.split()[3]
+        with urllib.request.urlopen(url + "api/info", timeout=60) as r:
+            info = json.loads(r.read())
+        assert info["propagates"] is True
+        assert [n["name"] for n in info["nodes"]][:2] == ["area", "intensity"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
