@@ -55,6 +55,10 @@ def test_perturbations_reject_bad_input(digits):
             func(digits[:2], target)
     with pytest.raises(DataValidationError, match="target thickness"):
         set_thickness(digits[0], -1.0)
+    with pytest.raises(DataValidationError, match="max_iter"):
+        set_thickness(digits[0], 2.0, max_iter=-1)
+    with pytest.raises(DataValidationError, match="tol"):
+        set_thickness(digits[0], 2.0, tol=0)
     with pytest.raises(DataValidationError, match="target intensity"):
         set_intensity(digits[0], 300.0)
     with pytest.raises(DataValidationError, match="target slant"):

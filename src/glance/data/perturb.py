@@ -103,6 +103,12 @@ def set_thickness(
         Blank image, bad shape or dtype, target out of range.
     """
     target = _check_target("target thickness", target, 1e-3, 20.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise DataValidationError(f"scale must be a positive integer; got {scale!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise DataValidationError(f"max_iter must be a non-negative integer; got {max_iter!r}")
+    if not tol > 0:
+        raise DataValidationError(f"tol must be positive; got {tol!r}")
     img = _one(image)
     morph = Morphology(img, 0.5, scale)
     if morph.is_blank:
