@@ -91,8 +91,11 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
         if k not in known and _num(v) is not None
     ]
     fid = _num(metrics.get("fidelity"))
+    n_images = _num(metrics.get("n_images"))
     return {
         "computed": True,
+        "data": str(metrics["data"]) if isinstance(metrics.get("data"), str) else None,
+        "n_images": None if n_images is None else int(n_images),
         "rows": rows,
         "low_fidelity": fid is not None and fid < FIDELITY_FLOOR,
         "fidelity": fid,
