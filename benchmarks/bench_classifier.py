@@ -10,6 +10,9 @@ Sections:
   (must reach <= 30 s).
 - ``thickness`` (optional): the "thick vs thin" classifier (``thickness:median``) and its t10k
   accuracy, reported without a target.
+- ``shapes`` (optional): the known-behaviour recipes ``shapes-plain`` and ``shapes-spurious`` on
+  generated causal shapes (3,000 images, 32 px): test accuracy, and for the spurious variant the
+  accuracy on ``test_reversed`` (cue flipped); the drop measures reliance on the cue.
 
 Data generation is not timed as training. The machine is shared, so the 1-minute load average
 before and after each timed section is recorded next to the figure.
@@ -115,13 +118,31 @@ def _cache(model: Any, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _shapes(args: argparse.Namespace) -> dict[str, Any]:
+    from glance.classifiers import train_recipe
+    from glance.data.shapes import generate_shapes
+
+    out: dict[str, Any] = {}
+    root = Path(tempfile.gettempdir()) / "glance-bench-classifier-shapes"
+    for variant in ("plain", "spurious"):
+        data = root / variant
+        if not (data / "MANIFEST.json").is_file():
+            generate_shapes(data, n=3000, size=32, variant=variant, seed=args.seed)
+        t0 = time.perf_counter()
+        _, report = train_recipe(
+            f"shapes-{variant}", data, seed=args.seed, num_threads=args.threads
+        )
+        out[variant] = {**report, "train_wall_s": time.perf_counter() - t0}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--sections",
         nargs="+",
         default=["digits", "cache"],
-        choices=["digits", "cache", "thickness"],
+        choices=["digits", "cache", "thickness", "shapes"],
     )
     p.add_argument(
         "--data-dir",
@@ -156,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         rows["cache"]["pass_time"] = rows["cache"]["cache_wall_s"] <= TARGET_CACHE_S
     if "thickness" in args.sections:
         _, rows["thickness"] = _train(data, "thickness:median", args)
+    if "shapes" in args.sections:
+        rows["shapes"] = _shapes(args)
     print(f"{'figure':44s} {'value':>10s} {'target':>10s} {'load':>6s}")
     if "digits" in rows:
         d = rows["digits"]
