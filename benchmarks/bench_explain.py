@@ -155,17 +155,35 @@ def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any
     except ImportError:
         discover_from_glance = None
     if discover_from_glance is not None:
-        t0 = time.perf_counter()
-        graph = discover_from_glance(
-            est, _relabelled(ds, est.adapter_.model), n_resamples=0, max_images=n_rows
-        )
-        edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
-        return Twin.from_glance(est), {
-            "scm": "glance.causal.from_glance.discover_from_glance (PC fisher-z, no bootstrap)",
-            "discovery_s": time.perf_counter() - t0,
-            "edges": edges,
-            "assumptions": graph.meta.get("assumptions"),
-        }
+        from glance.exceptions import GlanceError
+
+        labelled = _relabelled(ds, est.adapter_.model)
+        failures = []
+        for orientation in ("conservative", "sepset"):
+            t0 = time.perf_counter()
+            try:
+                graph = discover_from_glance(
+                    est, labelled, n_resamples=0, max_images=n_rows, orientation=orientation
+                )
+            except GlanceError as exc:  # e.g. the orientation left a directed cycle
+                failures.append(f"{orientation}: {type(exc).__name__}: {exc}")
+                logger.warning("discovery (%s) failed: %s", orientation, exc)
+                continue
+            edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
+            return Twin.from_glance(est), {
+                "scm": f"glance.causal.from_glance.discover_from_glance (PC fisher-z, "
+                f"orientation {orientation}, no bootstrap)",
+                "discovery_failures": failures,
+                "discovery_s": time.perf_counter() - t0,
+                "edges": edges,
+                "assumptions": graph.meta.get("assumptions"),
+            }
+        base = Twin.from_glance(est) if getattr(est, "scm_", None) is None else None
+        if base is not None:
+            return base, {
+                "scm": "none: discovery failed, total effects = direct effects",
+                "discovery_failures": failures,
+            }
     idx = np.random.default_rng(0).permutation(len(ds))[:n_rows]
     z = est.encode(ds.load_images(idx).float()).numpy().astype(np.float64)
     logits = est.surrogate_logits(torch.as_tensor(z, dtype=torch.float32)).numpy()
