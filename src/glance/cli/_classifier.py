@@ -27,10 +27,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="label", help="label | COLUMN | COLUMN:median")
     p.add_argument("--out", required=True, help="output weights file MODEL.safetensors")
     p.add_argument("--epochs", type=int, default=6, help="maximum epochs (default 6)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
     p.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="split, initialisation and batch order")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument(
         "--no-augment", action="store_true", help="no random whole-pixel shifts in training"
