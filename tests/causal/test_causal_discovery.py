@@ -220,3 +220,19 @@ def test_fisherz_matches_causal_learn():
                 assert _fisherz_pvalue(corr, 300, a, b, list(cond)) == pytest.approx(
                     reference(a, b, list(cond)), abs=1e-12
                 )
+
+
+def test_conflicting_orientations_never_leave_a_cycle():
+    from glance.causal._pdag import PDAG
+    from glance.causal.discovery import apply_knowledge
+
+    # a -> b -> c -> a (contradictory colliders from finite-sample tests), plus c -> output
+    names = ["a", "b", "c", "output_y"]
+    pdag = PDAG.from_edges(4, directed=[(0, 1), (1, 2), (2, 0), (2, 3)])
+    notes = apply_knowledge(
+        pdag, BackgroundKnowledge().resolve(names, None or ["context"] * 3 + ["output"])
+    )
+    assert pdag.is_acyclic()
+    assert pdag.directed_edges() == [(2, 3)]  # the knowledge-forced edge into the output stays
+    assert pdag.undirected_edges() == [(0, 1), (0, 2), (1, 2)]
+    assert "conflicting orientations on the cycle" in notes[0]

@@ -252,8 +252,39 @@ def apply_knowledge(pdag: PDAG, rk: ResolvedKnowledge) -> list[str]:
             pdag.add_directed(b, a)
         elif not rk.allowed(b, a):
             pdag.add_directed(a, b)
+    notes += _break_cycles(pdag, rk)
     pdag.meek(allowed=rk.allowed)
     return notes
+
+
+def _break_cycles(pdag: PDAG, rk: ResolvedKnowledge) -> list[str]:
+    """Leave undirected the data's orientations on any directed cycle (in place).
+
+    Finite-sample CI tests can orient colliders that contradict each other and close a cycle;
+    the data then does not decide those directions, so they are reported undirected. An
+    orientation the knowledge forces (its reverse is forbidden) is kept unless the cycle
+    consists of forced orientations only.
+    """
+    import networkx as nx
+
+    notes = []
+    while True:
+        g = nx.DiGraph(pdag.directed_edges())
+        try:
+            cycle = [(int(a), int(b)) for a, b in nx.find_cycle(g)]
+        except nx.NetworkXNoCycle:
+            return notes
+        free = [(a, b) for a, b in cycle if rk.allowed(b, a)]
+        for a, b in free or cycle:
+            pdag.add_undirected(a, b)
+        names = rk.names
+        notes.append(
+            "conflicting orientations on the cycle "
+            + " -> ".join(names[a] for a, _ in cycle)
+            + f" -> {names[cycle[0][0]]}: "
+            + ", ".join(f"{names[a]} - {names[b]}" for a, b in (free or cycle))
+            + " left undirected"
+        )
 
 
 def standardised_effects(x: np.ndarray, pdag: PDAG) -> dict[tuple[int, int], float]:
