@@ -229,9 +229,8 @@ def test_conflicting_orientations_never_leave_a_cycle():
     # a -> b -> c -> a (contradictory colliders from finite-sample tests), plus c -> output
     names = ["a", "b", "c", "output_y"]
     pdag = PDAG.from_edges(4, directed=[(0, 1), (1, 2), (2, 0), (2, 3)])
-    notes = apply_knowledge(
-        pdag, BackgroundKnowledge().resolve(names, None or ["context"] * 3 + ["output"])
-    )
+    kinds = ["context"] * 3 + ["output"]
+    notes = apply_knowledge(pdag, BackgroundKnowledge().resolve(names, kinds))
     assert pdag.is_acyclic()
     assert pdag.directed_edges() == [(2, 3)]  # the knowledge-forced edge into the output stays
     assert pdag.undirected_edges() == [(0, 1), (0, 2), (1, 2)]
