@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -46,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from glance._io import atomic_write_json  # noqa: E402
+from glance.exceptions import CheckpointError  # noqa: E402
 from glance.explain import (  # noqa: E402
     GlanceSCMAdapter,
     InterventionalImportance,
@@ -79,7 +82,10 @@ def _classifier(data: Path, target: str, work: Path, epochs: int, seed: int) -> 
 
     path = work / f"clf-{data.name}-{target.replace(':', '_')}-e{epochs}.safetensors"
     if path.is_file():
-        return load_classifier(path)
+        try:
+            return load_classifier(path)
+        except CheckpointError as exc:  # cached under an older architecture: retrain
+            logger.warning("retraining the classifier (%s)", exc)
     model = train_classifier(
         load_dataset(data, split="train"),
         "small-cnn",
@@ -107,12 +113,18 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         if v is not None
     }
     tag = "-".join(f"{k}{v}" for k, v in train.items())
-    run = work / f"run-{data.name}-{preset}{'-' + tag if tag else ''}"
+    # The run belongs to this classifier's weights: a retrained classifier gets a fresh run.
+    digest = hashlib.sha256()
+    for t in clf.state_dict().values():
+        digest.update(t.detach().cpu().numpy().tobytes())
+    tag = f"{tag}-clf{digest.hexdigest()[:8]}"
+    run = work / f"run-{data.name}-{preset}-{tag}"
     if (run / "MANIFEST.json").is_file():
         try:
             return glance.load(run, classifier=clf)
         except Exception as exc:  # a stale run from another build: refit
             logger.warning("refitting %s (%s)", run, exc)
+            shutil.rmtree(run)  # the benchmark's own work directory
     est = glance.Glance(
         clf,
         contexts=contexts,
