@@ -202,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{'thick vs thin t10k accuracy':44s} {t['test_accuracy']:10.4f} {'-':>10s} "
             f"{t['load_avg_before']:6.1f}"
         )
+    for variant, r in rows.get("shapes", {}).items():
+        for split, acc in r["accuracy"].items():
+            label = f"shapes-{variant} {split} accuracy"
+            print(f"{label:44s} {acc:10.4f} {'-':>10s} {_load():6.1f}")
     atomic_write_json(
-        RESULTS, {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
+        args.results,
+        {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows},
     )
     print(f"wrote {args.results}")
     return 0
