@@ -108,6 +108,7 @@ class ExplorerBackend:
         self._lock = threading.Lock()
         self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._z_cache: dict[str, torch.Tensor] = {}
+        self._factual: dict[str, torch.Tensor] = {}
         self.image_shape: tuple[int, ...] | None = (
             tuple(self.images.shape[1:]) if self.images.ndim == 4 and len(self.images) else None
         )
@@ -267,6 +268,7 @@ class ExplorerBackend:
             while len(self._uploads) > _MAX_UPLOADS_KEPT:
                 old, _ = self._uploads.popitem(last=False)
                 self._z_cache.pop(old, None)
+                self._factual.pop(old, None)
         return image_id
 
     @staticmethod
@@ -289,6 +291,11 @@ class ExplorerBackend:
                 z = self.twin.encode(self._image(image_id)[None]).detach().to(torch.float32)
             self._z_cache[image_id] = z
         return z
+
+    def _probabilities(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated images of ``z`` and the real classifier's probabilities on them."""
+        images = self.twin.generate(z)
+        return images, torch.softmax(self.twin.classify(images).float(), dim=1)
 
     def _interventions(self, raw: Any) -> dict[int, float]:
         if raw is None:
@@ -329,15 +336,17 @@ class ExplorerBackend:
             if self.threads and torch.get_num_threads() != self.threads:
                 torch.set_num_threads(self.threads)
             z = self._z(image_id)
+            p_f = self._factual.get(image_id)
+            if p_f is None:  # the reconstruction's probabilities, once per image
+                p_f = self._probabilities(z)[1][0]
+                self._factual[image_id] = p_f
             values = {j: torch.tensor([v * float(std[j])]) for j, v in ivs.items()}
             z_cf = self.twin.intervene(z, values, total=True) if values else z.clone()
-            batch = torch.cat([z, z_cf]) if values else z
-            images = self.twin.generate(batch)
-            probs = torch.softmax(self.twin.classify(images).float(), dim=1)
-        p_f, p_cf = probs[0], probs[-1]
+            image, p_cf = self._probabilities(z_cf)
+            p_cf = p_cf[0]
         zf, zc = (z[0] / std).numpy(), (z_cf[0] / std).numpy()
         return {
-            "image": _png_base64(images[-1]),
+            "image": _png_base64(image[0]),
             "probabilities": [float(p) for p in p_cf],
             "prediction": int(torch.argmax(p_cf)),
             "factual_probabilities": [float(p) for p in p_f],
