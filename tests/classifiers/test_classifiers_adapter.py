@@ -275,3 +275,28 @@ def test_normalize_rejects_non_positive_std():
 
     with pytest.raises(ConfigError, match="'std' parameter of Normalize"):
         Normalize([0.5], [0.0])
+
+
+def test_concurrent_calls_restore_the_train_flags():
+    import threading
+
+    net = SmallNet()
+    net.train()
+    adapter = ClassifierAdapter(net, input_size=16)
+    before = model_snapshot(net)
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(20):
+                adapter.logits(torch.rand(2, 1, 16, 16))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert model_snapshot(net) == before

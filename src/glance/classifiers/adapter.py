@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -73,16 +74,22 @@ def _has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
 
 
+# Serialises mode switches: two threads (e.g. explorer requests) sharing one model would
+# otherwise record each other's eval flags and leave the model in eval mode for good.
+_MODE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode; restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag  # set directly: .train() would recurse and overwrite children
+    with _MODE_LOCK:
+        flags = [(m, m.training) for m in model.modules()]
+        try:
+            model.eval()
+            yield
+        finally:
+            for m, flag in flags:
+                m.training = flag  # set directly: .train() would recurse into children
 
 
 @contextlib.contextmanager
