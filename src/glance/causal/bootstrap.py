@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,9 +128,12 @@ def _run_resamples(jobs: list[tuple], n_jobs: int) -> list[tuple[list, list]]:
     from joblib import Parallel, delayed
 
     logger.info("bootstrap: %d resamples on %s workers (~%.1fs each)", len(rest), n_jobs, per_job)
-    return results + Parallel(n_jobs=n_jobs, backend="loky")(
-        delayed(_one_resample)(*j) for j in rest
-    )
+    with warnings.catch_warnings():
+        # loky restarts workers that idled past its timeout and warns about it; harmless here
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs")
+        return results + Parallel(n_jobs=n_jobs, backend="loky")(
+            delayed(_one_resample)(*j) for j in rest
+        )
 
 
 def _check_bootstrap_params(n_resamples: int, threshold: float, n_jobs: int) -> None:
