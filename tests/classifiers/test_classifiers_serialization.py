@@ -210,3 +210,19 @@ def test_save_refuses_foreign_modules_and_wrong_suffix(tmp_path):
 def test_missing_file_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_classifier(tmp_path / "absent.pt", arch="small-cnn", input_size=28)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+def test_every_registered_architecture_builds_adapts_and_names_its_keys(arch):
+    spec = ARCHITECTURES.get(arch)
+    for channels, size in ((1, 28), (3, 32)):
+        net = build_classifier(arch, 5, channels, (size, size))
+        state = net.state_dict()
+        assert state[spec.head_key].shape[0] == 5  # load_classifier infers the class count here
+        assert state[spec.first_conv_key].shape[1] == channels  # ... and the channels here
+        model = ReferenceClassifier(
+            net, arch=arch, classes="abcde", in_channels=channels, input_size=(size, size)
+        )
+        adapter = ClassifierAdapter(model)
+        _, h, w = adapter.feature_shape
+        assert h * w > 1 and adapter.n_classes == 5

@@ -142,15 +142,29 @@ for _depth in (18, 34):
     )
 
 
+class _SmallInputVGG(nn.Module):
+    """VGG features with global pooling and one linear layer (for inputs of 64 px or less)."""
+
+    def __init__(self, features: nn.Sequential, n_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(512, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
 def _build_vgg11(k: int, c: int, size: tuple[int, int]) -> nn.Module:
-    net = torchvision.models.vgg11_bn(weights=None, num_classes=k)
-    net.features[0] = nn.Conv2d(c, 64, 3, padding=1)
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["A"], batch_norm=True)
+    features[0] = nn.Conv2d(c, 64, 3, padding=1)
     if _small_input(size):
-        # Five 2x pools leave < 2 px at 28-32 px; drop the last one and replace the 25088-wide
-        # head (built for 224 px) by global pooling and one linear layer.
-        net.features = net.features[:-1]
-        net.avgpool = nn.AdaptiveAvgPool2d(1)
-        net.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(512, k))
+        # Five 2x pools leave < 2 px at 28-32 px, so drop the last one; the 25088-wide head
+        # (built for 224 px) gives way to global pooling and one linear layer.
+        return _SmallInputVGG(features[:-1], k)
+    net = torchvision.models.VGG(features, num_classes=k)
     return net
 
 
