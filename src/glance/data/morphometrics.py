@@ -176,10 +176,11 @@ class Morphology:
         rows, cols = np.nonzero(self.binary)
         r0, r1 = max(rows.min() - 1, 0), min(rows.max() + 2, up.shape[0])
         c0, c1 = max(cols.min() - 1, 0), min(cols.max() + 2, up.shape[1])
-        crop = np.pad(self.binary[r0:r1, c0:c1], 1)
-        skel, dist = _medial_axis(crop)
-        self.skeleton[r0:r1, c0:c1] = skel[1:-1, 1:-1]
-        self.distance[r0:r1, c0:c1] = dist[1:-1, 1:-1]
+        # No padding: where the digit touches the image edge, the EDT must (as on the full
+        # image) see no background beyond it.
+        skel, dist = _medial_axis(np.ascontiguousarray(self.binary[r0:r1, c0:c1]))
+        self.skeleton[r0:r1, c0:c1] = skel
+        self.distance[r0:r1, c0:c1] = dist
 
     @property
     def area(self) -> float:
