@@ -99,8 +99,9 @@ class StructuralCausalModel:
     >>> a = rng.normal(size=500); b = 2 * a + rng.normal(size=500)
     >>> g = CausalGraph.from_edges(["a", "b"], [("a", "b")])
     >>> scm = StructuralCausalModel(g).fit(np.c_[a, b])
-    >>> round(float(scm.do({"a": 1.0}, n_samples=2000, random_state=0)[:, 1].mean()), 1)
-    2.0
+    >>> mean_b = scm.do({"a": 1.0}, n_samples=2000, random_state=0)[:, 1].mean()
+    >>> bool(abs(mean_b - 2.0) < 0.15)  # E[b | do(a = 1)] = 2
+    True
     """
 
     def __init__(
