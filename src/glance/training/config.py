@@ -95,7 +95,10 @@ class LossConfig(ConfigBase):
     covariance: float = 1.0
     # Stage 2: generator G (+ discriminator D).
     adversarial: float = 0.1
-    reconstruction: float = 1.0
+    # Measured on Morpho-MNIST (fast preset, 600 generator steps): weight 10 instead of 1 raised
+    # the generated-image alignment from 0.63/0.78 to 0.77/0.86 (thickness/intensity) at the
+    # same fidelity; sharper digits are measurable digits.
+    reconstruction: float = 10.0
     feature_matching: float = 1.0
     distill_generated: float = 1.0
     latent_cycle: float = 1.0
