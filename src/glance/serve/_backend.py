@@ -372,15 +372,22 @@ def _load(run: Path) -> Any:
 
 
 def _attach_scm(model: Any, run: Path, recorded: Mapping[str, Any]) -> bool:
-    """Give a loaded model the structural causal model of ``RUN/graph/graph.json``.
+    """Give a loaded model the structural causal model of its run.
 
-    A run stores the graph, not the fitted SCM, so the SCM is refitted on the graph exactly as
-    ``glance graph`` fitted it (same discovery data from the training split, same stored
-    knowledge and orientation rule). Without a graph or training data, interventions do not
-    propagate (the explorer says so) and the result is ``False``.
+    The SCM ``glance graph`` saved (``RUN/graph/scm.json``, linear mechanisms) is loaded; a run
+    with only ``graph.json`` gets its SCM refitted exactly as ``glance graph`` fitted it (same
+    discovery data from the training split, same stored knowledge and orientation rule).
+    Without a graph or training data, interventions do not propagate (the explorer says so)
+    and the result is ``False``.
     """
     if getattr(model, "scm_", None) is not None:
         return True
+    if (run / "graph" / "scm.json").is_file():  # the SCM `glance graph` saved (linear ones)
+        from glance.causal.from_glance import load_graph_state
+
+        load_graph_state(model, run / "graph")
+        if getattr(model, "scm_", None) is not None:
+            return True
     path = run / "graph" / "graph.json"
     if not path.is_file():
         logger.warning("%s has no graph/graph.json: interventions will not propagate", run)
