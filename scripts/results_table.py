@@ -1,0 +1,136 @@
+"""Rebuild the README's results table from the JSON files the benchmarks wrote.
+
+Every number in the table is read from ``benchmarks/results/*.json``; nothing is typed in by hand.
+Run after the benchmarks: ``.venv/bin/python scripts/results_table.py`` (rewrites the block between
+the ``results-table`` markers in README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results-table -->", "<!-- /results-table -->"
+
+
+def _get(d: dict, path: str):
+    for key in path.split("."):
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _check(value, target: str) -> str:
+    m = re.match(r"\s*(>=|<=|>|<)\s*([-\d.]+)", target)
+    if value is None or not m or not isinstance(value, (int, float)):
+        return ""
+    op, t = m.group(1), float(m.group(2))
+    ok = {">=": value >= t, "<=": value <= t, ">": value > t, "<": value < t}[op]
+    return "yes" if ok else "**no**"
+
+
+# (area, figure, json file, key path, target)
+KEYED = [
+    ("data", "generated thickness vs target, Pearson r", "data", "thickness_r", ">= 0.97"),
+    ("data", "generated thickness median abs error (px)", "data",
+     "thickness_median_abs_err_px", "<= 0.15"),
+    ("data", "generated intensity vs target, Pearson r", "data", "intensity_r", ">= 0.99"),
+    ("data", "morphometrics throughput (images/s)", "data", "measure_images_per_s", ">= 64"),
+    ("data", "10,000 Morpho-MNIST digits generated (s)", "data", "morpho_generation_s", "<= 180"),
+    ("data", "10,000 causal-shapes images at 32 px (s)", "data", "shapes_generation_s", "<= 60"),
+    ("classifier", "small-cnn held-out digit accuracy", "classifier",
+     "results.digits.test_accuracy", ">= 0.98"),
+    ("classifier", "small-cnn training time (s)", "classifier",
+     "results.digits.train_wall_s", "<= 180"),
+    ("classifier", "feature caching, 10,000 digits (s)", "classifier",
+     "results.cache.cache_wall_s", "<= 30"),
+]
+for preset, tgt in (("fast", {"fidelity": ">= 0.95", "alignment": ">= 0.8", "fit": "<= 300"}),
+                    ("default", {"fidelity": ">= 0.97", "alignment": ">= 0.9", "fit": "<= 1200"})):
+    p = f"results.{preset}"
+    KEYED += [
+        ("surrogate", f"{preset}: fidelity S(E(h(x))) vs f(x)", "surrogate", f"{p}.fidelity",
+         tgt["fidelity"]),
+        ("surrogate", f"{preset}: reconstruction fidelity", "surrogate",
+         f"{p}.reconstruction_fidelity", ">= 0.90" if preset == "default" else "(info)"),
+        ("surrogate", f"{preset}: sampled fidelity", "surrogate", f"{p}.sampled_fidelity",
+         ">= 0.90" if preset == "default" else "(info)"),
+        ("surrogate", f"{preset}: alignment R² thickness", "surrogate",
+         f"{p}.alignment_r2.thickness", tgt["alignment"]),
+        ("surrogate", f"{preset}: alignment R² intensity", "surrogate",
+         f"{p}.alignment_r2.intensity", tgt["alignment"]),
+        ("surrogate", f"{preset}: generated alignment thickness (Spearman)", "surrogate",
+         f"{p}.generated_alignment.thickness", ">= 0.8" if preset == "default" else "(info)"),
+        ("surrogate", f"{preset}: generated alignment intensity (Spearman)", "surrogate",
+         f"{p}.generated_alignment.intensity", ">= 0.8" if preset == "default" else "(info)"),
+        ("surrogate", f"{preset}: fit wall time (s)", "surrogate", f"{p}.fit_seconds",
+         tgt["fit"]),
+    ]
+
+
+def rows() -> list[tuple[str, str, str, str, str]]:
+    out = []
+    for area, fig, name, path, target in KEYED:
+        d = _load(name)
+        v = _get(d, path) if d else None
+        if v is not None:
+            out.append((area, fig, _fmt(v), target, _check(v, target)))
+    causal = _load("causal")
+    for r in causal.get("rows", []) if causal else []:
+        if r.get("pass") is not None and not r["metric"].startswith(" "):
+            out.append(("causal", f"{r['section']}: {r['metric']}", _fmt(r["value"]),
+                        str(r["target"]), "yes" if r["pass"] else "**no**"))
+    explain = _load("explain")
+    for r in explain.get("must_reach", []) if explain else []:
+        met = "" if r.get("pass") is None else ("yes" if r["pass"] else "**no**")
+        out.append(("explain", r["figure"], _fmt(r["value"]), str(r["target"]), met))
+    return out
+
+
+def table() -> str:
+    lines = [
+        "| area | figure | measured | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {f} | {v} | {t} | {m} |" for a, f, v, t, m in rows()]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    block = f"{START}\n{table()}\n{END}"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text,
+                      flags=re.S)
+    elif START in text:
+        text = text.replace(START, block)
+    else:
+        sys.stderr.write("README.md has no results-table marker\n")
+        return 1
+    readme.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
