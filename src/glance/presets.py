@@ -85,8 +85,9 @@ PRESETS.register(
     GlanceConfig(
         encoder=EncoderConfig(free_dims=8),
         # The fast preset's widths: 64 channels (w_dim 128) measured 0.79 vs 0.40 CPU-s per
-        # generator step, and the 20-minute budget buys more steps at 48 (quality kept
-        # improving with steps). 2000 steps are estimated, not yet measured end to end.
+        # generator step, and the 20-minute budget buys more steps at 48. Measured end to end
+        # (1000 held-out digits): fidelity 0.995, reconstruction 0.990, sampled 0.979, R2
+        # 0.945 / 0.968, generated alignment 0.929 / 0.965, fit 891 s (755 CPU-s, one thread).
         generator=GeneratorConfig(
             w_dim=64,
             mapping_layers=2,
