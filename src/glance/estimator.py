@@ -413,6 +413,40 @@ class Glance:
         self._check_fitted()
         return evaluate(self, dataset, out=out, n_images=n_images, random_state=random_state)
 
+    def global_explanation(self, dataset: Any, **options: Any) -> Any:
+        """Discover the causal graph over contexts, concepts and outputs; fit its SCM.
+
+        Thin wrapper over :func:`glance.causal.discover_from_glance` (bootstrap PC with
+        background knowledge contexts → concepts → outputs by default). Sets ``graph_``,
+        ``scm_`` and ``global_importance_`` and returns the :class:`~glance.causal.CausalGraph`.
+
+        Parameters
+        ----------
+        dataset : ImageDataset
+            Images (with their contexts where known) to discover the graph from.
+        **options
+            Passed on to :func:`~glance.causal.discover_from_glance` (``n_resamples``,
+            ``knowledge``, ``alpha``, ``random_state``, ``out``, ...).
+        """
+        from glance.causal.from_glance import discover_from_glance
+
+        self._check_fitted()
+        return discover_from_glance(self, dataset, **options)
+
+    def explain(self, images: torch.Tensor, target: Any = None, **options: Any) -> Any:
+        """Local explanations of ``images`` (float in [0, 1], shape (N, C, H, W)).
+
+        Interventional importance (total and direct effects), interactions, the verified
+        counterfactual and traversals, judged by the real classifier on generated images;
+        see :func:`glance.explain.explain`. Uses the SCM of :meth:`global_explanation` (or of
+        a loaded run's ``graph/``) when present, so interventions propagate to descendants.
+        Returns a :class:`~glance.explain.LocalExplanation`.
+        """
+        from glance.explain import explain
+
+        self._check_fitted()
+        return explain(self, images, target, **options)
+
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write the fitted estimator as a self-contained run directory; return its path.
 
@@ -683,6 +717,12 @@ def load(run_dir: str | os.PathLike[str], *, classifier: Any = None, device: str
         device=device,
     )
     _restore(est, run, state, config, torch.device(device))
+    if (run / "graph" / "graph.json").is_file():
+        # A run that went through 'glance graph' carries its graph and (linear) SCM; restore
+        # them so explanations propagate interventions without rediscovering the graph.
+        from glance.causal.from_glance import load_graph_state
+
+        load_graph_state(est, run / "graph")
     return est
 
 
