@@ -16,7 +16,7 @@ from glance.cli.main import main
 def fake_run(tmp_path, monkeypatch):
     data = _Dataset(seed=1)
     monkeypatch.setattr(glance.estimator, "load", lambda run, device="cpu": _Glance(data))
-    monkeypatch.setattr(_graph, "_dataset", lambda run, d, split: data)
+    monkeypatch.setattr(_graph, "run_dataset", lambda run, d, split, role: data)
     run = tmp_path / "run"
     run.mkdir()
     (run / "state.json").write_text("{}")
@@ -64,4 +64,4 @@ def test_missing_data_record_is_reported(tmp_path):
     from glance.exceptions import DataValidationError
 
     with pytest.raises(DataValidationError, match="no data.json"):
-        _graph._dataset(tmp_path, None, None)
+        _graph.run_dataset(tmp_path, None, None, "train")

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from glance.cli._common import run_dataset
+
 __all__ = ["add_parsers"]
 
 
@@ -140,28 +142,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_dataset(run: Path, data: str | None, split: str | None) -> Any:
-    from glance.data import load_dataset, test_split
-    from glance.exceptions import DataValidationError
-
-    if data is None:
-        info_path = run / "data.json"
-        if not info_path.is_file():
-            raise DataValidationError(
-                f"{run}: no data.json recording the training data; pass --data DIR"
-            )
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        data, split = info["data"], split or info.get("test_split")
-    return load_dataset(data, split or test_split(data))
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from glance._io import atomic_write_json, write_manifest
     from glance.estimator import load
 
     run = Path(args.run)
     est = load(run, device=args.device)
-    dataset = _eval_dataset(run, args.data, args.split)
+    dataset = run_dataset(run, args.data, args.split, "test")
     metrics = est.evaluate(dataset, out=run, n_images=args.n_images)
     metrics["data"] = str(getattr(dataset, "source", ""))
     if args.truth:
@@ -176,7 +163,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _graph_truth_scores(est: Any, truth_path: Path) -> dict[str, Any]:
     """SHD / precision / recall / F1 / orientation of the run's graph against ``truth_path``."""
-    import json
 
     from glance.exceptions import DataValidationError
     from glance.metrics.graph import truth_scores

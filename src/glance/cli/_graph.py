@@ -8,12 +8,11 @@ manifest when the output lies inside the run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from glance.exceptions import DataValidationError
+from glance.cli._common import run_dataset
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -87,20 +86,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_graph)
 
 
-def _dataset(run: Path, data: Path | None, split: str | None) -> Any:
-    from glance.data import load_dataset
-
-    if data is None:
-        info_path = run / "data.json"
-        if not info_path.is_file():
-            raise DataValidationError(
-                f"{run}: no data.json recording the training data; pass --data DIR"
-            )
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        return load_dataset(info["data"], split or info.get("train_split"))
-    return load_dataset(data, split)
-
-
 def _cmd_graph(args: argparse.Namespace) -> int:
     from glance._io import write_manifest
     from glance.causal import BackgroundKnowledge
@@ -110,7 +95,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     run = Path(args.run)
     knowledge = BackgroundKnowledge.from_file(args.knowledge) if args.knowledge else None
     est = load(run, device=args.device)
-    dataset = _dataset(run, args.data, args.split)
+    dataset = run_dataset(run, args.data, args.split, "train")
     out = Path(args.out) if args.out else run / "graph"
     graph = discover_from_glance(
         est,
