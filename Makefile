@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/glance demo --out demo-run
+	$(VENV)/bin/glance demo --out demo-run --force
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(wildcard src tests benchmarks scripts examples)
