@@ -107,13 +107,12 @@ def test_shapes_images_show_their_factors(tmp_path):
     background = imgs[:, :, :1, :1]
     np.testing.assert_allclose(background[:, 0, 0, 0], ds.attribute("background"), atol=0.5 / 255)
     # Object pixels differ from the (grey) background; their share of the image is the area of
-    # a circle / square / triangle of circumradius size / 2.
+    # a circle of diameter size, whatever the shape (size is the area-equivalent diameter).
     diff = np.abs(imgs - background).max(axis=1)
     obj = diff > 0.1
     # Edge pixels are anti-aliased: their contrast is the share of the pixel the object covers.
     area = (diff / diff.max(axis=(1, 2), keepdims=True)).mean(axis=(1, 2))
-    per_shape = np.array([np.pi, 2.0, 3 * np.sqrt(3) / 4])[ds.attribute("shape").astype(int)]
-    expected = per_shape * (ds.attribute("size") / 2) ** 2
+    expected = np.pi * (ds.attribute("size") / 2) ** 2
     np.testing.assert_allclose(area, expected, rtol=0.05)
     # Object centre follows pos_x; object brightness (HSV value) follows the factor.
     cols = np.array([np.nonzero(o.any(axis=0))[0].mean() for o in obj])

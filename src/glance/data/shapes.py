@@ -3,7 +3,8 @@
 Factors (columns of ``factors.csv``; the DAG, rule and codes are also written to ``truth.json``)::
 
     shape       root    categorical: 0 = circle, 1 = square, 2 = triangle
-    size        root    U(0.25, 0.6), the object's circumscribed diameter / image side
+    size        root    U(0.25, 0.6), the object's area-equivalent diameter / image side (the
+                        diameter of the circle of the same area, whatever the shape)
     pos_x       root    U(-1, 1), horizontal offset of the centre within the free margin
     pos_y       root    U(-1, 1), vertical offset (positive = lower in the image)
     rotation    root    U(0, 360) degrees (no visible effect on circles)
@@ -13,7 +14,12 @@ Factors (columns of ``factors.csv``; the DAG, rule and codes are also written to
     label       size -> label:           1 if size >= 0.425 else 0  ("large" vs "small")
 
 The label rule uses one root factor (``size``) with no other child, so no other factor is a proxy
-of the label, and in the ``plain`` variant every other factor is independent of the label. The
+of the label, and in the ``plain`` variant every other factor is independent of the label. ``size``
+is defined by the object's area, not its circumradius, so that the rule can be read off the
+image without knowing the shape: with a circumradius size, a triangle and a circle of the same
+``size`` cover very different areas, and a classifier must read the shape (or ``hue``, its
+proxy) to apply the rule; measured with the renderer itself, such a classifier moved its output
+under hue interventions nearly as much as under size interventions. The
 ``spurious`` variant adds ``cue`` (label -> cue): a bright square marker in the top-left corner,
 present (cue = 1) when the label is 1 with probability ``cue_agreement`` in ``train`` and ``test``
 and reversed in ``test_reversed`` (the same objects as ``test`` with the cue flipped), so a
@@ -63,6 +69,8 @@ SIZE_RANGE, SIZE_THRESHOLD = (0.25, 0.6), 0.425
 TRAIN_FRACTION = 0.8
 GENERATOR = "glance.data.shapes"
 _SUPERSAMPLE = 4
+# Circumradius / (area-equivalent diameter / 2) per shape: sqrt(pi / area of unit circumradius).
+_CIRCUMRADIUS_PER_RADIUS = np.sqrt(np.pi / np.array([np.pi, 2.0, 3.0 * np.sqrt(3.0) / 4.0]))
 _EDGES = [("shape", "hue"), ("pos_y", "brightness"), ("size", "label")]
 
 
@@ -92,14 +100,15 @@ def render_shape(factors: Mapping[str, float], size: int) -> np.ndarray:
     """
     m = size * _SUPERSAMPLE
     coords = (np.arange(m) + 0.5) / m  # sample centres in [0, 1]
-    radius = float(factors["size"]) / 2.0
+    shape = int(factors["shape"])
+    # Circumradius of the shape whose area equals that of a circle of diameter ``size``.
+    radius = float(factors["size"]) / 2.0 * float(_CIRCUMRADIUS_PER_RADIUS[shape])
     cx = 0.5 + float(factors["pos_x"]) * (0.5 - radius)
     cy = 0.5 + float(factors["pos_y"]) * (0.5 - radius)
     theta = np.deg2rad(float(factors["rotation"]))
     dx, dy = coords[None, :] - cx, coords[:, None] - cy
     u = (np.cos(theta) * dx + np.sin(theta) * dy) / radius  # object frame, unit circumradius
     v = (-np.sin(theta) * dx + np.cos(theta) * dy) / radius
-    shape = int(factors["shape"])
     if shape == 0:
         inside = u**2 + v**2 <= 1.0
     elif shape == 1:
@@ -154,7 +163,11 @@ def _truth(variant: str, size: int, cue_agreement: float, seed: int, n: int) -> 
             "classes": ["small", "large"],
         },
         "categorical": {"shape": {str(k): v for k, v in SHAPE_CODES.items()}},
-        "units": {"rotation": "degrees", "size": "fraction of image side", "hue": "[0, 1)"},
+        "units": {
+            "rotation": "degrees",
+            "size": "area-equivalent diameter, fraction of image side",
+            "hue": "[0, 1)",
+        },
         "spurious": None,
     }
     if variant == "spurious":
