@@ -2,7 +2,9 @@
 
 Writes ``explanations.json`` (the :meth:`glance.explain.LocalExplanation.to_dict` layout) and the
 PNGs (``summary_<i>.png``, ``traversal_<i>.png``, ``interaction_<i>.png``,
-``counterfactual_<i>.png``) into ``--out``.
+``counterfactual_<i>.png``) into ``--out``. When the run has a causal graph (``glance graph RUN``
+was run, so ``glance.load`` restores ``graph_``), ``graph_<i>.png`` draws that graph with its
+nodes coloured by image ``i``'s importances. ``--no-pngs`` writes none of them.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     x = _inputs(args, model)
     exp = explain(model, x, args.target, batch_size=args.batch_size)
     path = exp.save(args.out, pngs=not args.no_pngs)
+    if not args.no_pngs:
+        _save_graph_pngs(model, exp, args.out)
     valid = exp.counterfactual.valid.mean() if exp.counterfactual is not None else float("nan")
     logger.info(
         "explained %d images in %.1f s; counterfactual validity %.0f%%; wrote %s",
@@ -110,3 +114,16 @@ def _run(args: argparse.Namespace) -> int:
         path,
     )
     return 0
+
+
+def _save_graph_pngs(model: Any, exp: Any, out: Path) -> list[Path]:
+    """``graph_<i>.png`` per image when the run has a causal graph (``graph_``); else none."""
+    graph = getattr(model, "graph_", None)
+    if graph is None:
+        return []
+    from glance.explain._graph_plot import save_graph_importance_png
+
+    paths = [Path(out) / f"graph_{i}.png" for i in range(len(exp))]
+    for i, path in enumerate(paths):
+        save_graph_importance_png(graph, exp, i, path)
+    return paths
