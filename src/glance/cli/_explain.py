@@ -39,6 +39,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--batch-size", type=int, default=16, help="images explained together")
     p.add_argument("--no-pngs", action="store_true", help="write the JSON only")
+    p.add_argument(
+        "--significance",
+        type=int,
+        default=0,
+        metavar="N",
+        help="test importances against N random concepts (0: off; N >= 19 for p <= 0.05)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -101,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
     model = glance.load(args.run)
     x = _inputs(args, model)
-    exp = explain(model, x, args.target, batch_size=args.batch_size)
+    exp = explain(model, x, args.target, batch_size=args.batch_size, n_random=args.significance)
     path = exp.save(args.out, pngs=not args.no_pngs)
     if not args.no_pngs:
         _save_graph_pngs(model, exp, args.out)

@@ -74,12 +74,10 @@ def _summary(exp: Any, i: int) -> Any:
     ax = fig.add_subplot(grid[:, 2])
     order = np.argsort(exp.importance[i])
     y = np.arange(len(order))
-    ax.barh(y + 0.2, exp.importance[i, order], height=0.4, label="total")
-    if np.all(np.isfinite(exp.direct_importance[i])):
-        ax.barh(y - 0.2, exp.direct_importance[i, order], height=0.4, label="direct")
+    _importance_bars(ax, exp, i, order)
     ax.set_yticks(y, [exp.nodes[j] for j in order], fontsize=7)
     ax.set_xlabel(f"mean |Δ p({exp.classes[int(exp.target[i])]})|")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6 if getattr(exp, "significance", None) is not None else 7)
     ax = fig.add_subplot(grid[:, 3])
     for j in np.argsort(-exp.importance[i])[:6]:
         ax.plot(exp.deltas, exp.curves[i, j], marker="o", label=exp.nodes[j])
@@ -88,6 +86,40 @@ def _summary(exp: Any, i: int) -> Any:
     ax.set_ylabel("Δ p(target), total effect")
     ax.legend(fontsize=7)
     return fig
+
+
+def _importance_bars(ax: Any, exp: Any, i: int, order: np.ndarray) -> None:
+    """Total and direct importance bars of image ``i``, nodes in ``order`` bottom-up.
+
+    With a significance test, total bars of nodes that do not beat the random concepts are grey
+    and hatched, and a dashed line marks the random concepts' ``1 − alpha`` quantile.
+    """
+    y = np.arange(len(order))
+    imp = exp.importance[i, order]
+    tested = getattr(exp, "significance", None) is not None
+    sig = exp.significant()[i, order] if tested else np.ones(len(order), bool)
+    if sig.any():
+        ax.barh(y[sig] + 0.2, imp[sig], height=0.4, color="C0", label="total")
+    if not sig.all():
+        ax.barh(
+            y[~sig] + 0.2,
+            imp[~sig],
+            height=0.4,
+            color="lightgrey",
+            edgecolor="dimgrey",
+            hatch="///",
+            label=f"total, not significant vs\n{exp.n_random} random concepts, p > {exp.alpha:g}",
+        )
+    if np.all(np.isfinite(exp.direct_importance[i])):
+        ax.barh(y - 0.2, exp.direct_importance[i, order], height=0.4, color="C1", label="direct")
+    if tested:
+        ax.axvline(
+            float(np.quantile(exp.random_importance[i], 1.0 - exp.alpha)),
+            color="black",
+            ls="--",
+            lw=0.8,
+            label=f"random concepts,\n{1 - exp.alpha:.0%} quantile",
+        )
 
 
 def _mosaic(tiles: np.ndarray, labels: list[list[str]], rows: list[str], cols: list[str]) -> Any:

@@ -19,7 +19,14 @@ nodes first, then ``concept_<i>``); ``V`` is their number, ``G`` the number of i
          "counterfactual": {"target": k, "nodes": {node: delta}, "prediction": k,
                             "probability": p, "valid": bool, "proximity": l1}}]}
 
-Absent parts (an explainer that does not compute them) are ``null``.
+Absent parts (an explainer that does not compute them) are ``null``. The significance test against
+random concepts (``n_random > 0``, RELIABILITY c.13) adds keys; without it they are not written::
+
+    {..., "n_random": R, "alpha": a,
+     "significance_summary": {node: {"p_value": p, "difference": d, "direction": "above",
+                                     "significant": bool, "fraction_significant": f,
+                                     "n_random": R, "n_images": N}},
+     "explanations": [{..., "significance": {node: p}, "significant": {node: bool}}]}
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from glance._io import atomic_write_bytes, atomic_write_json, to_jsonable
+from glance.exceptions import ConfigError
 
 __all__ = ["LocalExplanation", "Counterfactuals", "Interactions"]
 
@@ -75,6 +84,19 @@ def _take(obj: Any, idx: np.ndarray) -> Any:
         else:
             kw[f.name] = v[idx]
     return type(obj)(**kw)
+
+
+def _wilcoxon_two_sided(diff: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of ``diff`` against 0 (1 when all are 0)."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0 or not np.all(np.isfinite(d)) or np.all(d == 0):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-sample / ties notes: the p-value stays valid
+        p = float(wilcoxon(d, alternative="two-sided").pvalue)
+    return p if np.isfinite(p) else 1.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,15 @@ class LocalExplanation:
     counterfactual : Counterfactuals or None
     images, reconstructions : ndarray of shape (N, C, H, W), uint8
     traversal_images : ndarray of shape (N, V, G, C, H, W), uint8, or None
+    random_importance : ndarray of shape (N, R), or None
+        Importance (mean ``|Δ p(target)|``, same shifts) of ``R`` random concepts: unit directions
+        in the standardised concept space, rendered without SCM propagation. ``None`` unless the
+        explainer ran with ``n_random > 0``.
+    significance : ndarray of shape (N, V), or None
+        Per image, the one-sided empirical p-value of each node's (total) importance against the
+        random concepts, ``(1 + #{random >= node}) / (R + 1)``.
+    alpha : float or None
+        Level of the test (shared): a node is significant in an image when ``p <= alpha``.
     meta : dict
         Method parameters and timings (shared).
     """
@@ -206,10 +237,73 @@ class LocalExplanation:
     traversal_images: np.ndarray | None = None
     interactions: Interactions | None = None
     counterfactual: Counterfactuals | None = None
+    random_importance: np.ndarray | None = None
+    significance: np.ndarray | None = None
+    alpha: float | None = field(default=None, metadata=_SHARED)
     meta: dict[str, Any] = field(default_factory=dict, metadata=_SHARED)
 
     def __len__(self) -> int:
         return int(self.prediction.shape[0])
+
+    @property
+    def n_random(self) -> int:
+        """Number of random concepts of the significance test (0: no test was run)."""
+        return 0 if self.random_importance is None else int(self.random_importance.shape[1])
+
+    def _alpha(self, alpha: float | None, caller: str) -> float:
+        if self.significance is None or self.alpha is None:
+            raise ConfigError(
+                f"LocalExplanation.{caller}: no significance test was run; explain with "
+                "n_random >= 19 (e.g. LocalExplainer(model).explain(x, n_random=50))"
+            )
+        a = self.alpha if alpha is None else alpha
+        try:
+            value = float(a)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(a, bool) or not 0.0 < value < 1.0:
+            raise ConfigError(
+                f"'alpha' of LocalExplanation.{caller} must be a number in (0, 1); got {a!r}"
+            )
+        return value
+
+    def significant(self, alpha: float | None = None) -> np.ndarray:
+        """Whether each node beats the random concepts in each image, (N, V) bool.
+
+        ``p <= alpha`` (default: the ``alpha`` the explanation was made with); an empirical
+        p-value ``(1 + b) / (R + 1)`` compared this way gives a test of exact level ``alpha``.
+        """
+        a = self._alpha(alpha, "significant")
+        return np.asarray(self.significance) <= a
+
+    def significance_summary(self, alpha: float | None = None) -> dict[str, dict[str, Any]]:
+        """Dataset-level test per node across the images of the explanation.
+
+        For each node, the differences ``importance − mean random importance`` (one per image)
+        go through a two-sided Wilcoxon signed-rank test (``p_value``; 1 when every difference
+        is 0). ``direction`` says on which side of the random concepts the node lies; a node is
+        ``significant`` only when ``p_value <= alpha`` *and* it lies above them (a node
+        significantly *less* important than random concepts is not an important node).
+        ``fraction_significant`` is the share of images where the per-image test passes.
+        """
+        a = self._alpha(alpha, "significance_summary")
+        diffs = self.importance - np.asarray(self.random_importance).mean(axis=1, keepdims=True)
+        per_image = self.significant(a).mean(axis=0)
+        out = {}
+        for j, node in enumerate(self.nodes):
+            p = _wilcoxon_two_sided(diffs[:, j])
+            mean = float(diffs[:, j].mean())
+            direction = "above" if mean > 0 else "below" if mean < 0 else "equal"
+            out[node] = {
+                "p_value": p,
+                "difference": mean,
+                "direction": direction,
+                "significant": bool(p <= a and direction == "above"),
+                "fraction_significant": float(per_image[j]),
+                "n_random": self.n_random,
+                "n_images": len(self),
+            }
+        return out
 
     @classmethod
     def concatenate(cls, parts: Sequence[LocalExplanation]) -> LocalExplanation:
@@ -280,23 +374,29 @@ class LocalExplanation:
                 }
         if self.counterfactual is not None:
             rec["counterfactual"] = self.counterfactual.record(i)
+        if self.significance is not None:
+            rec["significance"] = dict(zip(nodes, self.significance[i].tolist(), strict=True))
+            rec["significant"] = dict(zip(nodes, self.significant()[i].tolist(), strict=True))
         return rec
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dictionary (layout in the module docstring); images excluded."""
-        return to_jsonable(
-            {
-                "nodes": list(self.nodes),
-                "node_kinds": list(self.node_kinds),
-                "classes": list(self.classes),
-                "deltas": self.deltas,
-                "interaction_deltas": (
-                    self.interactions.deltas if self.interactions is not None else None
-                ),
-                "meta": self.meta,
-                "explanations": [self.record(i) for i in range(len(self))],
-            }
-        )
+        out: dict[str, Any] = {
+            "nodes": list(self.nodes),
+            "node_kinds": list(self.node_kinds),
+            "classes": list(self.classes),
+            "deltas": self.deltas,
+            "interaction_deltas": (
+                self.interactions.deltas if self.interactions is not None else None
+            ),
+            "meta": self.meta,
+        }
+        if self.significance is not None:
+            out["n_random"] = self.n_random
+            out["alpha"] = self.alpha
+            out["significance_summary"] = self.significance_summary()
+        out["explanations"] = [self.record(i) for i in range(len(self))]
+        return to_jsonable(out)
 
     def save(self, directory: str | os.PathLike[str], *, pngs: bool = True) -> Path:
         """Write ``explanations.json`` (and, by default, the PNGs) into ``directory``."""

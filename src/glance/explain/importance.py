@@ -6,6 +6,11 @@ with the residuals of ``z`` kept (total effect) — or from ``z`` with only ``v`
 effect). The *real* classifier judges every generated image, and the change is measured against the
 reconstruction ``G(E(x))`` (not ``x``), so it reflects the intervention only. A node without
 descendants has direct effect = total effect; it is rendered once.
+
+With ``n_random > 0`` every node's importance is also tested against ``n_random`` random concepts
+(RELIABILITY c.13, after TCAV): unit directions ``u`` drawn in the standardised concept space and
+rendered like a direct effect, ``z' = z + δ · u · node_std``, at the same shifts. The per-image
+p-value of node ``v`` is ``(1 + #{random importances >= importance of v}) / (n_random + 1)``.
 """
 
 from __future__ import annotations
@@ -15,13 +20,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from glance.exceptions import ConfigError
 from glance.explain._engine import Batch, Renderer, Request, render_requests, shifted
 from glance.explain.base import EXPLAINERS, Explainer
 from glance.explain.explanation import LocalExplanation
 
-__all__ = ["InterventionalImportance", "SingleEffects", "single_node_effects", "check_deltas"]
+__all__ = [
+    "InterventionalImportance",
+    "SingleEffects",
+    "single_node_effects",
+    "check_deltas",
+    "check_significance",
+    "random_directions",
+    "random_concept_significance",
+]
+
+#: Options of the random-concept significance test and their defaults (0 random concepts = off).
+SIGNIFICANCE_OPTIONS: dict[str, Any] = {"n_random": 0, "alpha": 0.05, "random_state": 0}
 
 
 def check_deltas(deltas: Any, name: str, caller: str, *, nonzero: bool = False) -> np.ndarray:
@@ -40,6 +57,48 @@ def check_deltas(deltas: Any, name: str, caller: str, *, nonzero: bool = False) 
     if arr.size < (1 if nonzero else 2):
         raise ConfigError(f"{name!r} of {caller} needs at least one non-zero shift; got {deltas!r}")
     return arr
+
+
+def check_significance(
+    n_random: Any, alpha: Any, random_state: Any, caller: str
+) -> tuple[int, float, int]:
+    """Validate the significance options; return ``(n_random, alpha, random_state)``.
+
+    ``n_random`` must be 0 (off) or large enough that the smallest p-value ``1 / (n_random + 1)``
+    reaches ``alpha`` (19 for ``alpha = 0.05``).
+    """
+    if isinstance(n_random, bool) or not isinstance(n_random, (int, np.integer)) or n_random < 0:
+        raise ConfigError(f"'n_random' of {caller} must be an int >= 0; got {n_random!r}")
+    if not 0.0 < _as_float(alpha) < 1.0:
+        raise ConfigError(f"'alpha' of {caller} must be a number in (0, 1); got {alpha!r}")
+    alpha = float(alpha)
+    need = int(np.ceil(1.0 / alpha - 1.0 - 1e-9))
+    if 0 < n_random < need:
+        raise ConfigError(
+            f"'n_random' of {caller} must be 0 (off) or >= {need}: with {n_random} random "
+            f"concepts the smallest p-value 1/{n_random + 1} cannot reach alpha={alpha:g}"
+        )
+    if (
+        isinstance(random_state, bool)
+        or not isinstance(random_state, (int, np.integer))
+        or random_state < 0
+    ):
+        raise ConfigError(f"'random_state' of {caller} must be an int >= 0; got {random_state!r}")
+    return int(n_random), alpha, int(random_state)
+
+
+def _as_float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def random_directions(n_random: int, n_nodes: int, random_state: int) -> np.ndarray:
+    """``n_random`` unit directions (n_random, n_nodes), uniform on the sphere of the standardised
+    concept space (multiply by ``node_std`` for ``z`` units); deterministic for a seed."""
+    u = np.random.default_rng(random_state).standard_normal((n_random, n_nodes))
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
 
 
 @dataclass
@@ -105,6 +164,69 @@ def single_node_effects(
     return SingleEffects(deltas, probs, images, curves, direct_curves, has_desc)
 
 
+def random_concept_significance(
+    batch: Batch,
+    renderer: Renderer,
+    target: np.ndarray,
+    deltas: np.ndarray,
+    importance: np.ndarray,
+    *,
+    n_random: int,
+    random_state: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Importances of random concepts (N, R) and per-image one-sided p-values of the nodes (N, V).
+
+    Every random direction is rendered at every non-zero shift of ``deltas`` like a node's direct
+    effect (no SCM propagation), all in one generator + classifier pass without keeping images.
+    The directions depend only on ``random_state``, so every mini-batch shares them.
+    """
+    twin = renderer.twin
+    n, d = batch.z.shape
+    nz = deltas[deltas != 0]
+    steps = nz[:, None, None] * (random_directions(n_random, d, random_state) * twin.node_std)
+    steps_t = torch.as_tensor(steps, dtype=batch.z.dtype, device=batch.z.device)  # [G', R, d]
+    z = batch.z[None, None] + steps_t[:, :, None, :]  # [G', R, N, d]
+    probs, _ = renderer(z.reshape(-1, d), "significance", keep_images=False)
+    rows = np.arange(n)
+    p = probs.reshape(len(nz), n_random, n, -1)[:, :, rows, target]  # [G', R, N]
+    p0 = batch.reconstruction_probabilities[rows, target]
+    random_imp = np.abs(p - p0).mean(axis=0).T  # [N, R], same formula as SingleEffects
+    exceed = (random_imp[:, None, :] >= importance[:, :, None]).sum(axis=2)
+    return random_imp, (1.0 + exceed) / (n_random + 1.0)
+
+
+def significance_parts(
+    batch: Batch,
+    renderer: Renderer,
+    target: np.ndarray,
+    eff: SingleEffects,
+    *,
+    n_random: int,
+    alpha: float,
+    random_state: int,
+) -> dict[str, Any]:
+    """The :class:`LocalExplanation` fields of the significance test (none when it is off)."""
+    if n_random == 0:
+        return {}
+    random_imp, pvals = random_concept_significance(
+        batch,
+        renderer,
+        target,
+        eff.deltas,
+        eff.importance(),
+        n_random=n_random,
+        random_state=random_state,
+    )
+    return {
+        "random_importance": random_imp,
+        "significance": pvals,
+        "alpha": alpha,
+        "meta": {
+            "significance": {"n_random": n_random, "alpha": alpha, "random_state": random_state}
+        },
+    }
+
+
 def assemble(
     batch: Batch,
     renderer: Renderer,
@@ -159,6 +281,11 @@ class InterventionalImportance(Explainer):
         Shifts in units of each node's std (default ``(-1, 1)``; ``0`` is added as the reference).
     direct
         Also compute direct effects (descendants held), default ``True``.
+    n_random, alpha, random_state
+        Test every node's importance against ``n_random`` random concepts (0 = off, the default;
+        otherwise at least ``1/alpha - 1``, i.e. 19 for ``alpha = 0.05``), with random directions
+        drawn from ``random_state`` [0, 0.05, 0]. Fills ``random_importance``, ``significance``
+        and ``alpha`` of the explanation (see :meth:`LocalExplanation.significance_summary`).
 
     Examples
     --------
@@ -171,13 +298,16 @@ class InterventionalImportance(Explainer):
     """
 
     def _check_options(self, options: dict[str, Any]) -> None:
-        unknown = set(options) - {"deltas", "direct"}
+        caller = "InterventionalImportance.explain"
+        unknown = set(options) - {"deltas", "direct", *SIGNIFICANCE_OPTIONS}
         if unknown:
             raise ConfigError(
-                f"InterventionalImportance.explain: unknown option(s) {sorted(unknown)}; "
-                "valid: deltas, direct"
+                f"{caller}: unknown option(s) {sorted(unknown)}; valid: deltas, direct, "
+                f"{', '.join(SIGNIFICANCE_OPTIONS)}"
             )
-        check_deltas(options.get("deltas", (-1.0, 1.0)), "deltas", "InterventionalImportance")
+        check_deltas(options.get("deltas", (-1.0, 1.0)), "deltas", caller)
+        sig = {**SIGNIFICANCE_OPTIONS, **options}
+        check_significance(sig["n_random"], sig["alpha"], sig["random_state"], caller)
 
     def _explain_batch(
         self,
@@ -186,8 +316,16 @@ class InterventionalImportance(Explainer):
         renderer: Renderer,
         deltas: Sequence[float] = (-1.0, 1.0),
         direct: bool = True,
+        n_random: int = 0,
+        alpha: float = 0.05,
+        random_state: int = 0,
     ) -> LocalExplanation:
-        grid = check_deltas(deltas, "deltas", "InterventionalImportance")
+        caller = "InterventionalImportance.explain"
+        grid = check_deltas(deltas, "deltas", caller)
+        n_random, alpha, random_state = check_significance(n_random, alpha, random_state, caller)
         tgt = default_target(batch, target)
         eff = single_node_effects(batch, renderer, tgt, grid, direct)
-        return assemble(batch, renderer, tgt, eff, direct=direct)
+        sig = significance_parts(
+            batch, renderer, tgt, eff, n_random=n_random, alpha=alpha, random_state=random_state
+        )
+        return assemble(batch, renderer, tgt, eff, direct=direct, **sig)

@@ -4,7 +4,8 @@ One mini-batch costs three batched generator + classifier passes (plus one per e
 counterfactual round): (1) every node at every shift, total effects, with direct effects only for
 nodes that have descendants; (2) the pairwise interactions among each image's most important
 nodes together with the 2-D image grid of its top pair; (3) the counterfactual search, whose first
-round reuses the renders of (1). Traversal grids are the renders of (1).
+round reuses the renders of (1). Traversal grids are the renders of (1). With ``n_random > 0``
+one more pass renders the random concepts of the significance test (images not kept).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from glance.explain.counterfactual import (
 )
 from glance.explain.explanation import Interactions, LocalExplanation
 from glance.explain.importance import (
+    SIGNIFICANCE_OPTIONS,
     SingleEffects,
     assemble,
     check_deltas,
+    check_significance,
     default_target,
+    significance_parts,
     single_node_effects,
 )
 
@@ -44,6 +48,7 @@ _OPTIONS = {
     "counterfactual": True,
     "magnitudes": DEFAULT_MAGNITUDES,
     "max_nodes": 3,
+    **SIGNIFICANCE_OPTIONS,
 }
 
 
@@ -169,6 +174,11 @@ class LocalExplainer(Explainer):
     counterfactual, magnitudes, max_nodes
         Counterfactual search (see :class:`~glance.explain.CounterfactualSearch`)
         [True, ``(-3, -2, -1, 1, 2, 3)``, 3].
+    n_random, alpha, random_state
+        Test every node's importance against ``n_random`` random concepts (RELIABILITY c.13):
+        0 = off; otherwise at least ``1/alpha - 1`` (19 for ``alpha = 0.05``) [0, 0.05, 0]. See
+        :func:`~glance.explain.importance.random_concept_significance` and
+        :meth:`LocalExplanation.significance_summary`.
 
     Examples
     --------
@@ -200,7 +210,18 @@ class LocalExplainer(Explainer):
         if not isinstance(o["top_k"], int) or o["top_k"] < 2:
             raise ConfigError(f"'top_k' of {caller} must be an int >= 2; got {o['top_k']!r}")
         mags = check_search_options(o["magnitudes"], o["max_nodes"], caller)
-        return {**o, "deltas": grid, "interaction_deltas": ideltas, "magnitudes": mags}
+        n_random, alpha, seed = check_significance(
+            o["n_random"], o["alpha"], o["random_state"], caller
+        )
+        return {
+            **o,
+            "deltas": grid,
+            "interaction_deltas": ideltas,
+            "magnitudes": mags,
+            "n_random": n_random,
+            "alpha": alpha,
+            "random_state": seed,
+        }
 
     def _explain_batch(
         self, batch: Batch, target: np.ndarray | None, renderer: Renderer, **options: Any
@@ -208,7 +229,15 @@ class LocalExplainer(Explainer):
         o = self._resolve({**_OPTIONS, **options})
         tgt = default_target(batch, target)
         eff = single_node_effects(batch, renderer, tgt, o["deltas"], o["direct"])
-        parts: dict[str, Any] = {}
+        parts: dict[str, Any] = significance_parts(
+            batch,
+            renderer,
+            tgt,
+            eff,
+            n_random=o["n_random"],
+            alpha=o["alpha"],
+            random_state=o["random_state"],
+        )
         if o["interactions"]:
             parts["interactions"] = pairwise_interactions(
                 batch, renderer, tgt, eff, top_k=o["top_k"], deltas=o["interaction_deltas"]
