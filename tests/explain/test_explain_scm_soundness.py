@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from glance.causal import CausalGraph, StructuralCausalModel
@@ -97,6 +98,24 @@ def test_randomisation_sanity(toy_images):
     # Control: "randomising" into the same function must correlate perfectly.
     same = soundness.randomisation_sanity(twin, toy_images, _Frozen(clf))
     assert same["mean_spearman"] > 0.9
+
+
+def test_randomisation_sanity_cascade_and_diagnostics(toy_images):
+    clf = toy.BrightnessClassifier()
+    twin = toy.make_twin(clf)
+    res = soundness.randomisation_sanity(twin, toy_images, clf, cascade=True)
+    layers = [m for m in clf.modules() if any(True for _ in m.parameters(recurse=False))]
+    assert [c["layers_randomised"] for c in res["cascade"]] == list(range(1, len(layers) + 1))
+    # Randomising every layer in the cascade is the full randomisation (same seed, same order).
+    assert res["cascade"][-1]["mean_spearman"] == pytest.approx(res["mean_spearman"])
+    assert len(res["image_change"]) == twin.n_nodes and min(res["image_change"]) >= 0
+    assert 0 <= res["top1_agreement"] <= 1 and res["magnitude_ratio"] >= 0
+    for key in ("spearman_trained_vs_image_change", "spearman_randomised_vs_image_change"):
+        assert -1 <= res[key] <= 1
+    # No layer randomised: an exact copy, so the importances rank the same.
+    copy0 = soundness.randomised_copy(clf, 0, top_layers=0)
+    x = torch.rand(4, *toy_images.shape[1:])
+    assert torch.equal(copy0(x), clf(x))
 
 
 class _Frozen(torch.nn.Module):

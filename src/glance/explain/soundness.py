@@ -194,24 +194,41 @@ def reversibility(
     }
 
 
-def randomised_copy(classifier: Any, random_state: int = 0) -> Any:
-    """A deep copy of ``classifier`` with every parameter re-initialised (the original is kept).
+def randomised_copy(
+    classifier: Any, random_state: int = 0, *, top_layers: int | None = None
+) -> Any:
+    """A deep copy of ``classifier`` with its parameters re-initialised (the original is kept).
 
     Modules with ``reset_parameters`` use their own initialisation; other parameters get
-    ``N(0, 0.05²)``. The global RNG state is restored afterwards.
+    ``N(0, 0.05²)``. ``top_layers=k`` re-initialises only the last ``k`` parameterised modules
+    (the cascading randomisation of Adebayo et al. 2018, from the output down); ``None`` = all.
+    The global RNG state is restored afterwards.
     """
     clone = copy.deepcopy(classifier)
-    modules = clone.modules() if isinstance(clone, torch.nn.Module) else _modules_of(clone)
+    modules = _layers(clone.modules() if isinstance(clone, torch.nn.Module) else _modules_of(clone))
+    if top_layers is not None:
+        modules = modules[len(modules) - top_layers :] if top_layers > 0 else []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
         with torch.no_grad():
             for m in modules:
                 if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
                     m.reset_parameters()
-                elif isinstance(m, torch.nn.Module):
+                else:
                     for p in m.parameters(recurse=False):
                         p.normal_(0.0, 0.05)
     return clone
+
+
+def _layers(modules: Any) -> list[torch.nn.Module]:
+    """Modules that own parameters (or re-initialise themselves), in definition order."""
+    out = []
+    for m in modules:
+        if not isinstance(m, torch.nn.Module):
+            continue
+        if any(True for _ in m.parameters(recurse=False)):
+            out.append(m)
+    return out
 
 
 def _floor(x: np.ndarray, atol: float) -> np.ndarray:
@@ -228,6 +245,31 @@ def _modules_of(obj: Any) -> list[torch.nn.Module]:
     return list(model.modules())
 
 
+def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row Spearman of two (N, V) arrays; NaN where a row is constant (no ranking)."""
+    rho = [
+        spearmanr(u, v)[0] if np.ptp(u) > 0 and np.ptp(v) > 0 else np.nan
+        for u, v in zip(a, b, strict=True)
+    ]
+    return np.asarray(rho, dtype=np.float64)
+
+
+def _mean0(rho: np.ndarray) -> float:
+    # A constant importance vector carries no ranking, hence no agreement: counted as 0.
+    return float(np.where(np.isfinite(rho), rho, 0.0).mean()) if rho.size else float("nan")
+
+
+def _image_change(exp: LocalExplanation) -> np.ndarray | None:
+    """RMS change of the rendered image per image and node, mean over the non-zero shifts."""
+    if exp.traversal_images is None or exp.reconstructions is None:
+        return None
+    nz = exp.deltas != 0
+    t = exp.traversal_images[:, :, nz].astype(np.float32) / 255.0  # [N, V, G', C, H, W]
+    r = exp.reconstructions.astype(np.float32)[:, None, None] / 255.0
+    rms = np.sqrt(((t - r) ** 2).reshape(*t.shape[:3], -1).mean(-1))
+    return rms.mean(2)
+
+
 @torch.no_grad()
 def randomisation_sanity(
     model: Any,
@@ -237,6 +279,7 @@ def randomisation_sanity(
     deltas: Sequence[float] = (-1.0, 1.0),
     random_state: int = 0,
     atol: float = 1e-6,
+    cascade: bool = False,
 ) -> dict[str, Any]:
     """Model-parameter randomisation: importances of the trained vs a re-initialised classifier.
 
@@ -257,6 +300,9 @@ def randomisation_sanity(
     atol
         Importances below this are zero: float32 probabilities cannot resolve smaller changes,
         so ranking them would rank rounding noise.
+    cascade
+        Also randomise the layers cumulatively from the output down (Adebayo et al.'s cascading
+        test) and report the mean Spearman after each layer (``cascade`` list).
 
     Returns
     -------
@@ -265,36 +311,64 @@ def randomisation_sanity(
         vectors, where an image whose trained or randomised vector is constant (no ranking)
         counts as 0; ``mean_spearman_defined`` over the other images only; ``n_undefined``;
         ``per_image`` values (NaN = undefined) and the mean importances of both.
+        Diagnostics: ``magnitude_ratio`` (mean randomised / mean trained importance),
+        ``top1_agreement`` (same top node), ``image_change`` (RMS change of the rendered image
+        per node) and the Spearman of each importance vector with it
+        (``spearman_trained_vs_image_change``, ``spearman_randomised_vs_image_change``): an
+        interventional importance of *any* classifier grows with how much a node changes the
+        image, so where the nodes' image changes differ widely the two rankings share that part
+        whatever the classifier.
     """
     twin = _twin(model)
     clf = classifier if classifier is not None else getattr(model, "adapter_", None)
     if clf is None:
         raise ConfigError("'classifier' of randomisation_sanity is required for a Twin")
-    rand = randomised_copy(clf, random_state)
-    call = rand.logits if hasattr(rand, "logits") else rand
-    if isinstance(rand, torch.nn.Module):
-        rand.eval()
-    twin_r = dataclasses.replace(twin, classify=call)
-    imp = InterventionalImportance(twin, keep_images=False).explain(images, deltas=deltas)
-    imp_r = InterventionalImportance(twin_r, keep_images=False).explain(
-        images, target=imp.target, deltas=deltas
-    )
-    rho = []
-    for a, b in zip(_floor(imp.importance, atol), _floor(imp_r.importance, atol), strict=True):
-        r = spearmanr(a, b)[0] if np.ptp(a) > 0 and np.ptp(b) > 0 else np.nan
-        rho.append(float(r))
-    arr = np.asarray(rho)
+
+    def importance_with(rand: Any) -> np.ndarray:
+        call = rand.logits if hasattr(rand, "logits") else rand
+        if isinstance(rand, torch.nn.Module):
+            rand.eval()
+        twin_r = dataclasses.replace(twin, classify=call)
+        exp_r = InterventionalImportance(twin_r, keep_images=False).explain(
+            images, target=imp.target, deltas=deltas
+        )
+        return _floor(exp_r.importance, atol)
+
+    imp = InterventionalImportance(twin, keep_images=True).explain(images, deltas=deltas)
+    trained = _floor(imp.importance, atol)
+    randomised = importance_with(randomised_copy(clf, random_state))
+    arr = _spearman_rows(trained, randomised)
     defined = np.isfinite(arr)
-    return {
-        # A constant importance vector carries no ranking, hence no agreement: counted as 0.
-        "mean_spearman": float(np.where(defined, arr, 0.0).mean()),
+    change = _image_change(imp)
+    out: dict[str, Any] = {
+        "mean_spearman": _mean0(arr),
         "mean_spearman_defined": float(arr[defined].mean()) if defined.any() else float("nan"),
         "per_image": arr.tolist(),
         "n_undefined": int((~np.isfinite(arr)).sum()),
         "mean_importance_trained": imp.importance.mean(0).tolist(),
-        "mean_importance_randomised": imp_r.importance.mean(0).tolist(),
+        "mean_importance_randomised": randomised.mean(0).tolist(),
+        "magnitude_ratio": float(randomised.mean() / max(float(trained.mean()), 1e-300)),
+        "top1_agreement": float(np.mean(trained.argmax(1) == randomised.argmax(1))),
         "nodes": list(twin.nodes),
     }
+    if change is not None:
+        out["image_change"] = change.mean(0).tolist()
+        out["spearman_trained_vs_image_change"] = _mean0(_spearman_rows(trained, change))
+        out["spearman_randomised_vs_image_change"] = _mean0(_spearman_rows(randomised, change))
+    if cascade:
+        layers = _layers(clf.modules() if isinstance(clf, torch.nn.Module) else _modules_of(clf))
+        curve = []
+        for k in range(1, len(layers) + 1):
+            imp_k = importance_with(randomised_copy(clf, random_state, top_layers=k))
+            curve.append(
+                {
+                    "layers_randomised": k,
+                    "layer": type(layers[len(layers) - k]).__name__,
+                    "mean_spearman": _mean0(_spearman_rows(trained, imp_k)),
+                }
+            )
+        out["cascade"] = curve
+    return out
 
 
 _CONCEPT_NOTE = (
