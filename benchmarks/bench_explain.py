@@ -484,6 +484,23 @@ def latency(est: Any, twin: Twin, x: torch.Tensor, repeats: int = 1) -> dict[str
 
 
 # ----------------------------------------------------------------------------------- tasks
+N_RANDOM = 49  # random concepts for the significance test (RELIABILITY c.13): p >= 1/50
+
+
+def _significance_and_deletion(twin: Twin, x: torch.Tensor, exp: Any) -> dict[str, Any]:
+    """Significance against random concepts (c.13) and concept deletion/insertion (c.6)."""
+    sig = exp.significance_summary()
+    di = soundness.deletion_insertion(twin, x, exp)
+    return {
+        "significance": {
+            "n_random": N_RANDOM,
+            "per_node": sig,
+            "fraction_significant": {k: v["fraction_significant"] for k, v in sig.items()},
+        },
+        "deletion_insertion": {k: v for k, v in di.items() if k != "per_image"},
+    }
+
+
 def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
     from glance.data.morphometrics import measure
 
@@ -499,7 +516,8 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
         **_fidelity(est, x, twin),
         **_fit_info(est),
     }
-    exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x)
+    exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x, n_random=N_RANDOM)
+    res.update(_significance_and_deletion(twin, x, exp))
     th, it = twin.nodes.index("thickness"), twin.nodes.index("intensity")
     res["thickness_first_all_nodes"] = float(np.mean(_rank(exp.importance, th) == 0))
     res["importance_per_image"] = exp.importance.round(6).tolist()
@@ -537,7 +555,9 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
     res["reversibility"] = soundness.reversibility(twin, x, nodes=["thickness", "intensity"])
     res["sanity"] = {
         k: v
-        for k, v in soundness.randomisation_sanity(twin, x, est.adapter_.model).items()
+        for k, v in soundness.randomisation_sanity(
+            twin, x, est.adapter_.model, cascade=True
+        ).items()
         if k != "per_image"
     }
     res["latency"] = latency(est, twin, x)
@@ -562,7 +582,8 @@ def _shapes(args: argparse.Namespace, variant: str) -> dict[str, Any]:
         **_fidelity(est, x, twin),
         **_fit_info(est),
     }
-    exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x)
+    exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x, n_random=N_RANDOM)
+    res.update(_significance_and_deletion(twin, x, exp))
     res["counterfactual_validity"] = float(exp.counterfactual.valid.mean())
     rule = truth["label_rule"]["factors"]
     res["mean_importance"] = dict(
@@ -669,6 +690,12 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
             m["sanity"]["mean_spearman"],
             m["sanity"]["mean_spearman"] <= 0.3,
         )
+        san = m["sanity"]
+        if "spearman_randomised_vs_image_change" in san:
+            add("morpho: sanity, randomised importance ~ image change", "(diagnostic)",
+                san["spearman_randomised_vs_image_change"], None)  # fmt: skip
+            add("morpho: sanity, randomised / trained magnitude", "(diagnostic)",
+                san["magnitude_ratio"], None)  # fmt: skip
         o = m.get("oracle")
         if o:
             add("morpho: ORACLE thickness first (real perturbations)", "(reference)",
@@ -690,6 +717,14 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
             lat["full_ratio_vs_ig50"],
             lat["full_ratio_vs_ig50"] <= 5.0,
         )
+    for task in ("morpho", "shapes", "spurious"):
+        t = r.get(task, {})
+        if t and "error" not in t and "deletion_insertion" in t:
+            di = t["deletion_insertion"]
+            add(f"{task}: deletion AUC below random order (c.6)", ">= 0.90",
+                di["deletion_below_random"], di["deletion_below_random"] >= 0.9)  # fmt: skip
+            add(f"{task}: insertion AUC above random order (c.6)", "(reference)",
+                di["insertion_above_random"], None)  # fmt: skip
     s = r.get("shapes", {})
     if "error" not in s and s:
         add(
