@@ -244,15 +244,17 @@ def _explanation_items(raw: dict | None) -> list[Mapping[str, Any]]:
     return []
 
 
-#: Pictures ``LocalExplanation.save_pngs`` writes per image position ``i``, in display order.
-_PICTURE_KINDS = ("summary", "traversal", "counterfactual", "interaction")
+#: Pictures ``LocalExplanation.save_pngs`` writes per image position ``i`` (and ``graph``, the
+#: causal graph coloured by the image's importances that ``glance explain`` / ``glance demo``
+#: write when the run has a graph), in display order.
+_PICTURE_KINDS = ("summary", "graph", "traversal", "counterfactual", "interaction")
 
 
 def _pictures(art: RunArtifacts, item: Mapping[str, Any], position: int) -> list[dict]:
     """The pictures of one explained image, inlined.
 
-    ``explanations/<kind>_<i>.png`` (the names ``LocalExplanation.save_pngs`` writes) and any
-    ``*.png`` path the record names itself (one level of nesting).
+    ``explanations/<kind>_<i>.png`` (the names ``LocalExplanation.save_pngs`` writes, and
+    ``graph_<i>.png``) and any ``*.png`` path the record names itself (one level of nesting).
     """
     found: list[tuple[str, str]] = []
     for kind in _PICTURE_KINDS:
@@ -283,8 +285,91 @@ def _pictures(art: RunArtifacts, item: Mapping[str, Any], position: int) -> list
     ]
 
 
-def _local(art: RunArtifacts) -> tuple[list[dict], dict]:
+def _significance_test(raw: dict | None) -> dict:
+    """Parameters of the test against random concepts saved with the explanations.
+
+    ``computed`` is false for explanations made without it (``n_random = 0``, older runs: no
+    ``n_random`` / ``significance`` keys in ``explanations.json``).
+    """
+    raw = raw if isinstance(raw, Mapping) else {}
+    n_random, alpha = _num(raw.get("n_random")), _num(raw.get("alpha"))
+    return {
+        "computed": n_random is not None and n_random > 0,
+        "n_random": None if n_random is None else int(n_random),
+        "alpha": alpha,
+        "alpha_text": "α" if alpha is None else f"{alpha:g}",
+    }
+
+
+def _significance_rows(item: Mapping[str, Any], imp: dict[str, float], alpha: Any) -> list[dict]:
+    """Per node of one image: its importances, p-value against the random concepts and verdict.
+
+    Empty when the record has no ``significance``. Rows follow the importance chart's order
+    (largest |total importance| first). ``significant`` is the saved verdict, else ``p <= alpha``.
+    """
+    pvals = item.get("significance")
+    if not isinstance(pvals, Mapping) or not pvals:
+        return []
+    verdicts = item.get("significant") if isinstance(item.get("significant"), Mapping) else {}
+    direct = _flat_numbers(item.get("direct_importance"))
+    order = sorted(imp, key=lambda n: -abs(imp[n]))
+    order += [str(n) for n in pvals if str(n) not in order]
+    rows = []
+    for node in order:
+        p = _num(pvals.get(node))
+        verdict = verdicts.get(node)
+        if isinstance(verdict, bool):
+            sig: bool | None = verdict
+        elif p is not None and _num(alpha) is not None:
+            sig = p <= float(alpha)
+        else:
+            sig = None
+        rows.append(
+            {
+                "node": node,
+                "total": _fmt(imp.get(node)),
+                "direct": _fmt(direct.get(node)),
+                "p_value": _fmt(p),
+                "significant": sig,
+            }
+        )
+    return rows
+
+
+def _significance_summary(raw: dict | None) -> list[dict]:
+    """The dataset-level ``significance_summary`` of ``explanations.json`` as table rows.
+
+    In the explanation's node order (contexts first), then any other node of the summary.
+    """
+    summary = raw.get("significance_summary") if isinstance(raw, Mapping) else None
+    if not isinstance(summary, Mapping):
+        return []
+    listed = raw.get("nodes") if isinstance(raw.get("nodes"), list) else []
+    order = [n for n in map(str, listed) if n in summary]
+    order += [str(n) for n in summary if str(n) not in order]
+    rows = []
+    for node in order:
+        s = summary[node]
+        if not isinstance(s, Mapping):
+            continue
+        frac = _num(s.get("fraction_significant"))
+        sig = s.get("significant")
+        rows.append(
+            {
+                "node": str(node),
+                "p_value": _fmt(s.get("p_value")),
+                "difference": _fmt(s.get("difference")),
+                "direction": str(s.get("direction", "—")),
+                "fraction": "—" if frac is None else f"{100 * frac:.0f}%",
+                "significant": sig if isinstance(sig, bool) else None,
+            }
+        )
+    return rows
+
+
+def _local(art: RunArtifacts) -> tuple[list[dict], dict, dict]:
     items = _explanation_items(art.explanations)
+    test = _significance_test(art.explanations)
     out = []
     for i, item in enumerate(items):
         imp = _flat_numbers(item.get("importance", item.get("total_importance")))
@@ -309,6 +394,7 @@ def _local(art: RunArtifacts) -> tuple[list[dict], dict]:
                 if inter
                 else "",
                 "counterfactual": _counterfactual(cf),
+                "significance": _significance_rows(item, imp, test["alpha"]),
                 "pictures": _pictures(art, item, i),
             }
         )
@@ -326,7 +412,10 @@ def _local(art: RunArtifacts) -> tuple[list[dict], dict]:
         if mean
         else "",
     }
-    return out, inter
+    test["summary"] = _significance_summary(art.explanations)
+    test["n_images"] = sum(bool(e["significance"]) for e in out)
+    test["computed"] = test["computed"] or bool(test["summary"]) or test["n_images"] > 0
+    return out, inter, test
 
 
 def _counterfactual(cf: Mapping[str, Any] | None) -> dict | None:
@@ -414,7 +503,7 @@ def render_report(run_dir: str | os.PathLike[str], *, verify: bool = True) -> st
         The run was written in a newer format.
     """
     art = load_run_artifacts(run_dir, verify=verify)
-    local, interactions = _local(art)
+    local, interactions, significance = _local(art)
     surrogate = [
         {"caption": name, "uri": _data_uri(art, name, "surrogate picture")}
         for name in art.surrogate_pictures
@@ -429,6 +518,7 @@ def render_report(run_dir: str | os.PathLike[str], *, verify: bool = True) -> st
         "graph": _graph_section(art),
         "global_importance": _global_importance(art, local),
         "local": local,
+        "significance": significance,
         "interactions": interactions,
         "surrogate": surrogate,
         "prov": _provenance(art),
