@@ -64,6 +64,11 @@ def test_explain_a_fitted_glance(fitted):
     twin = Twin.from_glance(est)
     assert twin.nodes == tuple(est.concept_names_)
     assert twin.scm is not None
+    # Interventions are bounded by the central 99% of the fitted aggregate posterior.
+    zs = est.sample_concepts(4096, random_state=0).numpy()
+    lo, hi = twin.node_range.T
+    assert np.all(lo < hi)
+    assert np.mean((zs >= lo) & (zs <= hi)) == pytest.approx(0.99, abs=0.01)
     exp = explain(est, x)
     assert exp.importance.shape == (6, len(est.concept_names_))
     np.testing.assert_array_equal(exp.prediction, est.classify(x).argmax(1).numpy())

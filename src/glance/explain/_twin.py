@@ -24,6 +24,9 @@ __all__ = ["Twin", "ZSpaceSCM", "GlanceSCMAdapter"]
 
 logger = logging.getLogger(__name__)
 
+#: Tail mass left out of each node's support on either side (``Twin.node_range``).
+SUPPORT_QUANTILE = 0.005
+
 
 @runtime_checkable
 class ZSpaceSCM(Protocol):
@@ -66,6 +69,10 @@ class Twin:
     scm
         A :class:`ZSpaceSCM`; ``None`` means no causal graph is known, so total effects equal
         direct effects.
+    node_range
+        ``(d, 2)`` support of each node in ``z`` units, ``[low, high]``: an intervention is clipped
+        to it, so the generator is never asked to render a node value the data never showed
+        (there it extrapolates, and the classifier would judge artefacts). ``None``: unbounded.
     """
 
     encode: Callable[[torch.Tensor], torch.Tensor]
@@ -76,6 +83,7 @@ class Twin:
     node_kinds: tuple[str, ...] | None = None
     node_std: np.ndarray | None = None
     scm: ZSpaceSCM | None = None
+    node_range: np.ndarray | None = None
     _descendants: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +102,14 @@ class Twin:
                 f"Twin: 'node_std' must be {d} positive finite values; got {np.asarray(std)}"
             )
         object.__setattr__(self, "node_std", std)
+        if self.node_range is not None:
+            rng = np.asarray(self.node_range, dtype=np.float64)
+            if rng.shape != (d, 2) or not np.all(np.isfinite(rng)) or np.any(rng[:, 0] > rng[:, 1]):
+                raise ConfigError(
+                    f"Twin: 'node_range' must be {d} finite [low, high] rows with low <= high; "
+                    f"got {np.asarray(self.node_range)}"
+                )
+            object.__setattr__(self, "node_range", rng)
         if self.scm is not None and not isinstance(self.scm, ZSpaceSCM):
             raise ConfigError(
                 "Twin: 'scm' must provide counterfactual(z, interventions) and descendants(j); "
@@ -125,6 +141,7 @@ class Twin:
         out = z.clone()
         if not interventions:
             return out
+        interventions = {j: self.clip_node(j, v) for j, v in interventions.items()}
         if total and self.scm is not None and any(self.descendants(j) for j in interventions):
             vals = {
                 j: v.detach().cpu().numpy().astype(np.float64) for j, v in interventions.items()
@@ -136,6 +153,20 @@ class Twin:
             out[:, j] = v.to(dtype=z.dtype, device=z.device)
         return out
 
+    def clip_node(self, j: int, values: torch.Tensor) -> torch.Tensor:
+        """``values`` of node ``j`` clipped to its support (unchanged without ``node_range``)."""
+        if self.node_range is None:
+            return values
+        return values.clamp(float(self.node_range[j, 0]), float(self.node_range[j, 1]))
+
+    def clip(self, z: torch.Tensor) -> torch.Tensor:
+        """Every column of ``z`` (N, d) clipped to its node's support."""
+        if self.node_range is None:
+            return z
+        lo = torch.as_tensor(self.node_range[:, 0], dtype=z.dtype, device=z.device)
+        hi = torch.as_tensor(self.node_range[:, 1], dtype=z.dtype, device=z.device)
+        return torch.maximum(torch.minimum(z, hi), lo)
+
     @classmethod
     def from_glance(cls, model: Any, *, n_std_samples: int = 4096) -> Twin:
         """Build the twin of a fitted :class:`glance.Glance` (after causal discovery if any).
@@ -143,6 +174,8 @@ class Twin:
         Context nodes use one standardised unit as their standard deviation (the aligned
         dimension *is* the standardised context); free concepts use the spread of concepts
         sampled from the fitted aggregate posterior when the model can sample them, else 1.
+        The support of every node (``node_range``) is the central 99% of the same samples, so
+        interventions stay where the generator was trained.
         """
         for attr in ("encode", "generate", "classify", "concept_names_"):
             if not hasattr(model, attr):
@@ -154,12 +187,16 @@ class Twin:
         m = len(getattr(model, "context_names_", ()) or ())
         kinds = ("context",) * m + ("concept",) * (len(nodes) - m)
         std = np.ones(len(nodes))
-        if len(nodes) > m and hasattr(model, "sample_concepts"):
+        node_range = None
+        if hasattr(model, "sample_concepts"):
             try:
                 zs = np.asarray(_to_numpy(model.sample_concepts(n_std_samples, random_state=0)))
                 s = zs.std(axis=0)
                 ok = np.isfinite(s) & (s > 1e-6)
                 std[m:] = np.where(ok[m:], s[m:], 1.0)
+                lo, hi = np.quantile(zs, [SUPPORT_QUANTILE, 1 - SUPPORT_QUANTILE], axis=0)
+                if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo < hi):
+                    node_range = np.stack([lo, hi], axis=1)
             except Exception as exc:  # sampling is optional; fall back to the unit prior
                 logger.warning("could not sample concepts for node scales (%s); using 1", exc)
         scm_obj = getattr(model, "scm_", None)
@@ -179,6 +216,7 @@ class Twin:
             node_kinds=kinds,
             node_std=std,
             scm=scm,
+            node_range=node_range,
         )
 
 

@@ -186,7 +186,8 @@ def random_concept_significance(
     steps = nz[:, None, None] * (random_directions(n_random, d, random_state) * twin.node_std)
     steps_t = torch.as_tensor(steps, dtype=batch.z.dtype, device=batch.z.device)  # [G', R, d]
     z = batch.z[None, None] + steps_t[:, :, None, :]  # [G', R, N, d]
-    probs, _ = renderer(z.reshape(-1, d), "significance", keep_images=False)
+    # Clipped to the support like a node's intervention: the same rule for both sides of the test.
+    probs, _ = renderer(twin.clip(z.reshape(-1, d)), "significance", keep_images=False)
     rows = np.arange(n)
     p = probs.reshape(len(nz), n_random, n, -1)[:, :, rows, target]  # [G', R, N]
     p0 = batch.reconstruction_probabilities[rows, target]

@@ -105,7 +105,8 @@ def effectiveness(
     for dl in deltas:
         zp = twin.intervene(z, {j: z[:, j] + float(dl) * float(twin.node_std[j])})
         m = np.asarray(measure(twin.generate(zp)), dtype=np.float64)
-        rows.append(np.full(len(m), float(dl) * float(twin.node_std[j]) * unit))
+        # The shift actually made (an intervention is clipped to the node's support).
+        rows.append((zp[:, j] - z[:, j]).cpu().numpy().astype(np.float64) * unit)
         changes.append(m - base)
     intended, change = np.stack(rows, 1), np.stack(changes, 1)  # [N, G]
     ok = np.isfinite(change).all(1)

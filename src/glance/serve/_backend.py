@@ -180,6 +180,17 @@ class ExplorerBackend:
         return backend
 
     # ------------------------------------------------------------------ queries
+    def _slider_ranges(self) -> list[tuple[float, float]]:
+        """Slider bounds in std units: the node's support when the twin knows it (interventions
+        are clipped to it anyway), else ±3 std."""
+        rng = getattr(self.twin, "node_range", None)
+        if rng is None:
+            return [(-_SLIDER_RANGE, _SLIDER_RANGE)] * len(self.nodes)
+        return [
+            (float(lo / s), float(hi / s))
+            for (lo, hi), s in zip(np.asarray(rng), self.node_std, strict=True)
+        ]
+
     def info(self) -> dict:
         """Nodes (name, kind, slider range), classes, image shape, graph, limits."""
         from glance.report._svg import graph_svg
@@ -188,8 +199,14 @@ class ExplorerBackend:
             "name": self.name,
             "classes": list(self.twin.classes),
             "nodes": [
-                {"name": n, "kind": k, "std": float(s), "min": -_SLIDER_RANGE, "max": _SLIDER_RANGE}
-                for n, k, s in zip(self.nodes, self.twin.node_kinds, self.node_std, strict=True)
+                {"name": n, "kind": k, "std": float(s), "min": lo, "max": hi}
+                for n, k, s, (lo, hi) in zip(
+                    self.nodes,
+                    self.twin.node_kinds,
+                    self.node_std,
+                    self._slider_ranges(),
+                    strict=True,
+                )
             ],
             "image_shape": list(self.image_shape or ()),
             "n_images": int(len(self.images)) if self.images.ndim == 4 else 0,
