@@ -89,6 +89,9 @@ class Glance:
     config_ : GlanceConfig
         The resolved configuration.
     context_names_ : list of str
+    context_levels_ : list of (list of float or None)
+        Observed levels of each discrete context (at most ``MAX_LEVELS`` distinct values, e.g.
+        a 0/1 flag), ``None`` for a continuous one; interventions move between levels.
     context_mean_, context_std_ : ndarray of shape (n_contexts,)
         Training statistics standardising each context (aligned dim j ≈ standardised c_j).
     concept_names_ : list of str
@@ -268,6 +271,7 @@ class Glance:
         mean, std = _context_stats(raw, list(self.contexts), dataset.source)
         self.context_names_ = list(self.contexts)
         self.context_mean_, self.context_std_ = mean, std
+        self.context_levels_ = context_levels(raw)
         logits, feats = _classifier_outputs(self.adapter_, dataset, device, quiet=self.quiet)
         ctx = torch.from_numpy(((raw - mean) / std).astype(np.float32))
         return TrainData(dataset=dataset, features=feats, logits=logits, contexts=ctx)
@@ -559,6 +563,26 @@ def _make_adapter(classifier: Any, layer: str | None, dataset: Any, device: torc
     return adapter
 
 
+#: A context with at most this many distinct values is discrete (binary flags, categories).
+MAX_LEVELS = 10
+
+
+def context_levels(raw: np.ndarray, max_levels: int = MAX_LEVELS) -> list[list[float] | None]:
+    """The sorted distinct values of each discrete context column (``None`` for continuous).
+
+    A context taking at most ``max_levels`` distinct known values (e.g. a 0/1 flag or a category
+    code) is discrete: intervening on it moves it from one observed level to another, since a
+    value between two levels (half a pair of glasses) was never seen and cannot be rendered
+    faithfully.
+    """
+    out: list[list[float] | None] = []
+    for j in range(raw.shape[1]):
+        col = raw[:, j]
+        levels = np.unique(col[np.isfinite(col)])
+        out.append([float(v) for v in levels] if 2 <= levels.size <= max_levels else None)
+    return out
+
+
 def _context_stats(raw: np.ndarray, names: list[str], source: str) -> tuple[np.ndarray, ...]:
     mean, std = np.zeros(len(names)), np.ones(len(names))
     for j, name in enumerate(names):
@@ -622,6 +646,7 @@ def _state_json(est: Glance) -> dict[str, Any]:
         "contexts": est.context_names_,
         "context_mean": est.context_mean_.tolist(),
         "context_std": est.context_std_.tolist(),
+        "context_levels": getattr(est, "context_levels_", None),
         "concept_names": est.concept_names_,
         "classes": est.classes_,
         "feature_shape": list(est.adapter_.feature_shape),
@@ -761,6 +786,8 @@ def _restore(
     est.context_names_ = list(state["contexts"])
     est.context_mean_ = np.asarray(state["context_mean"], dtype=np.float64)
     est.context_std_ = np.asarray(state["context_std"], dtype=np.float64)
+    # Runs saved before discrete contexts were recorded treat every context as continuous.
+    est.context_levels_ = state.get("context_levels") or [None] * len(est.context_names_)
     est.concept_names_ = list(state["concept_names"])
     est.classes_ = list(state["classes"])
     est.fit_seconds_ = float(state["fit_seconds"]) if state.get("fit_seconds") else float("nan")

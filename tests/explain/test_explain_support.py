@@ -63,3 +63,20 @@ def test_effectiveness_uses_the_shift_actually_made():
     # Measured change tracks the clipped shift: near-perfect calibration despite ±2 std asked.
     assert res["spearman"] > 0.9
     assert res["slope"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_a_shift_clipped_away_is_no_intervention_and_not_a_zero_effect():
+    # Every image's size sits exactly at the top of its support: only a downward shift is made.
+    z = toy.sample_concepts(6, random_state=3)
+    z[:, 0] = 1.0
+    twin = dataclasses.replace(
+        toy.make_twin(),
+        encode=lambda _images: z.clone(),  # the concepts are known exactly
+        node_range=np.c_[np.full(3, -9.0), [1.0, 9.0, 9.0]],
+    )
+    x = toy.render(z)
+    both = InterventionalImportance(twin).explain(x, deltas=(-1.0, 1.0))
+    down = InterventionalImportance(twin).explain(x, target=both.target, deltas=(-1.0,))
+    np.testing.assert_allclose(both.importance[:, 0], down.importance[:, 0], rtol=1e-9)
+    assert np.all(both.importance[:, 0] > 0)
+    assert np.all(both.curves[:, 0, both.deltas == 1.0] == 0)  # the clipped shift changed nothing

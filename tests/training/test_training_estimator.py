@@ -168,6 +168,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
     assert torch.equal(loaded.generate(z), est.generate(z))
     assert torch.equal(loaded.sample_concepts(5, 1), est.sample_concepts(5, 1))
     assert loaded.concept_names_ == est.concept_names_
+    assert loaded.context_levels_ == est.context_levels_ == [None, None]  # both continuous
     assert loaded.get_params()["contexts"] == ("thickness", "intensity")
     copy = est.save(tmp_path / "copy")  # a fresh directory works too
     assert torch.equal(glance.load(copy).generate(z), est.generate(z))

@@ -109,10 +109,11 @@ class Batch:
 
 
 def shifted(
-    z: torch.Tensor, j: int, deltas: Sequence[float], std: float
+    twin: Twin, z: torch.Tensor, j: int, deltas: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``z`` repeated per delta (delta-major) and the shifted values of dim ``j``."""
+    """Rows ``z`` repeated per delta (delta-major) and the shifted values of dim ``j``
+    (:meth:`Twin.shift`: ``δ`` node stds, or ``δ`` levels of a discrete node)."""
     n = z.shape[0]
     d = torch.as_tensor(np.asarray(deltas, dtype=np.float32)).repeat_interleave(n)
     zr = z.repeat(len(deltas), 1)
-    return zr, zr[:, j] + d * float(std)
+    return zr, twin.shift(j, zr[:, j], d.to(zr.dtype))

@@ -73,6 +73,11 @@ class Twin:
         ``(d, 2)`` support of each node in ``z`` units, ``[low, high]``: an intervention is clipped
         to it, so the generator is never asked to render a node value the data never showed
         (there it extrapolates, and the classifier would judge artefacts). ``None``: unbounded.
+    node_levels
+        Per node, the sorted levels of a discrete node in ``z`` units (e.g. a 0/1 context), or
+        ``None`` for a continuous one. A discrete node is only ever set to one of its levels:
+        a shift of ``δ`` moves it ``max(1, round(|δ|))`` levels up or down from the level nearest
+        its value, stopping at the last level (see :meth:`shift`).
     """
 
     encode: Callable[[torch.Tensor], torch.Tensor]
@@ -84,6 +89,7 @@ class Twin:
     node_std: np.ndarray | None = None
     scm: ZSpaceSCM | None = None
     node_range: np.ndarray | None = None
+    node_levels: tuple[np.ndarray | None, ...] | None = None
     _descendants: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,24 @@ class Twin:
                     f"got {np.asarray(self.node_range)}"
                 )
             object.__setattr__(self, "node_range", rng)
+        if self.node_levels is not None:
+            if len(self.node_levels) != d:
+                raise ConfigError(
+                    f"Twin: 'node_levels' must have {d} entries; got {len(self.node_levels)}"
+                )
+            levels = []
+            for name, lv in zip(self.nodes, self.node_levels, strict=True):
+                if lv is None:
+                    levels.append(None)
+                    continue
+                arr = np.unique(np.asarray(lv, dtype=np.float64).reshape(-1))
+                if arr.size < 2 or not np.all(np.isfinite(arr)):
+                    raise ConfigError(
+                        f"Twin: 'node_levels' of node {name!r} must be >= 2 finite values or "
+                        f"None; got {lv!r}"
+                    )
+                levels.append(arr)
+            object.__setattr__(self, "node_levels", tuple(levels))
         if self.scm is not None and not isinstance(self.scm, ZSpaceSCM):
             raise ConfigError(
                 "Twin: 'scm' must provide counterfactual(z, interventions) and descendants(j); "
@@ -153,11 +177,45 @@ class Twin:
             out[:, j] = v.to(dtype=z.dtype, device=z.device)
         return out
 
+    def _levels(self, j: int) -> np.ndarray | None:
+        return None if self.node_levels is None else self.node_levels[j]
+
+    def _level_index(self, j: int, values: torch.Tensor) -> torch.Tensor:
+        lv = torch.as_tensor(self._levels(j), dtype=values.dtype, device=values.device)
+        return (values[:, None] - lv[None]).abs().argmin(dim=1)
+
     def clip_node(self, j: int, values: torch.Tensor) -> torch.Tensor:
-        """``values`` of node ``j`` clipped to its support (unchanged without ``node_range``)."""
+        """``values`` of node ``j`` made admissible: snapped to the nearest level of a discrete
+        node, else clipped to its support (unchanged without ``node_range``)."""
+        lv = self._levels(j)
+        if lv is not None:
+            return torch.as_tensor(lv, dtype=values.dtype, device=values.device)[
+                self._level_index(j, values)
+            ]
         if self.node_range is None:
             return values
         return values.clamp(float(self.node_range[j, 0]), float(self.node_range[j, 1]))
+
+    def shift(self, j: int, values: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """Node ``j`` moved by ``deltas`` (std units, one per row) from ``values``.
+
+        Continuous: ``values + δ · node_std`` (clipped to the support when intervened on).
+        Discrete: ``max(1, round(|δ|))`` levels in the direction of ``δ`` from the level nearest
+        ``values``, stopping at the first / last level.
+        """
+        lv = self._levels(j)
+        if lv is None:
+            return values + deltas.to(values.dtype) * float(self.node_std[j])
+        steps = torch.sign(deltas) * torch.clamp(torch.round(deltas.abs()), min=1)
+        idx = (self._level_index(j, values) + steps.long()).clamp(0, len(lv) - 1)
+        return torch.as_tensor(lv, dtype=values.dtype, device=values.device)[idx]
+
+    def moves(self, j: int, values: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """Whether setting node ``j`` from ``values`` to ``new`` is an intervention at all (the
+        admissible value differs: another level, or a shift not clipped away), per row."""
+        if self._levels(j) is not None:
+            return self._level_index(j, values) != self._level_index(j, new)
+        return (self.clip_node(j, new) - values).abs() > 1e-6 * float(self.node_std[j])
 
     def clip(self, z: torch.Tensor) -> torch.Tensor:
         """Every column of ``z`` (N, d) clipped to its node's support."""
@@ -199,6 +257,18 @@ class Twin:
                     node_range = np.stack([lo, hi], axis=1)
             except Exception as exc:  # sampling is optional; fall back to the unit prior
                 logger.warning("could not sample concepts for node scales (%s); using 1", exc)
+        node_levels = None
+        raw_levels = getattr(model, "context_levels_", None)
+        if raw_levels and any(lv is not None for lv in raw_levels):
+            mean = np.asarray(model.context_mean_, dtype=np.float64)
+            sd = np.asarray(model.context_std_, dtype=np.float64)
+            node_levels = tuple(
+                [
+                    None if lv is None else (np.asarray(lv, dtype=np.float64) - mean[k]) / sd[k]
+                    for k, lv in enumerate(raw_levels)
+                ]
+                + [None] * (len(nodes) - m)
+            )
         scm_obj = getattr(model, "scm_", None)
         scm = None
         if scm_obj is not None:
@@ -217,6 +287,7 @@ class Twin:
             node_std=std,
             scm=scm,
             node_range=node_range,
+            node_levels=node_levels,
         )
 
 

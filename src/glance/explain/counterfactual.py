@@ -162,8 +162,7 @@ def _render_candidates(
         idx = torch.as_tensor([i for i, _ in items])
         z = batch.z[idx]
         ivs = {
-            j: z[:, j]
-            + float(twin.node_std[j]) * torch.as_tensor([iv[j] for _, iv in items], dtype=z.dtype)
+            j: twin.shift(j, z[:, j], torch.as_tensor([iv[j] for _, iv in items], dtype=z.dtype))
             for j in sorted(key)
         }
         requests.append(Request(z, ivs, total=True))

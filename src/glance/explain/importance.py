@@ -111,12 +111,21 @@ class SingleEffects:
     curves: np.ndarray  # [N, V, G]
     direct_curves: np.ndarray  # [N, V, G]
     has_descendants: np.ndarray  # [V]
+    moved: np.ndarray | None = None  # [N, V, G] the shift changed the node (not clipped away)
 
     def importance(self, direct: bool = False) -> np.ndarray:
-        """Mean |Δ p(target)| over the non-zero shifts, (N, V)."""
+        """Mean |Δ p(target)| over the non-zero shifts that could be made, (N, V).
+
+        A shift that the node's support clips away entirely (the node already sits at that end)
+        is no intervention at all, so it is left out of the mean rather than counted as a zero
+        effect; a node that cannot move at all gets 0.
+        """
         nz = self.deltas != 0
-        c = self.direct_curves if direct else self.curves
-        return np.abs(c[:, :, nz]).mean(axis=2)
+        c = np.abs((self.direct_curves if direct else self.curves)[:, :, nz])
+        if self.moved is None:
+            return c.mean(axis=2)
+        w = self.moved[:, :, nz]
+        return (c * w).sum(axis=2) / np.maximum(w.sum(axis=2), 1)
 
 
 def single_node_effects(
@@ -129,8 +138,12 @@ def single_node_effects(
     cols = np.flatnonzero(deltas != 0)
     has_desc = np.array([bool(twin.descendants(j)) for j in range(d)])
     requests, keys = [], []
+    moved = np.ones((n, d, len(deltas)), dtype=bool)
+    moved[:, :, deltas == 0] = False
     for j in range(d):
-        zr, vals = shifted(batch.z, j, nz, twin.node_std[j])
+        zr, vals = shifted(twin, batch.z, j, nz)
+        made = twin.moves(j, zr[:, j], vals)
+        moved[:, j, cols] = made.reshape(len(nz), n).T.cpu().numpy()
         requests.append(Request(zr, {j: vals}, total=True))
         keys.append(("total", j))
         if direct and has_desc[j]:
@@ -161,7 +174,7 @@ def single_node_effects(
         if not (direct and has_desc[j]):
             # No descendants: holding them changes nothing, so direct = total (not re-rendered).
             direct_curves[:, j] = curves[:, j]
-    return SingleEffects(deltas, probs, images, curves, direct_curves, has_desc)
+    return SingleEffects(deltas, probs, images, curves, direct_curves, has_desc, moved)
 
 
 def random_concept_significance(

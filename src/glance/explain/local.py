@@ -95,8 +95,8 @@ def pairwise_interactions(
             du = torch.as_tensor([c[0] for c in combos], dtype=z.dtype).repeat_interleave(len(idx))
             dv = torch.as_tensor([c[1] for c in combos], dtype=z.dtype).repeat_interleave(len(idx))
             ivs = {
-                u: z[:, u] + du * float(twin.node_std[u]),
-                v: z[:, v] + dv * float(twin.node_std[v]),
+                u: twin.shift(u, z[:, u], du),
+                v: twin.shift(v, z[:, v], dv),
             }
             requests.append(Request(z, ivs, total=True))
             meta.append((u, v, members, combos))

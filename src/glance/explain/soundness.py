@@ -103,7 +103,7 @@ def effectiveness(
     base = np.asarray(measure(twin.generate(z)), dtype=np.float64)
     rows, changes = [], []
     for dl in deltas:
-        zp = twin.intervene(z, {j: z[:, j] + float(dl) * float(twin.node_std[j])})
+        zp = twin.intervene(z, {j: twin.shift(j, z[:, j], torch.full_like(z[:, j], float(dl)))})
         m = np.asarray(measure(twin.generate(zp)), dtype=np.float64)
         # The shift actually made (an intervention is clipped to the node's support).
         rows.append((zp[:, j] - z[:, j]).cpu().numpy().astype(np.float64) * unit)
@@ -180,7 +180,7 @@ def reversibility(
     recon_cls = _pred(twin, recon)
     l1, agree = {}, {}
     for j in idx:
-        zp = twin.intervene(z, {j: z[:, j] + float(delta) * float(twin.node_std[j])})
+        zp = twin.intervene(z, {j: twin.shift(j, z[:, j], torch.full_like(z[:, j], float(delta)))})
         back_z = twin.intervene(twin.encode(twin.generate(zp)).float(), {j: z[:, j]})
         back = twin.generate(back_z)
         l1[twin.nodes[j]] = float(_l1(back, recon).mean())
