@@ -345,8 +345,11 @@ def tcav_ranking(
 ORACLE_DELTAS = (-2.0, -1.0, 1.0, 2.0)  # LocalExplainer's default grid
 
 
-def _oracle_importance(clf: Any, base: np.ndarray, variants: list[list[np.ndarray]]) -> np.ndarray:
-    """Mean |Δ p(target)| per image and factor; target = the classifier's class on ``base``."""
+def _oracle_importance(
+    clf: Any, base: np.ndarray, variants: list[list[tuple[np.ndarray, np.ndarray]]]
+) -> np.ndarray:
+    """Mean |Δ p(target)| per image and factor over the shifts that moved the factor (the rule
+    GLANCE follows); target = the classifier's class on ``base``."""
     model = clf.eval()
 
     def probs(imgs: np.ndarray) -> np.ndarray:
@@ -358,8 +361,18 @@ def _oracle_importance(clf: Any, base: np.ndarray, variants: list[list[np.ndarra
     tgt, rows = p0.argmax(1), np.arange(len(base))
     out = np.zeros((len(base), len(variants)))
     for k, per_delta in enumerate(variants):
-        out[:, k] = np.mean([np.abs(probs(v)[rows, tgt] - p0[rows, tgt]) for v in per_delta], 0)
+        eff = np.stack([np.abs(probs(v)[rows, tgt] - p0[rows, tgt]) for v, _ in per_delta], 1)
+        moved = np.stack([m for _, m in per_delta], 1)
+        out[:, k] = (eff * moved).sum(1) / np.maximum(moved.sum(1), 1)
     return out
+
+
+def _support(values: np.ndarray) -> tuple[float, float]:
+    """The central 99% of a factor's training values: the support GLANCE's twin clips to."""
+    from glance.explain._twin import SUPPORT_QUANTILE
+
+    lo, hi = np.quantile(values[np.isfinite(values)], [SUPPORT_QUANTILE, 1 - SUPPORT_QUANTILE])
+    return float(lo), float(hi)
 
 
 def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarray:
@@ -373,7 +386,7 @@ def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarra
     std = np.asarray(train.attributes, dtype=np.float64).std(0)
     bounds = {
         "size": SIZE_RANGE, "pos_x": (-1.0, 1.0), "pos_y": (-1.0, 1.0),
-        "rotation": (-np.inf, np.inf), "background": (0.0, 0.3), "hue": (0.0, 1.0),
+        "background": (0.0, 0.3), "hue": (0.0, 1.0),
         "brightness": (0.4, 1.0),
     }  # fmt: skip
     size = ds.image_shape[-1]
@@ -382,12 +395,16 @@ def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarra
         return np.stack([render_shape(r, size).transpose(2, 0, 1) for r in rows])
 
     base_rows = [dict(zip(names, r, strict=True)) for r in table]
+    train_table = np.asarray(train.attributes, dtype=np.float64)
     variants = []
     for name in factors:
         per_delta = []
         deltas = (-1, 1) if name in ("shape", "cue") else ORACLE_DELTAS
+        if name not in ("shape", "cue", "rotation"):
+            support = _support(train_table[:, names.index(name)])
+            lo, hi = max(support[0], bounds[name][0]), min(support[1], bounds[name][1])
         for dl in deltas:
-            rows = []
+            rows, moved = [], []
             for f in base_rows:
                 g = dict(f)
                 if name == "shape":  # the two other shapes; hue (its child) follows
@@ -395,13 +412,16 @@ def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarra
                     g["hue"] = f["hue"] + _BASE_HUE[g["shape"]] - _BASE_HUE[int(f["shape"])]
                 elif name == "cue":
                     g["cue"] = 1 - int(f["cue"])
+                elif name == "rotation":  # periodic: any shift is a valid rotation
+                    g[name] = f[name] + dl * std[names.index(name)]
                 else:
-                    s = dl * std[names.index(name)]
-                    g[name] = float(np.clip(f[name] + s, *bounds[name]))
-                    if name == "pos_y":  # brightness (its child) follows: −0.2 pos_y
-                        g["brightness"] = float(np.clip(f["brightness"] - 0.2 * s, 0.4, 1.0))
+                    g[name] = float(np.clip(f[name] + dl * std[names.index(name)], lo, hi))
+                    if name == "pos_y":  # brightness (its child) follows: −0.2 Δpos_y
+                        shift = g[name] - f[name]
+                        g["brightness"] = float(np.clip(f["brightness"] - 0.2 * shift, 0.4, 1.0))
                 rows.append(g)
-            per_delta.append(render(rows))
+                moved.append(name in ("shape", "cue") or abs(g[name] - f[name]) > 1e-9)
+            per_delta.append((render(rows), np.asarray(moved)))
         variants.append(per_delta)
     return _oracle_importance(clf, render(base_rows), variants)
 
@@ -422,12 +442,13 @@ def oracle_morpho(clf: Any, data: Path, n: int) -> tuple[np.ndarray, list[str]]:
     for name, fn, lo, hi in (("thickness", set_thickness, 0.5, 10.0),
                              ("intensity", set_intensity, 20.0, 255.0)):  # fmt: skip
         k = names.index(name)
+        s_lo, s_hi = _support(np.asarray(train.attributes, dtype=np.float64)[:, k])
+        lo, hi = max(lo, s_lo), min(hi, s_hi)
         per_delta = []
         for dl in ORACLE_DELTAS:
-            imgs = [
-                fn(flat[i], float(np.clip(table[i, k] + dl * std[k], lo, hi))) for i in range(n)
-            ]
-            per_delta.append(np.stack(imgs)[:, None])
+            goal = np.clip(table[:, k] + dl * std[k], lo, hi)
+            imgs = np.stack([fn(flat[i], float(goal[i])) for i in range(n)])[:, None]
+            per_delta.append((imgs, np.abs(goal - table[:, k]) > 1e-9))
         variants.append(per_delta)
     return _oracle_importance(clf, flat[:, None], variants), factors
 
