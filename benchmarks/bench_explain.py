@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import platform
+import re
 import shutil
 import sys
 import time
@@ -693,8 +694,10 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
         if t and "error" not in t:
             # Gate: below it the generated images do not carry the classifier's decision, so the
             # explanation figures of that task describe an unfinished twin, not the classifier.
+            m = re.search(r"--preset[ =](\w+)", str(t.get("run") or r.get("command") or ""))
+            preset = t.get("preset") or (m.group(1) if m else "fast")
             add(
-                f"{task}: twin reconstruction fidelity (gate)",
+                f"{task}: twin ({preset} preset) reconstruction fidelity (gate)",
                 ">= 0.90",
                 t["reconstruction_fidelity"],
                 t["reconstruction_fidelity"] >= 0.9,
