@@ -765,7 +765,22 @@ def _restore(
     from glance.classifiers import ClassifierAdapter
 
     est.config_ = config
-    est.adapter_ = ClassifierAdapter(est.classifier.to(device), layer=state["layer"])
+    clf = est.classifier
+    if isinstance(clf, ClassifierAdapter):
+        # Keep the user's adapter whole (input transform, output selector, geometry); only the
+        # feature layer must be the run's, or the encoder would read other features.
+        if clf.layer_name != state["layer"]:
+            clf = ClassifierAdapter(
+                clf.model.to(device),
+                layer=state["layer"],
+                output_key=clf.output_key,
+                input_transform=clf.input_transform,
+                in_channels=clf.in_channels,
+                input_size=clf.input_size,
+            )
+        est.adapter_ = clf
+    else:
+        est.adapter_ = ClassifierAdapter(clf.to(device), layer=state["layer"])
     nets = build_networks(
         config,
         len(state["contexts"]),

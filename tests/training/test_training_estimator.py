@@ -239,6 +239,23 @@ def test_tiny_preset_on_64px_rgb_end_to_end(tmp_path):
     assert torch.equal(loaded.generate(z), est.generate(z))
 
 
+def test_load_keeps_an_adapters_input_transform(fitted):
+    from glance.classifiers import ClassifierAdapter
+    from glance.classifiers.adapter import Normalize
+
+    est, data, run = fitted
+    model = est.adapter_.model
+    adapter = ClassifierAdapter(model, input_transform=Normalize([0.5], [0.5]))
+    loaded = glance.load(run, classifier=adapter)
+    assert loaded.adapter_.input_transform is adapter.input_transform
+    assert loaded.adapter_.layer_name == est.adapter_.layer_name
+    x = data.load_images(range(4))
+    with torch.no_grad():
+        expected = model((x - 0.5) / 0.5)
+    assert torch.allclose(loaded.classify(x), expected, atol=1e-5)
+    assert not torch.allclose(loaded.classify(x), est.classify(x), atol=1e-3)
+
+
 def test_joint_fine_tune_stage(tiny_classifier, tiny_data):
     cfg = {
         "train": {
