@@ -95,6 +95,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         v = _get(d, path) if d else None
         if v is not None:
             out.append((area, fig, _fmt(v), target, _check(v, target)))
+    thr = _load("generator_throughput")
+    for _, r in sorted((thr or {}).get("runs", {}).items()):
+        fig = (f"{r['preset']}: G training, % of fp32 peak ({r['torch_threads']} thread(s), "
+               f"peak {r['fp32_peak_flops_median'] / 1e9:.0f} GFLOP/s)")
+        v = r["percent_of_peak"]
+        out.append(("surrogate", fig, _fmt(v), ">= 50", _check(v, ">= 50")))
     causal = _load("causal")
     for r in causal.get("rows", []) if causal else []:
         if r.get("pass") is not None and not r["metric"].startswith(" "):
