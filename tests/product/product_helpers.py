@@ -85,6 +85,11 @@ def make_fixture_run(
             "fid": 12.5,
             "kid": 0.011,
             "fit_seconds": 240.0,
+            "counterfactual_soundness": {
+                "composition": {"null_image_l1": 0.0, "cycle_class_agreement": 0.95},
+                "reversibility": {"mean_class_agreement": 0.97, "mean_image_l1": 0.01},
+                "effectiveness": {"thickness": {"spearman": 0.88}, "intensity": None},
+            },
         }
         (root / "metrics.json").write_text(json.dumps(metrics))
     if with_graph:

@@ -86,6 +86,11 @@ def test_report_has_every_section_and_figure_from_metrics(fixture_run: Path) -> 
     assert doc.rows["generated_alignment.intensity"]["grade"] == "fail"
     assert doc.rows["dci.completeness"]["value"] == "0.55"
     assert doc.rows["fid"]["grade"] == "info"
+    # counterfactual soundness: effectiveness graded per context, the rest shown for information
+    assert doc.rows["counterfactual_effectiveness.thickness"]["grade"] == "pass"
+    assert doc.rows["counterfactual_effectiveness.intensity"]["grade"] == "missing"
+    assert doc.rows["counterfactual_reversibility"]["value"] == "0.97"
+    assert doc.rows["counterfactual_composition"]["grade"] == "info"
     assert "LOW FIDELITY" not in html
     assert "low-fidelity" not in doc.ids
 

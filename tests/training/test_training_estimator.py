@@ -209,6 +209,13 @@ def test_evaluate_reports_every_figure(fitted, tmp_path):
     assert 0.0 <= m["mig"] <= 1.0
     for path in m["grids"].values():
         assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).is_file()
+    cs = m["counterfactual_soundness"]
+    assert cs["composition"]["null_image_l1"] == pytest.approx(0.0, abs=1e-6)
+    assert set(cs["reversibility"]["image_l1"]) == {"thickness", "intensity"}
+    for name in ("thickness", "intensity"):  # measured with the morphometrics
+        eff = cs["effectiveness"][name]
+        assert eff["node"] == name and eff["n_images"] + eff["n_unmeasurable"] > 0
+        assert -1.0 <= eff["spearman"] <= 1.0 or math.isnan(eff["spearman"])
     json.dumps(m)  # JSON-serialisable as is
 
 
@@ -234,6 +241,7 @@ def test_tiny_preset_on_64px_rgb_end_to_end(tmp_path):
     assert est.generate(z).shape == (3, 3, 64, 64)
     m = est.evaluate(data, out=tmp_path / "run")
     assert m["generated_alignment"] == {"intensity": None}  # no measurement for RGB images
+    assert m["counterfactual_soundness"]["effectiveness"] == {"intensity": None}
     assert (tmp_path / "run" / "samples.png").is_file()
     loaded = glance.load(tmp_path / "run", classifier=clf)
     assert torch.equal(loaded.generate(z), est.generate(z))

@@ -65,6 +65,27 @@ def _metric_row(key: str, label: str, value: Any, bar_key: str | None = None) ->
     }
 
 
+def _soundness_rows(cs: Any) -> list[dict]:
+    """Counterfactual soundness rows (runs evaluated before it was measured show none)."""
+    if not isinstance(cs, Mapping):
+        return []
+    rows = []
+    eff = cs.get("effectiveness")
+    for ctx, e in eff.items() if isinstance(eff, Mapping) else []:
+        value = e.get("spearman") if isinstance(e, Mapping) else None
+        label = f"{THRESHOLDS['counterfactual_effectiveness'].label}: {ctx}"
+        rows.append(_metric_row(f"counterfactual_effectiveness.{ctx}", label, value,
+                                "counterfactual_effectiveness"))  # fmt: skip
+    comp, rev = cs.get("composition"), cs.get("reversibility")
+    if isinstance(comp, Mapping):
+        key = "counterfactual_composition"
+        rows.append(_metric_row(key, THRESHOLDS[key].label, comp.get("null_image_l1")))
+    if isinstance(rev, Mapping):
+        key = "counterfactual_reversibility"
+        rows.append(_metric_row(key, THRESHOLDS[key].label, rev.get("mean_class_agreement")))
+    return rows
+
+
 def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
     if metrics is None:
         return {"computed": False, "rows": [], "low_fidelity": False, "extra": []}
@@ -84,7 +105,9 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
         value = dci.get(part) if isinstance(dci, Mapping) else None
         rows.append(_metric_row(f"dci.{part}", f"DCI {part}", value, "dci"))
     rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS[1:]]
-    known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _OTHER_METRICS + ("dci",))
+    rows += _soundness_rows(metrics.get("counterfactual_soundness"))
+    nested = ("dci", "counterfactual_soundness")
+    known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _OTHER_METRICS + nested)
     extra = [
         {"key": k, "text": f"{_num(v):.4g}"}
         for k, v in sorted(metrics.items())

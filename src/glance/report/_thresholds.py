@@ -65,6 +65,26 @@ THRESHOLDS: dict[str, Threshold] = {
         "KID", None, None, "kernel inception distance on the classifier's features", False
     ),
     "fit_seconds": Threshold("Fit time (s)", None, None, "wall time of glance fit", False),
+    "counterfactual_effectiveness": Threshold(
+        "Counterfactual effectiveness",
+        0.80,
+        0.80,
+        "Spearman between an intervention on the aligned dim and the change of the context "
+        "measured on the generated image",
+    ),
+    "counterfactual_composition": Threshold(
+        "Null intervention, image change (L1)",
+        None,
+        None,
+        "mean pixel change of G(z') against G(E(x)) when every node is set to its own value",
+        False,
+    ),
+    "counterfactual_reversibility": Threshold(
+        "Reversibility, class agreement",
+        None,
+        None,
+        "real classifier agrees on G(E(x)) and the image after an intervention is undone",
+    ),
 }
 
 #: Below this fidelity the report carries a "LOW FIDELITY" banner.
