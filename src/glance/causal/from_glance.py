@@ -221,9 +221,9 @@ def save_graph_artifacts(
     title: str | None = None,
 ) -> Path:
     """Write ``graph.json``, ``graph.graphml``, ``graph.dot``, ``graph.png`` and, if given,
-    ``global_importance.json`` and a linear SCM (``scm.json``, ``scm.safetensors``) into ``out``
-    (each atomically); return ``out``. A nonlinear SCM is not saved (it would need pickle);
-    :func:`load_graph_state` then refits nothing and leaves ``scm_`` unset."""
+    ``global_importance.json`` and a linear or MLP SCM (``scm.json``, ``scm.safetensors``) into
+    ``out`` (each atomically); return ``out``. A gradient-boosted SCM is not saved (it would need
+    pickle); :func:`load_graph_state` then refits nothing and leaves ``scm_`` unset."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     graph.save_json(out / "graph.json")
@@ -239,14 +239,15 @@ def save_graph_artifacts(
                 "counterfactual intervention do(node = node + 1 std) in the fitted SCM",
             },
         )
-    if scm is not None and scm.mechanism == "linear":
+    if scm is not None and scm.mechanism in ("linear", "mlp"):
         scm.save(out)
     return out
 
 
 def load_graph_state(glance: Any, graph_dir: str | os.PathLike[str]) -> Any:
-    """Restore ``graph_``, ``scm_`` (linear SCMs), ``scm_units_`` and ``global_importance_`` on
-    a loaded Glance from a directory written by :func:`save_graph_artifacts` (``RUN/graph``).
+    """Restore ``graph_``, ``scm_`` (linear and MLP SCMs), ``scm_units_`` and
+    ``global_importance_`` on a loaded Glance from a directory written by
+    :func:`save_graph_artifacts` (``RUN/graph``).
 
     Returns ``glance``. Missing files leave the matching attribute unset.
     """

@@ -50,6 +50,53 @@ class _LinearMechanism:
         return x @ self.coef_ + self.intercept_
 
 
+class _MLPMechanism:
+    """An MLP mechanism restored from safetensors: scale the parents, ReLU layers, identity
+    output, unscale (the forward pass of the fitted scikit-learn pipeline, no pickle)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], n_layers: int) -> None:
+        self.x_mean, self.x_scale = arrays["x_mean"], arrays["x_scale"]
+        self.y_mean, self.y_scale = float(arrays["y_mean"][0]), float(arrays["y_scale"][0])
+        self.weights = [arrays[f"w{i}"] for i in range(n_layers)]
+        self.biases = [arrays[f"b{i}"] for i in range(n_layers)]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        h = (np.asarray(x, dtype=np.float64) - self.x_mean) / self.x_scale
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h[:, 0] * self.y_scale + self.y_mean
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {
+            "x_mean": self.x_mean,
+            "x_scale": self.x_scale,
+            "y_mean": np.array([self.y_mean]),
+            "y_scale": np.array([self.y_scale]),
+        }
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out[f"w{i}"], out[f"b{i}"] = w, b
+        return out
+
+    @staticmethod
+    def arrays_of(model: Any) -> dict[str, np.ndarray]:
+        """The arrays of a fitted ``TransformedTargetRegressor(StandardScaler + MLP)``."""
+        pipe = model.regressor_
+        scaler, net = pipe[0], pipe[-1]
+        if net.activation != "relu" or net.out_activation_ != "identity":
+            raise ConfigError(f"cannot save an MLP mechanism with activation {net.activation!r}")
+        out = {
+            "x_mean": scaler.mean_,
+            "x_scale": scaler.scale_,
+            "y_mean": np.atleast_1d(model.transformer_.mean_),
+            "y_scale": np.atleast_1d(model.transformer_.scale_),
+        }
+        for i, (w, b) in enumerate(zip(net.coefs_, net.intercepts_, strict=True)):
+            out[f"w{i}"], out[f"b{i}"] = w, b
+        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
 def _one_thread(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a public method with single-threaded BLAS/OpenMP (see glance.causal._threads)."""
 
@@ -538,28 +585,47 @@ class StructuralCausalModel:
         """Write ``scm.json`` (DAG, assumptions, coefficients) and ``scm.safetensors``
         (statistics and up to ``SAVED_RESIDUAL_ROWS`` training residuals) into ``directory``.
 
-        Only linear mechanisms can be saved: the others would need pickle, which glance never
-        loads. Raises :class:`ConfigError` for them (refit with :meth:`fit` instead).
+        Linear and MLP mechanisms are saved as plain arrays; gradient-boosted trees are not
+        (they would need pickle, which glance never loads): :class:`ConfigError` for them (refit
+        with :meth:`fit` instead).
         """
         self._check_fitted()
-        if self.mechanism != "linear":
+        if self.mechanism not in ("linear", "mlp"):
             raise ConfigError(
-                f"only linear SCMs can be saved (no pickle); this one is {self.mechanism!r}. "
-                "Refit it from the saved graph and data instead."
+                f"only linear and mlp SCMs can be saved (no pickle); this one is "
+                f"{self.mechanism!r}. Refit it from the saved graph and data instead."
             )
         import torch
 
         from glance._io import atomic_write_json, save_safetensors
 
         directory = Path(directory)
-        mechanisms = {}
+        mechanisms: dict[str, Any] = {}
+        tensors = {
+            "mean": torch.from_numpy(self.mean_.copy()),
+            "std": torch.from_numpy(self.std_.copy()),
+            "residuals": torch.from_numpy(self.residuals_[:SAVED_RESIDUAL_ROWS].copy()),
+        }
         for v, model in self.mechanisms_.items():
-            if model is not None:
+            if model is None:
+                continue
+            if self.mechanism == "linear":
                 mechanisms[v] = {
                     "parents": self.parents_[v],
                     "coef": model.coef_.tolist(),
                     "intercept": float(model.intercept_),
                 }
+                continue
+            arrays = (
+                model.arrays()
+                if isinstance(model, _MLPMechanism)
+                else _MLPMechanism.arrays_of(model)
+            )
+            n_layers = sum(k.startswith("w") for k in arrays)
+            mechanisms[v] = {"parents": self.parents_[v], "layers": n_layers}
+            k = self.graph.index(v)
+            for name, arr in arrays.items():
+                tensors[f"mlp.{k}.{name}"] = torch.from_numpy(np.ascontiguousarray(arr))
         atomic_write_json(
             directory / "scm.json",
             {
@@ -572,14 +638,7 @@ class StructuralCausalModel:
                 "mechanisms": mechanisms,
             },
         )
-        save_safetensors(
-            directory / "scm.safetensors",
-            {
-                "mean": torch.from_numpy(self.mean_.copy()),
-                "std": torch.from_numpy(self.std_.copy()),
-                "residuals": torch.from_numpy(self.residuals_[:SAVED_RESIDUAL_ROWS].copy()),
-            },
-        )
+        save_safetensors(directory / "scm.safetensors", tensors)
 
     def _edge_key(self, e: tuple[str, str]) -> tuple[int, int]:
         return self.graph.index(e[0]), self.graph.index(e[1])
@@ -617,7 +676,17 @@ class StructuralCausalModel:
                     raise CheckpointCorruptError(
                         f"{directory}/scm.json: parents of {v!r} disagree with the DAG"
                     )
-                scm.mechanisms_[v] = _LinearMechanism(m["coef"], m["intercept"])
+                if "layers" in m:  # an MLP mechanism: its arrays are in scm.safetensors
+                    k = graph.index(v)
+                    prefix = f"mlp.{k}."
+                    arrays = {
+                        name[len(prefix) :]: t.numpy().astype(np.float64)
+                        for name, t in tensors.items()
+                        if name.startswith(prefix)
+                    }
+                    scm.mechanisms_[v] = _MLPMechanism(arrays, int(m["layers"]))
+                else:
+                    scm.mechanisms_[v] = _LinearMechanism(m["coef"], m["intercept"])
             scm.mean_ = tensors["mean"].numpy().astype(np.float64)
             scm.std_ = tensors["std"].numpy().astype(np.float64)
             scm.residuals_ = tensors["residuals"].numpy().astype(np.float64)
