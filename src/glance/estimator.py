@@ -577,9 +577,12 @@ def context_levels(raw: np.ndarray, max_levels: int = MAX_LEVELS) -> list[list[f
     """
     out: list[list[float] | None] = []
     for j in range(raw.shape[1]):
-        col = raw[:, j]
-        levels = np.unique(col[np.isfinite(col)])
-        out.append([float(v) for v in levels] if 2 <= levels.size <= max_levels else None)
+        known = raw[np.isfinite(raw[:, j]), j]
+        levels = np.unique(known)
+        # Values must also repeat (at least two rows per level on average): a handful of rows
+        # of a continuous context has few distinct values too, but never repeats them.
+        discrete = 2 <= levels.size <= max_levels and 2 * levels.size <= known.size
+        out.append([float(v) for v in levels] if discrete else None)
     return out
 
 

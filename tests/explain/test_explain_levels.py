@@ -22,6 +22,7 @@ def test_context_levels_detects_discrete_columns():
     levels = context_levels(np.c_[flag, code, cont])
     assert levels == [[0.0, 1.0], [0.0, 1.0, 2.0], None]
     assert context_levels(np.c_[np.arange(11.0)]) == [None]  # more than MAX_LEVELS values
+    assert context_levels(np.c_[np.linspace(0, 1, 6)]) == [None]  # 6 rows, no value repeats
 
 
 def _binary_size_twin():
