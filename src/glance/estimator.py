@@ -570,10 +570,10 @@ MAX_LEVELS = 10
 def context_levels(raw: np.ndarray, max_levels: int = MAX_LEVELS) -> list[list[float] | None]:
     """The sorted distinct values of each discrete context column (``None`` for continuous).
 
-    A context taking at most ``max_levels`` distinct known values (e.g. a 0/1 flag or a category
-    code) is discrete: intervening on it moves it from one observed level to another, since a
-    value between two levels (half a pair of glasses) was never seen and cannot be rendered
-    faithfully.
+    A context taking at most ``max_levels`` distinct known values, each seen twice or more on
+    average (e.g. a 0/1 flag or a category code), is discrete: intervening on it moves it from
+    one observed level to another, since a value between two levels (half a pair of glasses)
+    was never seen and cannot be rendered faithfully.
     """
     out: list[list[float] | None] = []
     for j in range(raw.shape[1]):
