@@ -444,7 +444,16 @@ class Glance:
         counterfactual and traversals, judged by the real classifier on generated images;
         see :func:`glance.explain.explain`. Uses the SCM of :meth:`global_explanation` (or of
         a loaded run's ``graph/``) when present, so interventions propagate to descendants.
-        Returns a :class:`~glance.explain.LocalExplanation`.
+        Interventions are clipped to each node's support, and discrete contexts move level by
+        level. Useful ``options``: ``deltas`` (shifts in node stds, default ``(-2, -1, 1, 2)``),
+        ``top_k`` (nodes whose interactions are computed), ``n_random`` (test every importance
+        against that many random concepts, e.g. 49; 0 = off), ``alpha``. Returns a
+        :class:`~glance.explain.LocalExplanation`.
+
+        Examples
+        --------
+        >>> exp = est.explain(images, n_random=49)  # doctest: +SKIP
+        >>> exp.ranking(0)[:3], exp.significance_summary()["thickness"]["p_value"]  # doctest: +SKIP
         """
         from glance.explain import explain
 
