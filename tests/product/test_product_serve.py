@@ -216,3 +216,17 @@ def test_serve_refuses_tampered_run(fixture_run, capsys) -> None:
     rc = main(["serve", str(fixture_run), "--port", "0"])
     err = capsys.readouterr().err
     assert rc != 0 and "config.yaml" in err and "sha256 mismatch" in err
+
+
+def test_discrete_nodes_are_offered_and_set_level_by_level() -> None:
+    import dataclasses
+
+    from glance.explain.toy import make_twin, render, sample_concepts
+    from glance.serve import ExplorerBackend
+
+    twin = dataclasses.replace(make_twin(), node_levels=(np.array([-1.0, 1.0]), None, None))
+    b = ExplorerBackend(twin, render(sample_concepts(4, random_state=0)), [0, 1, 0, 1])
+    size, bright, _ = b.info()["nodes"]
+    assert size["levels"] == [-1.0, 1.0] and bright["levels"] is None
+    r = b.counterfactual("0", {"size": 0.3})  # between the levels: the nearest one is set
+    assert r["nodes"]["size"] == pytest.approx(1.0)

@@ -191,6 +191,14 @@ class ExplorerBackend:
             for (lo, hi), s in zip(np.asarray(rng), self.node_std, strict=True)
         ]
 
+    def _levels(self) -> list[list[float] | None]:
+        """Levels of each discrete node in std units (``None`` for continuous ones)."""
+        levels = getattr(self.twin, "node_levels", None) or [None] * len(self.nodes)
+        return [
+            None if lv is None else [float(v / s) for v in np.asarray(lv)]
+            for lv, s in zip(levels, self.node_std, strict=True)
+        ]
+
     def info(self) -> dict:
         """Nodes (name, kind, slider range), classes, image shape, graph, limits."""
         from glance.report._svg import graph_svg
@@ -199,12 +207,13 @@ class ExplorerBackend:
             "name": self.name,
             "classes": list(self.twin.classes),
             "nodes": [
-                {"name": n, "kind": k, "std": float(s), "min": lo, "max": hi}
-                for n, k, s, (lo, hi) in zip(
+                {"name": n, "kind": k, "std": float(s), "min": lo, "max": hi, "levels": lv}
+                for n, k, s, (lo, hi), lv in zip(
                     self.nodes,
                     self.twin.node_kinds,
                     self.node_std,
                     self._slider_ranges(),
+                    self._levels(),
                     strict=True,
                 )
             ],

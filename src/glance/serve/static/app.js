@@ -33,9 +33,13 @@ function buildSliders() {
   for (const node of state.info.nodes) {
     const row = el("div", { class: "slider", "data-node": node.name, "data-kind": node.kind });
     const label = el("label", { for: `s-${node.name}` }, node.name);
+    // A discrete node (a flag, a category) moves between its levels only.
+    const lv = node.levels;
+    const gap = lv ? Math.min(...lv.slice(1).map((v, i) => v - lv[i])) : 0.05;
     const input = el("input", {
-      type: "range", id: `s-${node.name}`, min: node.min, max: node.max, step: "0.05", value: "0",
-      "data-node": node.name,
+      type: "range", id: `s-${node.name}`, min: lv ? lv[0] : node.min,
+      max: lv ? lv[lv.length - 1] : node.max, step: String(gap), value: "0",
+      "data-node": node.name, "data-discrete": lv ? "1" : "0",
     });
     const value = el("output", { id: `v-${node.name}` }, "0.00");
     input.addEventListener("input", () => {
