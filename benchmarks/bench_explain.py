@@ -740,6 +740,9 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
                 san["spearman_randomised_vs_image_change"], None)  # fmt: skip
             add("morpho: sanity, randomised / trained magnitude", "(diagnostic)",
                 san["magnitude_ratio"], None)  # fmt: skip
+        if "complexity_ratio" in san:
+            add("morpho: sanity, eMPRT complexity ratio (randomised / trained)", "(diagnostic)",
+                san["complexity_ratio"], None)  # fmt: skip
         o = m.get("oracle")
         if o:
             add("morpho: ORACLE thickness first (real perturbations)", "(reference)",

@@ -98,6 +98,9 @@ def test_randomisation_sanity(toy_images):
     # Control: "randomising" into the same function must correlate perfectly.
     same = soundness.randomisation_sanity(twin, toy_images, _Frozen(clf))
     assert same["mean_spearman"] > 0.9
+    # eMPRT: the same function explained twice is exactly as complex; entropy within [0, log V].
+    assert same["complexity_ratio"] == pytest.approx(1.0)
+    assert 0.0 <= same["complexity_trained"] <= np.log(twin.n_nodes) + 1e-9
 
 
 def test_randomisation_sanity_cascade_and_diagnostics(toy_images):

@@ -260,6 +260,18 @@ def _mean0(rho: np.ndarray) -> float:
     return float(np.where(np.isfinite(rho), rho, 0.0).mean()) if rho.size else float("nan")
 
 
+def _complexity(imp: np.ndarray) -> float:
+    """Mean over images of the entropy of the normalised |importance| vector (nats; 0 when one
+    node carries everything, log V when all are equal); images with no importance are skipped."""
+    a = np.abs(imp)
+    total = a.sum(axis=1, keepdims=True)
+    ok = total[:, 0] > 0
+    if not ok.any():
+        return float("nan")
+    p = a[ok] / total[ok]
+    return float(np.mean(-(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)))
+
+
 def _image_change(exp: LocalExplanation) -> np.ndarray | None:
     """RMS change of the rendered image per image and node, mean over the non-zero shifts."""
     if exp.traversal_images is None or exp.reconstructions is None:
@@ -313,7 +325,10 @@ def randomisation_sanity(
         counts as 0; ``mean_spearman_defined`` over the other images only; ``n_undefined``;
         ``per_image`` values (NaN = undefined) and the mean importances of both.
         Diagnostics: ``magnitude_ratio`` (mean randomised / mean trained importance),
-        ``top1_agreement`` (same top node), ``image_change`` (RMS change of the rendered image
+        ``top1_agreement`` (same top node), ``complexity_trained`` / ``complexity_randomised``
+        (entropy of the normalised importances) and their ``complexity_ratio`` (eMPRT, Hedström
+        et al. 2023: above 1 when the randomised model's explanation is more spread out),
+        ``image_change`` (RMS change of the rendered image
         per node) and the Spearman of each importance vector with it
         (``spearman_trained_vs_image_change``, ``spearman_randomised_vs_image_change``): an
         interventional importance of *any* classifier grows with how much a node changes the
@@ -350,8 +365,13 @@ def randomisation_sanity(
         "mean_importance_randomised": randomised.mean(0).tolist(),
         "magnitude_ratio": float(randomised.mean() / max(float(trained.mean()), 1e-300)),
         "top1_agreement": float(np.mean(trained.argmax(1) == randomised.argmax(1))),
+        "complexity_trained": _complexity(trained),
+        "complexity_randomised": _complexity(randomised),
         "nodes": list(twin.nodes),
     }
+    # eMPRT (Hedström et al. 2023): an explanation of a randomised model should be more complex
+    # (spread more evenly over the nodes); > 1 means it is.
+    out["complexity_ratio"] = out["complexity_randomised"] / max(out["complexity_trained"], 1e-12)
     if change is not None:
         out["image_change"] = change.mean(0).tolist()
         out["spearman_trained_vs_image_change"] = _mean0(_spearman_rows(trained, change))
