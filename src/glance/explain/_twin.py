@@ -314,7 +314,7 @@ def _scm_units(model: Any, scm: Any, nodes: Sequence[str], m: int) -> tuple[np.n
             raw = d_raw < d_std
         if raw:
             offset[i], scale[i] = cmean[i], cstd[i]
-            logger.info(
+            logger.debug(
                 "SCM node %r is in raw context units (mean %.3g, std %.3g)",
                 nodes[i],
                 cmean[i],
