@@ -52,39 +52,95 @@ def _check(value, target: str) -> str:
 # (area, figure, json file, key path, target)
 KEYED = [
     ("data", "generated thickness vs target, Pearson r", "data", "thickness_r", ">= 0.97"),
-    ("data", "generated thickness median abs error (px)", "data",
-     "thickness_median_abs_err_px", "<= 0.15"),
+    (
+        "data",
+        "generated thickness median abs error (px)",
+        "data",
+        "thickness_median_abs_err_px",
+        "<= 0.15",
+    ),
     ("data", "generated intensity vs target, Pearson r", "data", "intensity_r", ">= 0.99"),
     ("data", "morphometrics throughput (images/s)", "data", "measure_images_per_s", ">= 64"),
     ("data", "10,000 Morpho-MNIST digits generated (s)", "data", "morpho_generation_s", "<= 180"),
     ("data", "10,000 causal-shapes images at 32 px (s)", "data", "shapes_generation_s", "<= 60"),
-    ("classifier", "small-cnn held-out digit accuracy", "classifier",
-     "results.digits.test_accuracy", ">= 0.98"),
-    ("classifier", "small-cnn training time (s)", "classifier",
-     "results.digits.train_wall_s", "<= 180"),
-    ("classifier", "feature caching, 10,000 digits (s)", "classifier",
-     "results.cache.cache_wall_s", "<= 30"),
+    (
+        "classifier",
+        "small-cnn held-out digit accuracy",
+        "classifier",
+        "results.digits.test_accuracy",
+        ">= 0.98",
+    ),
+    (
+        "classifier",
+        "small-cnn training time (s)",
+        "classifier",
+        "results.digits.train_wall_s",
+        "<= 180",
+    ),
+    (
+        "classifier",
+        "feature caching, 10,000 digits (s)",
+        "classifier",
+        "results.cache.cache_wall_s",
+        "<= 30",
+    ),
 ]
-for preset, tgt in (("fast", {"fidelity": ">= 0.95", "alignment": ">= 0.8", "fit": "<= 300"}),
-                    ("default", {"fidelity": ">= 0.97", "alignment": ">= 0.9", "fit": "<= 1200"})):
+for preset, tgt in (
+    ("fast", {"fidelity": ">= 0.95", "alignment": ">= 0.8", "fit": "<= 300"}),
+    ("default", {"fidelity": ">= 0.97", "alignment": ">= 0.9", "fit": "<= 1200"}),
+):
     p = f"results.{preset}"
     KEYED += [
-        ("surrogate", f"{preset}: fidelity S(E(h(x))) vs f(x)", "surrogate", f"{p}.fidelity",
-         tgt["fidelity"]),
-        ("surrogate", f"{preset}: reconstruction fidelity", "surrogate",
-         f"{p}.reconstruction_fidelity", ">= 0.90" if preset == "default" else "(info)"),
-        ("surrogate", f"{preset}: sampled fidelity", "surrogate", f"{p}.sampled_fidelity",
-         ">= 0.90" if preset == "default" else "(info)"),
-        ("surrogate", f"{preset}: alignment R² thickness", "surrogate",
-         f"{p}.alignment_r2.thickness", tgt["alignment"]),
-        ("surrogate", f"{preset}: alignment R² intensity", "surrogate",
-         f"{p}.alignment_r2.intensity", tgt["alignment"]),
-        ("surrogate", f"{preset}: generated alignment thickness (Spearman)", "surrogate",
-         f"{p}.generated_alignment.thickness", ">= 0.8" if preset == "default" else "(info)"),
-        ("surrogate", f"{preset}: generated alignment intensity (Spearman)", "surrogate",
-         f"{p}.generated_alignment.intensity", ">= 0.8" if preset == "default" else "(info)"),
-        ("surrogate", f"{preset}: fit wall time (s)", "surrogate", f"{p}.fit_seconds",
-         tgt["fit"]),
+        (
+            "surrogate",
+            f"{preset}: fidelity S(E(h(x))) vs f(x)",
+            "surrogate",
+            f"{p}.fidelity",
+            tgt["fidelity"],
+        ),
+        (
+            "surrogate",
+            f"{preset}: reconstruction fidelity",
+            "surrogate",
+            f"{p}.reconstruction_fidelity",
+            ">= 0.90" if preset == "default" else "(info)",
+        ),
+        (
+            "surrogate",
+            f"{preset}: sampled fidelity",
+            "surrogate",
+            f"{p}.sampled_fidelity",
+            ">= 0.90" if preset == "default" else "(info)",
+        ),
+        (
+            "surrogate",
+            f"{preset}: alignment R² thickness",
+            "surrogate",
+            f"{p}.alignment_r2.thickness",
+            tgt["alignment"],
+        ),
+        (
+            "surrogate",
+            f"{preset}: alignment R² intensity",
+            "surrogate",
+            f"{p}.alignment_r2.intensity",
+            tgt["alignment"],
+        ),
+        (
+            "surrogate",
+            f"{preset}: generated alignment thickness (Spearman)",
+            "surrogate",
+            f"{p}.generated_alignment.thickness",
+            ">= 0.8" if preset == "default" else "(info)",
+        ),
+        (
+            "surrogate",
+            f"{preset}: generated alignment intensity (Spearman)",
+            "surrogate",
+            f"{p}.generated_alignment.intensity",
+            ">= 0.8" if preset == "default" else "(info)",
+        ),
+        ("surrogate", f"{preset}: fit wall time (s)", "surrogate", f"{p}.fit_seconds", tgt["fit"]),
     ]
 
 
@@ -98,17 +154,28 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     thr = _load("generator_throughput")
     for _, r in sorted((thr or {}).get("runs", {}).items()):
         flops, th = r["generator_train_flops_per_s_median"], r["torch_threads"]
-        for what, key in (("fp32 matmul peak", "fp32_matmul_flops_median"),
-                          ("best of matmul and 3x3 conv", "fp32_peak_flops_median")):
-            fig = (f"{r['preset']}: G training, % of {what} ({th} thread(s), "
-                   f"{r[key] / 1e9:.0f} GFLOP/s)")
+        for what, key in (
+            ("fp32 matmul peak", "fp32_matmul_flops_median"),
+            ("best of matmul and 3x3 conv", "fp32_peak_flops_median"),
+        ):
+            fig = (
+                f"{r['preset']}: G training, % of {what} ({th} thread(s), "
+                f"{r[key] / 1e9:.0f} GFLOP/s)"
+            )
             v = 100 * flops / r[key]
             out.append(("surrogate", fig, _fmt(v), ">= 50", _check(v, ">= 50")))
     causal = _load("causal")
     for r in causal.get("rows", []) if causal else []:
         if r.get("pass") is not None and not r["metric"].startswith(" "):
-            out.append(("causal", f"{r['section']}: {r['metric']}", _fmt(r["value"]),
-                        str(r["target"]), "yes" if r["pass"] else "**no**"))
+            out.append(
+                (
+                    "causal",
+                    f"{r['section']}: {r['metric']}",
+                    _fmt(r["value"]),
+                    str(r["target"]),
+                    "yes" if r["pass"] else "**no**",
+                )
+            )
     explain = _load("explain")
     for r in explain.get("must_reach", []) if explain else []:
         met = "" if r.get("pass") is None else ("yes" if r["pass"] else "**no**")
@@ -130,8 +197,7 @@ def main() -> int:
     text = readme.read_text()
     block = f"{START}\n{table()}\n{END}"
     if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     elif START in text:
         text = text.replace(START, block)
     else:
