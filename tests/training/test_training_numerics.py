@@ -141,26 +141,3 @@ def test_mixed_precision_counts_skipped_steps():
         opt.zero_grad()
         prec.step("g", opt, (w * 2).sum())
     assert prec.skipped == 1
-
-
-@pytest.mark.parametrize("weight", [0.0, 2.0])
-def test_context_cycle_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, weight):
-    seen: dict[str, float] = {}
-
-    def record(name: str, value: torch.Tensor) -> torch.Tensor:
-        seen[name] = float(value)
-        return value
-
-    est = Glance(
-        tiny_classifier,
-        contexts=["thickness", "intensity"],
-        preset="tiny",
-        config={**CONFIG, "loss": {"context_cycle": weight}},
-        random_state=1,
-        quiet=True,
-    )
-    est._hooks = Hooks(on_loss=record)
-    est.fit(tiny_data, out=tmp_path / "run")
-    assert ("context_cycle" in seen) == (weight > 0)
-    if weight > 0:
-        assert seen["context_cycle"] >= 0 and "latent_cycle" in seen

@@ -102,9 +102,6 @@ class LossConfig(ConfigBase):
     feature_matching: float = 1.0
     distill_generated: float = 1.0
     latent_cycle: float = 1.0
-    # Extra weight on reading the *aligned* dims back from G(z): an intervention on a context
-    # must show on the generated image (counterfactual effectiveness). 0 = off.
-    context_cycle: float = 0.0
     r1_gamma: float = 1.0
     r1_interval: int = 16
     disentangle: float = 0.0
@@ -122,7 +119,6 @@ class LossConfig(ConfigBase):
             "feature_matching",
             "distill_generated",
             "latent_cycle",
-            "context_cycle",
             "r1_gamma",
             "disentangle",
             allow_zero=True,

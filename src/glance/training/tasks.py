@@ -170,11 +170,9 @@ class GeneratorTask(nn.Module):
         head: nn.Module,
         classify: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         cfg: LossConfig,
-        n_aligned: int = 0,
     ):
         super().__init__()
         self.G = generator
-        self.n_aligned = int(n_aligned)
         # Frozen collaborators are kept out of the module tree (a tuple is not registered), so
         # DDP and the optimiser see only G's parameters.
         self._frozen = (discriminator, encoder, head)
@@ -206,9 +204,6 @@ class GeneratorTask(nn.Module):
             "distill_generated": L.adversarial_distillation(s_logits, logits),
             "latent_cycle": L.latent_cycle(mu_back, z),
         }
-        if cfg.context_cycle > 0 and self.n_aligned > 0:
-            m = self.n_aligned
-            terms["context_cycle"] = L.latent_cycle(mu_back[:, :m], z[:, :m])
         if disentangle and cfg.disentangle > 0:
             # A few random dims of a few samples keep the lazy penalty cheap: k + 1 extra
             # generator passes over 4 samples instead of d + 1 over the batch.
