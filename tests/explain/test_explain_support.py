@@ -80,3 +80,19 @@ def test_a_shift_clipped_away_is_no_intervention_and_not_a_zero_effect():
     np.testing.assert_allclose(both.importance[:, 0], down.importance[:, 0], rtol=1e-9)
     assert np.all(both.importance[:, 0] > 0)
     assert np.all(both.curves[:, 0, both.deltas == 1.0] == 0)  # the clipped shift changed nothing
+
+
+def test_a_node_outside_the_support_is_never_moved_the_other_way():
+    twin = _bounded(-1.0, 1.0)
+    z = torch.zeros(2, 3)
+    z[:, 0] = torch.tensor([2.5, -3.0])  # both rows already outside the support
+    up = twin.intervene(z, {0: z[:, 0] + 1.0}, total=False)[:, 0]
+    down = twin.intervene(z, {0: z[:, 0] - 1.0}, total=False)[:, 0]
+    # Further out: stays where it is (no intervention); back in: moves towards the support.
+    assert up[0].item() == 2.5 and up[1].item() == -2.0
+    assert down[0].item() == 1.5 and down[1].item() == -3.0
+    assert twin.moves(0, z[:, 0], z[:, 0] + 1.0).tolist() == [False, True]
+    # The same rule for whole rows (random concept directions of the significance test).
+    moved = twin.clip(z + 0.5, origin=z)
+    assert moved[0, 0].item() == 2.5 and moved[1, 0].item() == -2.5
+    assert torch.equal(moved[:, 1:], torch.full((2, 2), 0.5))

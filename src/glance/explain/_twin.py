@@ -165,7 +165,7 @@ class Twin:
         out = z.clone()
         if not interventions:
             return out
-        interventions = {j: self.clip_node(j, v) for j, v in interventions.items()}
+        interventions = {j: self.clip_node(j, v, z[:, j]) for j, v in interventions.items()}
         if total and self.scm is not None and any(self.descendants(j) for j in interventions):
             vals = {
                 j: v.detach().cpu().numpy().astype(np.float64) for j, v in interventions.items()
@@ -184,9 +184,16 @@ class Twin:
         lv = torch.as_tensor(self._levels(j), dtype=values.dtype, device=values.device)
         return (values[:, None] - lv[None]).abs().argmin(dim=1)
 
-    def clip_node(self, j: int, values: torch.Tensor) -> torch.Tensor:
+    def clip_node(
+        self, j: int, values: torch.Tensor, origin: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``values`` of node ``j`` made admissible: snapped to the nearest level of a discrete
-        node, else clipped to its support (unchanged without ``node_range``)."""
+        node, else clipped to its support (unchanged without ``node_range``).
+
+        ``origin`` (the rows' current values) widens each row's support to include it, so an
+        image whose node already lies outside the support is never moved the other way: a
+        shift further out stays where it is instead of being pulled back across the range.
+        """
         lv = self._levels(j)
         if lv is not None:
             return torch.as_tensor(lv, dtype=values.dtype, device=values.device)[
@@ -194,7 +201,11 @@ class Twin:
             ]
         if self.node_range is None:
             return values
-        return values.clamp(float(self.node_range[j, 0]), float(self.node_range[j, 1]))
+        lo, hi = float(self.node_range[j, 0]), float(self.node_range[j, 1])
+        if origin is None:
+            return values.clamp(lo, hi)
+        origin = origin.to(values.dtype)
+        return torch.minimum(torch.maximum(values, origin.clamp(max=lo)), origin.clamp(min=hi))
 
     def shift(self, j: int, values: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
         """Node ``j`` moved by ``deltas`` (std units, one per row) from ``values``.
@@ -215,14 +226,17 @@ class Twin:
         admissible value differs: another level, or a shift not clipped away), per row."""
         if self._levels(j) is not None:
             return self._level_index(j, values) != self._level_index(j, new)
-        return (self.clip_node(j, new) - values).abs() > 1e-6 * float(self.node_std[j])
+        return (self.clip_node(j, new, values) - values).abs() > 1e-6 * float(self.node_std[j])
 
-    def clip(self, z: torch.Tensor) -> torch.Tensor:
-        """Every column of ``z`` (N, d) clipped to its node's support."""
+    def clip(self, z: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
+        """Every column of ``z`` (N, d) clipped to its node's support (widened per row to
+        include ``origin``, the rows' values before the change; see :meth:`clip_node`)."""
         if self.node_range is None:
             return z
         lo = torch.as_tensor(self.node_range[:, 0], dtype=z.dtype, device=z.device)
         hi = torch.as_tensor(self.node_range[:, 1], dtype=z.dtype, device=z.device)
+        if origin is not None:
+            lo, hi = torch.minimum(lo, origin), torch.maximum(hi, origin)
         return torch.maximum(torch.minimum(z, hi), lo)
 
     @classmethod

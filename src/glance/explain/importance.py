@@ -200,7 +200,8 @@ def random_concept_significance(
     steps_t = torch.as_tensor(steps, dtype=batch.z.dtype, device=batch.z.device)  # [G', R, d]
     z = batch.z[None, None] + steps_t[:, :, None, :]  # [G', R, N, d]
     # Clipped to the support like a node's intervention: the same rule for both sides of the test.
-    probs, _ = renderer(twin.clip(z.reshape(-1, d)), "significance", keep_images=False)
+    origin = batch.z[None, None].expand_as(z).reshape(-1, d)
+    probs, _ = renderer(twin.clip(z.reshape(-1, d), origin), "significance", keep_images=False)
     rows = np.arange(n)
     p = probs.reshape(len(nz), n_random, n, -1)[:, :, rows, target]  # [G', R, N]
     p0 = batch.reconstruction_probabilities[rows, target]
