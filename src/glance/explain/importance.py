@@ -201,11 +201,15 @@ def random_concept_significance(
     z = batch.z[None, None] + steps_t[:, :, None, :]  # [G', R, N, d]
     # Clipped to the support like a node's intervention: the same rule for both sides of the test.
     origin = batch.z[None, None].expand_as(z).reshape(-1, d)
-    probs, _ = renderer(twin.clip(z.reshape(-1, d), origin), "significance", keep_images=False)
+    clipped = twin.clip(z.reshape(-1, d), origin)
+    probs, _ = renderer(clipped, "significance", keep_images=False)
     rows = np.arange(n)
     p = probs.reshape(len(nz), n_random, n, -1)[:, :, rows, target]  # [G', R, N]
     p0 = batch.reconstruction_probabilities[rows, target]
-    random_imp = np.abs(p - p0).mean(axis=0).T  # [N, R], same formula as SingleEffects
+    # Same formula as SingleEffects.importance: a shift clipped away entirely is left out.
+    tol = 1e-6 * torch.as_tensor(twin.node_std, dtype=clipped.dtype)
+    moved = ((clipped - origin).abs() > tol).any(dim=1).reshape(len(nz), n_random, n).numpy()
+    random_imp = (np.abs(p - p0) * moved).sum(axis=0).T / np.maximum(moved.sum(axis=0).T, 1)
     exceed = (random_imp[:, None, :] >= importance[:, :, None]).sum(axis=2)
     return random_imp, (1.0 + exceed) / (n_random + 1.0)
 
