@@ -207,8 +207,9 @@ def random_concept_significance(
     p = probs.reshape(len(nz), n_random, n, -1)[:, :, rows, target]  # [G', R, N]
     p0 = batch.reconstruction_probabilities[rows, target]
     # Same formula as SingleEffects.importance: a shift clipped away entirely is left out.
-    tol = 1e-6 * torch.as_tensor(twin.node_std, dtype=clipped.dtype)
-    moved = ((clipped - origin).abs() > tol).any(dim=1).reshape(len(nz), n_random, n).numpy()
+    tol = 1e-6 * torch.as_tensor(twin.node_std, dtype=clipped.dtype, device=clipped.device)
+    moved = (clipped - origin).abs() > tol
+    moved = moved.any(dim=1).reshape(len(nz), n_random, n).cpu().numpy()
     random_imp = (np.abs(p - p0) * moved).sum(axis=0).T / np.maximum(moved.sum(axis=0).T, 1)
     exceed = (random_imp[:, None, :] >= importance[:, :, None]).sum(axis=2)
     return random_imp, (1.0 + exceed) / (n_random + 1.0)
