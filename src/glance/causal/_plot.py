@@ -69,22 +69,7 @@ def plot_graph(graph: Any, ax: Any = None, *, title: str | None = None) -> Any:
                 **style,
             )
     nx.draw_networkx_labels(g, pos, ax=ax, font_size=7)
-    for e in graph.edges():
-        g.add_edge(e.source, e.target)
-        nx.draw_networkx_edges(
-            g,
-            pos,
-            edgelist=[(e.source, e.target)],
-            ax=ax,
-            node_size=_NODE_SIZE,
-            width=0.5 + 4.0 * max(0.0, min(1.0, e.confidence)),
-            edge_color=_colour(e.effect),
-            arrows=True,
-            arrowstyle="-|>" if e.directed else "-",
-            arrowsize=14,
-            connectionstyle="arc3,rad=0.08",
-            style="solid" if e.directed else "dashed",
-        )
+    draw_edges(g, pos, ax, graph)
     labels = {
         (e.source, e.target): f"{e.effect:+.2f}" for e in graph.edges() if math.isfinite(e.effect)
     }
@@ -122,3 +107,24 @@ def save_graph_png(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def draw_edges(g: nx.DiGraph, pos: dict[str, Any], ax: Any, graph: Any) -> None:
+    """Draw ``graph``'s edges onto ``ax`` (adding them to ``g``): width = bootstrap confidence,
+    colour = sign of the effect, arrow = directed, dashed = undirected."""
+    for e in graph.edges():
+        g.add_edge(e.source, e.target)
+        nx.draw_networkx_edges(
+            g,
+            pos,
+            edgelist=[(e.source, e.target)],
+            ax=ax,
+            node_size=_NODE_SIZE,
+            width=0.5 + 4.0 * max(0.0, min(1.0, e.confidence)),
+            edge_color=_colour(e.effect),
+            arrows=True,
+            arrowstyle="-|>" if e.directed else "-",
+            arrowsize=14,
+            connectionstyle="arc3,rad=0.08",
+            style="solid" if e.directed else "dashed",
+        )

@@ -20,7 +20,7 @@ import networkx as nx
 import numpy as np
 
 from glance._io import atomic_write_bytes
-from glance.causal._plot import _NODE_SIZE, _colour, _layout
+from glance.causal._plot import _NODE_SIZE, _layout, draw_edges
 from glance.causal.graph import CausalGraph, Node
 
 __all__ = ["plot_graph_importance", "save_graph_importance_png"]
@@ -69,7 +69,7 @@ def plot_graph_importance(graph: CausalGraph, explanation: Any, i: int, ax: Any 
     g = nx.DiGraph()
     g.add_nodes_from(full.names)
     _draw_nodes(g, pos, ax, full, imp, norm, _target_output(explanation, i), set(extra))
-    _draw_edges(g, pos, ax, graph)
+    draw_edges(g, pos, ax, graph)
     _finish(ax, explanation, i, norm, extra)
     return ax.figure
 
@@ -123,28 +123,6 @@ def _draw_nodes(
         dark = name in imp and node.kind != "output" and norm(imp[name]) > 0.6
         nx.draw_networkx_labels(
             g, pos, labels={name: name}, ax=ax, font_size=7, font_color="white" if dark else "k"
-        )
-
-
-def _draw_edges(
-    g: nx.DiGraph, pos: dict[str, tuple[float, float]], ax: Any, graph: CausalGraph
-) -> None:
-    """Edges as in the graph picture: width = confidence, colour = sign, dashed = undirected."""
-    for e in graph.edges():
-        g.add_edge(e.source, e.target)
-        nx.draw_networkx_edges(
-            g,
-            pos,
-            edgelist=[(e.source, e.target)],
-            ax=ax,
-            node_size=_NODE_SIZE,
-            width=0.5 + 4.0 * max(0.0, min(1.0, e.confidence)),
-            edge_color=_colour(e.effect),
-            arrows=True,
-            arrowstyle="-|>" if e.directed else "-",
-            arrowsize=14,
-            connectionstyle="arc3,rad=0.08",
-            style="solid" if e.directed else "dashed",
         )
 
 
