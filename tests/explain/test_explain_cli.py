@@ -8,40 +8,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy_run import ToyRun
 
 import glance
 from glance.cli.main import main
 from glance.explain import toy
 
 
-class _ToyRun:
-    """What ``glance.load`` returns, reduced to what explain reads (toy world, no SCM)."""
-
-    concept_names_ = list(toy.NODES)
-    context_names_ = ["size", "brightness"]
-    classes_ = ["small", "large"]
-    image_shape_ = (1, 16, 16)
-
-    def __init__(self) -> None:
-        self.clf = toy.SizeClassifier()
-
-    def encode(self, x):
-        return toy.measure(x)
-
-    def generate(self, z):
-        return toy.render(z)
-
-    def classify(self, x):
-        with torch.no_grad():
-            return self.clf(x)
-
-    def sample_concepts(self, n, random_state=0):
-        return toy.sample_concepts(n, random_state=random_state)
-
-
 @pytest.fixture
 def run(monkeypatch, tmp_path):
-    monkeypatch.setattr(glance, "load", lambda path: _ToyRun())
+    monkeypatch.setattr(glance, "load", lambda path: ToyRun())
     return tmp_path / "run"
 
 

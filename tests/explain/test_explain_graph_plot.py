@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy_run import ToyRun
 
 import glance
 from glance.causal import CausalGraph
@@ -78,29 +79,6 @@ def test_draws_on_given_axes_and_rejects_bad_index(exp):
         plot_graph_importance(_graph(), exp, 3)
 
 
-class _ToyRunWithGraph:
-    """What ``glance.load`` returns for a run after ``glance graph`` (toy world, no SCM)."""
-
-    concept_names_ = list(toy.NODES)
-    context_names_ = ["size", "brightness"]
-    classes_ = ["0", "1"]
-    image_shape_ = (1, 16, 16)
-
-    def __init__(self, graph) -> None:
-        self.clf = toy.SizeClassifier()
-        self.graph_ = graph
-
-    def encode(self, x):
-        return toy.measure(x)
-
-    def generate(self, z):
-        return toy.render(z)
-
-    def classify(self, x):
-        with torch.no_grad():
-            return self.clf(x)
-
-
 def _png(path, z):
     img = (toy.render(torch.tensor([z]))[0, 0].numpy() * 255).round().astype(np.uint8)
     Image.fromarray(img).save(path)
@@ -109,7 +87,7 @@ def _png(path, z):
 
 @pytest.mark.parametrize("graph", [_graph(), None])
 def test_cli_writes_graph_pngs_when_the_run_has_a_graph(monkeypatch, tmp_path, graph):
-    monkeypatch.setattr(glance, "load", lambda path: _ToyRunWithGraph(graph))
+    monkeypatch.setattr(glance, "load", lambda path: ToyRun(classes=("0", "1"), graph_=graph))
     a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
     b = _png(tmp_path / "b.png", [-1.0, 0.5, 0.0])
     out = tmp_path / "out"

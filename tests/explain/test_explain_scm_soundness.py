@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from toy_run import ToyRun
 
 from glance.causal import CausalGraph, StructuralCausalModel
 from glance.explain import GlanceSCMAdapter, InterventionalImportance, Twin, soundness, toy
@@ -133,42 +134,21 @@ class _Frozen(torch.nn.Module):
             return self.clf(x)
 
 
-class _StubGlance:
+def _stub_glance(declare: bool) -> ToyRun:
     """A fitted-Glance stand-in over the toy world whose SCM is in raw context units."""
-
-    concept_names_ = list(toy.NODES)
-    context_names_ = ["size", "brightness"]
-    classes_ = ["small", "large"]
-    context_mean_ = np.array([2.5, 150.0])
-    context_std_ = np.array([0.6, 40.0])
-
-    def __init__(self, declare: bool) -> None:
-        z = toy.LinearSCM(3, {(0, 1): 0.8}).sample(3000, random_state=1)
-        off = np.r_[self.context_mean_, 0.0]
-        sc = np.r_[self.context_std_, 1.0]
-        self.scm_ = _fitted_scm(z, off, sc)
-        if declare:
-            self.scm_units_ = "raw"
-        self.clf = toy.BrightnessClassifier()
-
-    def encode(self, x):
-        return toy.measure(x)
-
-    def generate(self, z):
-        return toy.render(z)
-
-    def classify(self, x):
-        with torch.no_grad():
-            return self.clf(x)
-
-    def sample_concepts(self, n, random_state=0):
-        return toy.sample_concepts(n, random_state=random_state)
+    mean, std = np.array([2.5, 150.0]), np.array([0.6, 40.0])
+    z = toy.LinearSCM(3, {(0, 1): 0.8}).sample(3000, random_state=1)
+    scm = _fitted_scm(z, np.r_[mean, 0.0], np.r_[std, 1.0])
+    extra = {"scm_units_": "raw"} if declare else {}
+    return ToyRun(
+        toy.BrightnessClassifier(), context_mean_=mean, context_std_=std, scm_=scm, **extra
+    )
 
 
 def test_twin_from_glance_with_raw_unit_scm(toy_images):
     ref = InterventionalImportance(toy.make_twin(toy.BrightnessClassifier())).explain(toy_images)
     for declare in (True, False):  # declared by discovery, or recognised from the SCM's stats
-        twin = Twin.from_glance(_StubGlance(declare))
+        twin = Twin.from_glance(_stub_glance(declare))
         assert twin.node_kinds == ("context", "context", "concept")
         assert twin.descendants(0) == frozenset({1})
         np.testing.assert_allclose(twin.node_std[2], 1.0, atol=0.1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy_run import ToyRun
 
 import glance
 from glance.cli.main import main
@@ -215,31 +216,8 @@ def test_summary_plot_marks_non_significant_nodes(tested):
     assert any("random concepts,\n95% quantile" in t for t in texts)
 
 
-class _ToyRun:
-    """What ``glance.load`` returns, reduced to what ``glance explain`` reads."""
-
-    concept_names_ = list(toy.NODES)
-    context_names_ = ["size", "brightness"]
-    classes_ = ["small", "large"]
-    image_shape_ = (1, 16, 16)
-    clf = toy.SizeClassifier()
-
-    def encode(self, x):
-        return toy.measure(x)
-
-    def generate(self, z):
-        return toy.render(z)
-
-    def classify(self, x):
-        with torch.no_grad():
-            return self.clf(x)
-
-    def sample_concepts(self, n, random_state=0):
-        return toy.sample_concepts(n, random_state=random_state)
-
-
 def test_cli_significance(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(glance, "load", lambda path: _ToyRun())
+    monkeypatch.setattr(glance, "load", lambda path: ToyRun())
     img = (toy.render(torch.tensor([[1.0, 0.0, 0.0]]))[0, 0].numpy() * 255).round()
     Image.fromarray(img.astype(np.uint8)).save(tmp_path / "a.png")
     argv = ["-q", "explain", str(tmp_path / "run"), str(tmp_path / "a.png"), "--no-pngs"]
