@@ -14,6 +14,7 @@ from glance._version import __version__
 _LAZY = {
     "Glance": "glance.estimator",
     "load": "glance.estimator",
+    "Run": "glance.run",
     "ClassifierAdapter": "glance.classifiers",
     "load_classifier": "glance.classifiers",
 }

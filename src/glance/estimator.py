@@ -9,6 +9,7 @@ loaded back with :func:`load`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -21,27 +22,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from glance._io import (
-    FORMAT_VERSION,
-    atomic_directory,
-    atomic_write_json,
-    atomic_write_text,
-    load_safetensors,
-    save_safetensors,
-    verify_manifest,
-    write_manifest,
-)
+from glance._io import FORMAT_VERSION
 from glance._version import __version__
 from glance.exceptions import (
-    CheckpointCorruptError,
     CheckpointError,
+    CheckpointIncompatibleError,
     ConfigError,
     DataValidationError,
     NotFittedError,
+    ResourceError,
     ShapeError,
 )
+from glance.run import MODEL_PARTS, Run
 from glance.training.checkpoint import dataset_fingerprint, load_module_state
-from glance.training.config import GlanceConfig, resolve_config
+from glance.training.config import GlanceConfig, config_hash, resolve_config
 from glance.training.tasks import ConceptMixture
 
 __all__ = ["Glance", "load"]
@@ -101,6 +95,18 @@ class Glance:
         Logged training losses (every 10 steps).
     fit_seconds_ : float
         Wall time of :meth:`fit`.
+    identity_ : dict
+        What makes a run of this fit this run (data fingerprint, contexts in order, classifier
+        weights hash, layer, seed, config hash, glance version); ``fit(resume=True)`` continues
+        only a run with the same identity.
+    train_data_ : dict or None
+        Where the training data lives (path, splits, fingerprints) when it was loaded with
+        :func:`glance.data.load_dataset`; commands on the run use it by default.
+    run_ : Run or None
+        The run directory this estimator was fitted into or loaded from.
+    graph_, scm_, scm_units_, global_importance_
+        After :meth:`global_explanation` (or loading a run that has a graph): the causal graph,
+        its structural causal model, the units the SCM works in, and the global importances.
 
     Examples
     --------
@@ -164,12 +170,7 @@ class Glance:
             )
         if not isinstance(self.preset, str):
             raise ConfigError(f"'preset' of Glance must be a preset name; got {self.preset!r}")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise ConfigError(
-                f"'device' of Glance is not a torch device: {self.device!r}"
-            ) from None
+        check_device(self.device)
         for name in self.contexts:
             dataset.attribute(name)  # raises DataValidationError listing the columns
         if len(dataset) < 2:
@@ -221,40 +222,57 @@ class Glance:
 
         t0 = time.perf_counter()
         config = self._validate_params(dataset)
+        if out is None and resume:
+            raise ConfigError("'resume' of Glance.fit needs 'out' (the run directory to resume)")
         dist = DistContext.from_env(self.device)
-        run = _prepare_run_dir_collective(out, resume, dist)
         self._reset()
         self.config_ = config
         self.adapter_ = _make_adapter(self.classifier, self.layer, dataset, dist.device)
-        data = self._prepare_data(dataset, config, dist.device)
-        parts = self._build_parts(config, dataset, data.features, dist.device)
-        tmp = None if run is not None else tempfile.TemporaryDirectory(prefix="glance-fit-")
-        root = run if run is not None else Path(tmp.name)
-        try:
-            if run is not None and dist.is_main and not resume:
-                atomic_write_text(run / "config.yaml", _yaml(config, self, dataset.source))
+        fingerprint = dataset_fingerprint(dataset)
+        self.identity_ = self._identity(fingerprint, config)
+        with contextlib.ExitStack() as stack:
+            run = _open_run_collective(
+                out, resume, self.identity_, config, self, dataset, dist, stack
+            )
+            data = self._prepare_data(dataset, config, dist.device)
+            parts = self._build_parts(config, dataset, data.features, dist.device)
+            tmp = None
+            if run is None:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="glance-fit-"))
             trainer = Trainer(
                 parts,
                 data,
                 config,
-                checkpoint_dir=root / "checkpoints",
-                metrics_path=root / "metrics.jsonl",
+                checkpoint_dir=run.checkpoint_dir if run else Path(tmp) / "checkpoints",
+                metrics_path=run.live_training_log if run else Path(tmp) / "metrics.jsonl",
                 seed=int(self.random_state),
-                fingerprint=dataset_fingerprint(dataset),
+                fingerprint=fingerprint,
                 dist=dist,
                 quiet=self.quiet,
                 hooks=self._hooks,
             )
             self.history_ = fit_loop(trainer, resume=resume)
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
-        self._set_fitted(parts, trainer, dataset)
-        self.fit_seconds_ = time.perf_counter() - t0
-        if run is not None and dist.is_main:
-            self.save(run)
-        dist.barrier()
+            self._set_fitted(parts, trainer, dataset)
+            self.train_data_ = _data_record(dataset, fingerprint)
+            self.fit_seconds_ = time.perf_counter() - t0
+            self.run_ = run
+            if run is not None and dist.is_main:
+                self._save_to(run)
+            dist.barrier()
         return self
+
+    def _identity(self, fingerprint: str, config: GlanceConfig) -> dict[str, Any]:
+        from glance.classifiers.serialization import classifier_fingerprint
+
+        return {
+            "data_fingerprint": fingerprint,
+            "contexts": list(self.contexts),
+            "classifier": classifier_fingerprint(self.adapter_.model),
+            "layer": self.adapter_.layer_name,
+            "seed": int(self.random_state),
+            "config_hash": config_hash(config),
+            "glance_version": __version__,
+        }
 
     def _reset(self) -> None:
         for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
@@ -314,6 +332,7 @@ class Glance:
         self.classes_ = _classes(self.adapter_, dataset)
         self.history_ = trainer.history
         self.train_source_ = str(dataset.source)
+        self.run_ = None
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -404,38 +423,79 @@ class Glance:
         out: str | os.PathLike[str] | None = None,
         n_images: int | None = None,
         random_state: int = 0,
+        truth: Any = None,
     ) -> dict[str, Any]:
         """Faithfulness and quality figures of DESIGN §2.5 on ``dataset`` (held-out images).
 
         Returns a dict with ``fidelity``, ``reconstruction_fidelity``, ``sampled_fidelity``,
         ``alignment_r2`` and ``generated_alignment`` (context → value, None where it cannot be
-        measured), ``mig``, ``dci``, ``fid``, ``kid``, ``fit_seconds``. With ``out`` the
-        reconstruction and sample grids are saved there as PNG.
+        measured), ``mig``, ``dci``, ``fid``, ``kid``, ``fit_seconds``,
+        ``counterfactual_soundness`` and ``data`` (what was measured).
+
+        ``out`` records them: given a run directory (e.g. this estimator's), the figures and
+        the reconstruction/sample grids are sealed into it — as the run's own evaluation when
+        ``dataset`` is its recorded held-out split, else under ``evaluations/<data>/`` beside
+        it; given any other folder, only the grids are written there as PNG. ``truth`` (the
+        ``truth.json`` of a dataset with a known causal graph, as a mapping) adds the scores of
+        ``graph_`` against it under ``graph``.
         """
-        from glance.training.evaluation import evaluate
+        from glance.evaluation import evaluate
 
         self._check_fitted()
-        return evaluate(self, dataset, out=out, n_images=n_images, random_state=random_state)
+        return evaluate(
+            self, dataset, out=out, n_images=n_images, random_state=random_state, truth=truth
+        )
 
-    def global_explanation(self, dataset: Any, **options: Any) -> Any:
+    def global_explanation(
+        self, dataset: Any, *, out: str | os.PathLike[str] | None = None, **options: Any
+    ) -> Any:
         """Discover the causal graph over contexts, concepts and outputs; fit its SCM.
 
-        Thin wrapper over :func:`glance.causal.discover_from_glance` (bootstrap PC with
-        background knowledge contexts → concepts → outputs by default). Sets ``graph_``,
-        ``scm_`` and ``global_importance_`` and returns the :class:`~glance.causal.CausalGraph`.
+        Bootstrap PC with background knowledge contexts → concepts → outputs by default (see
+        :func:`glance.causal.discover_from_glance`). Sets ``graph_``, ``scm_``, ``scm_units_``
+        and ``global_importance_`` and returns the :class:`~glance.causal.CausalGraph`.
 
         Parameters
         ----------
         dataset : ImageDataset
             Images (with their contexts where known) to discover the graph from.
+        out : path, optional
+            Where to write the graph's artefacts (``RUN/graph`` seals them into the run).
         **options
             Passed on to :func:`~glance.causal.discover_from_glance` (``n_resamples``,
-            ``knowledge``, ``alpha``, ``random_state``, ``out``, ...).
+            ``knowledge``, ``alpha``, ``random_state``, ...).
         """
         from glance.causal.from_glance import discover_from_glance
 
         self._check_fitted()
-        return discover_from_glance(self, dataset, **options)
+        result = discover_from_glance(self, dataset, **options)
+        self._set_global(result)
+        if out is not None:
+            result.save(out)
+        return result.graph
+
+    def refit_scm(self, dataset: Any, *, max_images: int = 2000) -> None:
+        """Fit the SCM of ``graph_`` again on ``dataset`` (for a run whose SCM was not saved,
+        e.g. a gradient-boosted one); sets ``scm_``, ``scm_units_`` and ``global_importance_``."""
+        from glance.causal.from_glance import refit_scm
+
+        self._check_fitted()
+        if getattr(self, "graph_", None) is None:
+            raise NotFittedError("refit_scm needs graph_; call global_explanation first")
+        self._set_global(refit_scm(self, self.graph_, dataset, max_images=max_images))
+
+    def _set_global(self, result: Any) -> None:
+        """Assign a :class:`~glance.causal.GlobalExplanation` (``None``: nothing to assign)."""
+        if result is None:
+            return
+        self.graph_ = result.graph
+        self.scm_units_ = result.units
+        if result.scm is not None:
+            self.scm_ = result.scm
+        elif hasattr(self, "scm_"):
+            del self.scm_
+        if result.importance is not None:
+            self.global_importance_ = result.importance
 
     def explain(self, images: torch.Tensor, target: Any = None, **options: Any) -> Any:
         """Local explanations of ``images`` (float in [0, 1], shape (N, C, H, W)).
@@ -461,13 +521,69 @@ class Glance:
         return explain(self, images, target, **options)
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
-        """Write the fitted estimator as a self-contained run directory; return its path.
+        """Write the fitted estimator as a self-contained, sealed run directory; return its path.
 
-        Layout: ``config.yaml``, ``state.json``, ``classifier.safetensors`` + ``.json`` (a copy
-        of the classifier), ``model/*.safetensors`` and ``MANIFEST.json`` written last.
+        ``run_dir`` is absent, an empty folder, or this estimator's own run (re-sealed). The
+        layout is :mod:`glance.run`'s; a copy of the classifier is included when it is one of
+        glance's reference architectures.
+
+        Raises
+        ------
+        CheckpointError
+            ``run_dir`` is a non-empty folder that is not a run.
+        CheckpointIncompatibleError
+            ``run_dir`` is another run (a different identity).
         """
         self._check_fitted()
-        return _save(self, Path(run_dir))
+        target = Path(run_dir)
+        if Run.is_run(target):
+            run = Run.open(target)
+            with run.writing():
+                run.check_identity(self.identity_ or {})
+                self._save_to(run)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            with Run(target).writing():
+                run = Run.create(target, self.identity_ or {})
+                self._save_to(run)
+        return target
+
+    def _save_to(self, run: Run) -> None:
+        """Seal the fitted model into ``run`` (one transaction)."""
+        from glance.classifiers.architectures import ReferenceClassifier
+        from glance.classifiers.serialization import save_classifier
+
+        model = self.adapter_.model
+        writer = None
+        if isinstance(model, ReferenceClassifier):
+            writer = lambda path: save_classifier(model, path)  # noqa: E731
+        else:
+            logger.warning(
+                "the classifier (%s) is not a glance ReferenceClassifier; its weights are not "
+                "copied into the run, so commands on it need --model/--weights (glance.load(run, "
+                "classifier=model) in Python)",
+                type(model).__name__,
+            )
+        state = _state_json(self)
+        state["classifier_included"] = writer is not None
+        run.save_fitted(
+            state=state,
+            modules={n: getattr(self, f"{n}_").state_dict() for n in MODEL_PARTS},
+            config_text=_yaml(self.config_, self, getattr(self, "train_source_", None)),
+            data_record=getattr(self, "train_data_", None),
+            save_classifier=writer,
+            training_log=run.live_training_log,
+        )
+        self.run_ = run
+
+    def twin(self) -> Any:
+        """This fitted model as a :class:`glance.explain.Twin`: what the explainers, the
+        soundness checks and the explorer run on (encode, generate, the real classifier, node
+        scales and support, the SCM when there is one)."""
+        from glance.explain import Twin
+
+        self._check_fitted()
+        return Twin.from_glance(self)
 
     def __repr__(self) -> str:
         return (
@@ -519,44 +635,111 @@ def build_networks(
     }
 
 
-def _prepare_run_dir(out: Any, resume: bool) -> Path | None:
-    if out is None:
-        if resume:
-            raise ConfigError("'resume' of Glance.fit needs 'out' (the run directory to resume)")
-        return None
-    run = Path(out)
-    if run.exists() and not run.is_dir():
-        raise CheckpointError(f"run directory {run} exists and is not a directory")
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device that exists on this machine (before any work starts).
+
+    Raises
+    ------
+    ConfigError
+        Not a device name.
+    ResourceError
+        A CUDA device on a machine without (that many) GPUs.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"'device' of Glance is not a torch device: {device!r}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            raise ResourceError(
+                f"device {device!r}: this machine has {n} CUDA device(s); use --device cpu"
+                + (f" or cuda:0..cuda:{n - 1}" if n else "")
+            )
+    elif dev.type not in ("cpu", "mps", "xpu", "meta"):
+        raise ConfigError(f"'device' of Glance must be cpu or cuda[:N]; got {device!r}")
+    return dev
+
+
+def _open_run(
+    out: Any,
+    resume: bool,
+    identity: dict,
+    config: GlanceConfig,
+    est: Glance,
+    dataset: Any,
+    stack: Any,
+) -> Run:
+    """The run a fit writes: a new one (``out`` absent or empty) or, with ``resume``, the same
+    run continued. Its lock is held (on ``stack``) until the fit ends."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"run directory {path} exists and is not a directory")
     if resume:
-        if not run.is_dir():
-            raise CheckpointError(f"cannot resume: run directory {run} does not exist")
-    elif run.is_dir() and any(run.iterdir()):
-        raise CheckpointError(
-            f"run directory {run} is not empty; pass --resume (resume=True) to continue it or "
-            "choose a new --out"
-        )
-    run.mkdir(parents=True, exist_ok=True)
-    return run
+        if not path.is_dir():
+            raise CheckpointError(f"cannot resume: run directory {path} does not exist")
+        if not Run.is_run(path):
+            raise CheckpointError(
+                f"cannot resume {path}: not a run directory glance made (no run marker in its "
+                "MANIFEST.json or run.json); nothing was changed"
+            )
+        run = Run.open(path)
+        stack.enter_context(run.writing())
+        run.check_identity(identity, config.to_dict())
+        return run
+    path.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(Run(path).writing())
+    return Run.create(path, identity, config_text=_yaml(config, est, dataset.source))
 
 
-def _prepare_run_dir_collective(out: Any, resume: bool, dist: Any) -> Path | None:
-    """Rank 0 checks and creates the run directory; every rank learns the verdict (no hang)."""
-    if not dist.enabled:
-        return _prepare_run_dir(out, resume)
+def _open_run_collective(
+    out: Any,
+    resume: bool,
+    identity: dict,
+    config: GlanceConfig,
+    est: Glance,
+    dataset: Any,
+    dist: Any,
+    stack: Any,
+) -> Run | None:
+    """Rank 0 opens (or creates) the run; every rank learns the verdict (no hang)."""
     if out is None:
-        raise ConfigError("a distributed fit needs 'out' (a run directory shared by all ranks)")
+        if dist.enabled:
+            raise ConfigError("a distributed fit needs 'out' (a run directory shared by all ranks)")
+        return None
+    if not dist.enabled:
+        return _open_run(out, resume, identity, config, est, dataset, stack)
     error: Exception | None = None
+    run: Run | None = None
     if dist.is_main:
         try:
-            _prepare_run_dir(out, resume)
+            run = _open_run(out, resume, identity, config, est, dataset, stack)
         except Exception as exc:  # re-raised below, after the other ranks have been told
             error = exc
     failed = dist.any(torch.tensor([error is not None]))
     if error is not None:
         raise error
     if bool(failed[0]):
-        raise CheckpointError(f"rank 0 could not prepare the run directory {out}; see its error")
-    return Path(out)
+        raise CheckpointError(f"rank 0 could not open the run directory {out}; see its error")
+    return run if run is not None else Run(out)
+
+
+def _data_record(dataset: Any, fingerprint: str) -> dict[str, Any] | None:
+    """Where the training data lives, its splits and fingerprints (``None`` for data in memory).
+
+    Commands on the run use this data by default and refuse it if it changed since the fit.
+    """
+    origin = getattr(dataset, "origin", None)
+    if origin is None:
+        return None
+    from glance.data import load_dataset, test_split
+
+    path, split = str(origin[0]), origin[1]
+    held = test_split(path)
+    fingerprints = {str(split): fingerprint}
+    if held is not None and held != split:
+        fingerprints[held] = dataset_fingerprint(load_dataset(path, held))
+    return {"data": path, "train_split": split, "test_split": held, "fingerprints": fingerprints}
 
 
 def _make_adapter(classifier: Any, layer: str | None, dataset: Any, device: torch.device) -> Any:
@@ -669,50 +852,17 @@ def _state_json(est: Glance) -> dict[str, Any]:
     }
 
 
-def _save_classifier_copy(est: Glance, run: Path) -> bool:
-    """Copy the classifier into the run (weights + description); False if impossible."""
-    from glance.classifiers.architectures import ReferenceClassifier
-    from glance.classifiers.serialization import save_classifier
-
-    model = est.adapter_.model
-    if isinstance(model, ReferenceClassifier):
-        save_classifier(model, run / "classifier.safetensors")
-        return True
-    logger.warning(
-        "the classifier (%s) is not a glance ReferenceClassifier; its weights are not copied "
-        "into the run, so glance.load(run, classifier=model) will need it",
-        type(model).__name__,
-    )
-    return False
-
-
-def _save(est: Glance, run: Path) -> Path:
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "MANIFEST.json").unlink(missing_ok=True)  # incomplete until the manifest is rewritten
-    state = _state_json(est)
-    state["classifier_included"] = _save_classifier_copy(est, run)
-    if not (run / "config.yaml").is_file():
-        atomic_write_text(
-            run / "config.yaml", _yaml(est.config_, est, getattr(est, "train_source_", None))
-        )
-    with atomic_directory(run / "model") as tmp:
-        for name in ("encoder", "head", "generator", "discriminator", "mixture"):
-            module = getattr(est, f"{name}_")
-            save_safetensors(tmp / f"{name}.safetensors", module.state_dict())
-    atomic_write_json(run / "state.json", state)
-    write_manifest(run, {"kind": "glance-run"})
-    return run
-
-
 def load(run_dir: str | os.PathLike[str], *, classifier: Any = None, device: str = "cpu") -> Glance:
-    """Load a fitted :class:`Glance` from a run directory written by :meth:`Glance.save`.
+    """Load a fitted :class:`Glance` from a run directory (see :class:`glance.Run`).
 
     Parameters
     ----------
     run_dir : path
-        The run directory; its ``MANIFEST.json`` is verified first.
-    classifier : nn.Module, optional
-        The classifier, when the run holds no copy of it (non-reference architectures).
+        The run directory; it is repaired (an interrupted write finished or discarded) and every
+        sealed file's sha256 verified first.
+    classifier : nn.Module or ClassifierAdapter, optional
+        The classifier, when the run holds no copy of it (architectures other than glance's
+        reference ones). It must be the one the run was fitted with (same weights).
     device : str
         Where to put the networks.
 
@@ -721,61 +871,79 @@ def load(run_dir: str | os.PathLike[str], *, classifier: Any = None, device: str
     CheckpointCorruptError
         Missing/incomplete manifest, or a file whose sha256 differs (tampered or damaged).
     CheckpointIncompatibleError
-        A newer format version, or weights that do not fit the recorded configuration.
+        A newer format version, weights that do not fit the recorded configuration, or a
+        ``classifier`` other than the run's.
     """
-    import json
+    run = Run.open(run_dir)
+    with run.reading():
+        fitted = run.load_fitted()
+        state = fitted["state"]
+        config = resolve_config(config=_read_yaml_text(fitted["config"], run.path))
+        if classifier is None:
+            if fitted["classifier"] is None:
+                raise CheckpointError(
+                    f"{run.path} holds no copy of its classifier; pass classifier= to "
+                    "glance.load (--model/--weights on the command line)"
+                )
+            from glance.classifiers.serialization import load_classifier
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise CheckpointError(f"run directory not found: {run}")
-    verify_manifest(run)
-    try:
-        state = json.loads((run / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointCorruptError(f"{run / 'state.json'}: unreadable ({exc})") from None
-    if int(state.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{run} needs a newer glance (format {state['format_version']})")
-    config = resolve_config(config=_read_yaml(run / "config.yaml"))
-    if classifier is None:
-        if not state.get("classifier_included"):
-            raise CheckpointError(
-                f"{run} holds no copy of its classifier; pass classifier= to glance.load"
-            )
-        from glance.classifiers.serialization import load_classifier
+            classifier = load_classifier(fitted["classifier"])
+        est = Glance(
+            classifier,
+            layer=state["layer"],
+            contexts=tuple(state["contexts"]),
+            preset=state["preset"],
+            config=config,
+            random_state=state["random_state"],
+            device=device,
+        )
+        check_device(device)
+        _restore(est, fitted, config, torch.device(device))
+        est.identity_ = run.identity
+        est.train_data_ = run.data_record()
+        est.run_ = run
+        _check_classifier_identity(est, run)
+        from glance.causal.from_glance import GlobalExplanation
 
-        classifier = load_classifier(run / "classifier.safetensors")
-    est = Glance(
-        classifier,
-        layer=state["layer"],
-        contexts=tuple(state["contexts"]),
-        preset=state["preset"],
-        config=config,
-        random_state=state["random_state"],
-        device=device,
-    )
-    _restore(est, run, state, config, torch.device(device))
-    if (run / "graph" / "graph.json").is_file():
-        # A run that went through 'glance graph' carries its graph and (linear) SCM; restore
-        # them so explanations propagate interventions without rediscovering the graph.
-        from glance.causal.from_glance import load_graph_state
-
-        load_graph_state(est, run / "graph")
+        # A run that went through 'glance graph' carries its graph and SCM; restore them so
+        # explanations propagate interventions without rediscovering the graph.
+        est._set_global(GlobalExplanation.from_run(run))
     return est
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    from glance.config import load_config_file
+def _check_classifier_identity(est: Glance, run: Run) -> None:
+    from glance.classifiers.serialization import classifier_fingerprint
 
-    data = load_config_file(path)
+    recorded = (est.identity_ or {}).get("classifier")
+    if recorded is None:
+        return
+    actual = classifier_fingerprint(est.adapter_.model)
+    if actual != recorded:
+        raise CheckpointIncompatibleError(
+            f"the classifier given is not the one {run.path} explains (weights fingerprint "
+            f"{actual}, the run recorded {recorded}); pass the classifier it was fitted with"
+        )
+
+
+def _read_yaml_text(text: str, where: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{where}: config.yaml is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: config.yaml must hold a mapping")
     data.pop("preset", None)
     return data
 
 
 def _restore(
-    est: Glance, run: Path, state: dict[str, Any], config: GlanceConfig, device: torch.device
+    est: Glance, fitted: dict[str, Any], config: GlanceConfig, device: torch.device
 ) -> None:
     from glance.classifiers import ClassifierAdapter
 
+    state = fitted["state"]
     est.config_ = config
     clf = est.classifier
     if isinstance(clf, ClassifierAdapter):
@@ -800,16 +968,14 @@ def _restore(
         state["n_classes"],
         state["image_shape"],
     )
+    mix = fitted["modules"]["mixture"]
+    nets["mixture"] = ConceptMixture(mix["weights"].shape[0], mix["means"].shape[1])
     for name, module in nets.items():
-        path = run / "model" / f"{name}.safetensors"
-        load_module_state(module, load_safetensors(path), str(path))
+        load_module_state(module, fitted["modules"][name], f"model/{name}.safetensors")
         module.to(device).requires_grad_(False).eval()
-    mix = load_safetensors(run / "model" / "mixture.safetensors")
-    mixture = ConceptMixture(mix["weights"].shape[0], mix["means"].shape[1])
-    load_module_state(mixture, mix, str(run / "model" / "mixture.safetensors"))
     est.encoder_, est.head_ = nets["encoder"], nets["head"]
     est.generator_, est.discriminator_ = nets["generator"], nets["discriminator"]
-    est.mixture_ = mixture
+    est.mixture_ = nets["mixture"]
     est.context_names_ = list(state["contexts"])
     est.context_mean_ = np.asarray(state["context_mean"], dtype=np.float64)
     est.context_std_ = np.asarray(state["context_std"], dtype=np.float64)
@@ -819,16 +985,4 @@ def _restore(
     est.classes_ = list(state["classes"])
     est.fit_seconds_ = float(state["fit_seconds"]) if state.get("fit_seconds") else float("nan")
     est.train_source_ = state.get("train_source")
-    est.history_ = _read_history(run / "metrics.jsonl")
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
+    est.history_ = fitted["history"]

@@ -1,7 +1,16 @@
 """Typed exceptions of glance.
 
 Every error a user can cause derives from :class:`GlanceError`; the CLI catches it, prints one
-line and exits with the error's ``exit_code`` (no traceback unless ``--debug``).
+line and exits with the error's ``exit_code`` (no traceback unless ``--debug``):
+
+====  ============================================================================================
+2     bad input: data, configuration, shapes, names, options out of range
+3     a run, checkpoint or weights file that is missing, damaged, incompatible or unsafe
+4     training diverged (non-finite values through the rollback budget)
+5     the machine refused: disk full, read-only file system, no permission, port in use, no such
+      device, a run in use by another command
+130   interrupted (Ctrl-C); 143 stopped by SIGTERM (a fit saves a checkpoint first)
+====  ============================================================================================
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "TrainingDivergedError",
     "DiscoveryError",
+    "ResourceError",
+    "RunBusyError",
 ]
 
 
@@ -96,3 +107,13 @@ class DiscoveryError(GlanceError, ValueError):
     """Causal discovery cannot run on the given data (constant or collinear columns, ...)."""
 
     exit_code = 2
+
+
+class ResourceError(GlanceError):
+    """The machine refused what glance needs: space, write access, a port, a device, a lock."""
+
+    exit_code = 5
+
+
+class RunBusyError(ResourceError):
+    """Another glance command holds the run directory's lock."""

@@ -6,6 +6,8 @@ import networkx as nx
 import numpy as np
 import torch
 
+from glance.estimator import Glance
+
 #: The 5-node DAG of the data test: a -> c <- b, c -> d -> e, a -> e.
 FIVE_NODE_EDGES = [("a", "c"), ("b", "c"), ("c", "d"), ("d", "e"), ("a", "e")]
 FIVE_NODE_WEIGHTS = {
@@ -59,9 +61,18 @@ class StubDataset:
 
 
 class StubGlance:
+    """A fitted-Glance stand-in with a closed-form encoder and head; its global explanation
+    and state assignment are :class:`glance.Glance`'s own."""
+
     context_names_ = ["thickness", "intensity"]
     concept_names_ = ["thickness", "intensity", "concept_0"]
     classes_ = ["thin", "thick"]
+    encoder_ = object()  # fitted marker
+    run_ = None
+
+    global_explanation = Glance.global_explanation
+    _set_global = Glance._set_global
+    _check_fitted = Glance._check_fitted
 
     def __init__(self, data: StubDataset):
         self.context_mean_ = data.truth.mean(0)

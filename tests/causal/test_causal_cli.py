@@ -8,19 +8,26 @@ from causal_helpers import StubGlance as _Glance
 
 import glance.estimator
 from glance._io import verify_manifest
-from glance.cli import _graph
 from glance.cli.main import main
+from glance.run import Run
 
 
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch):
     data = _Dataset(seed=1)
-    monkeypatch.setattr(glance.estimator, "load", lambda run, device="cpu": _Glance(data))
-    monkeypatch.setattr(_graph, "run_dataset", lambda run, d, split, role: data)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "state.json").write_text("{}")
-    return run
+    path = tmp_path / "run"
+    path.mkdir()
+    with Run(path).writing():
+        Run.create(path, {})
+
+    def load(run, classifier=None, device="cpu"):
+        stub = _Glance(data)
+        stub.run_ = Run.open(run)
+        return stub
+
+    monkeypatch.setattr(glance.estimator, "load", load)
+    monkeypatch.setattr(Run, "dataset", lambda self, role, d=None, split=None: data)
+    return path
 
 
 def test_glance_graph_writes_the_artefacts_and_reseals_the_run(fake_run, tmp_path, capsys):
@@ -63,5 +70,7 @@ def test_glance_graph_errors_are_one_line(fake_run, tmp_path, capsys):
 def test_missing_data_record_is_reported(tmp_path):
     from glance.exceptions import DataValidationError
 
-    with pytest.raises(DataValidationError, match="no data.json"):
-        _graph.run_dataset(tmp_path, None, None, "train")
+    with Run(tmp_path).writing():
+        run = Run.create(tmp_path, {})
+    with pytest.raises(DataValidationError, match=r"no record of its training data \(data.json\)"):
+        run.dataset("train")

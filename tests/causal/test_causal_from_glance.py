@@ -35,9 +35,13 @@ def test_discovery_data_uses_observed_contexts_and_readings(stub):
         discovery_data(object(), data)
 
 
-def test_discover_from_glance_sets_state_and_writes_artefacts(stub, tmp_path):
+def test_discover_from_glance_returns_a_value_the_estimator_assigns(stub, tmp_path):
     est, data = stub
-    g = discover_from_glance(est, data, n_resamples=4, n_jobs=1, out=tmp_path / "graph")
+    result = discover_from_glance(est, data, n_resamples=4, n_jobs=1)
+    assert not hasattr(est, "graph_")  # discovery returns a value; it assigns nothing
+    assert isinstance(result.graph, CausalGraph) and isinstance(result.scm, StructuralCausalModel)
+    g = est.global_explanation(data, n_resamples=4, n_jobs=1, out=tmp_path / "graph")
+    assert g == result.graph
     assert isinstance(est.graph_, CausalGraph) and isinstance(est.scm_, StructuralCausalModel)
     assert est.scm_units_ == "raw"
     e = g.edge("thickness", "intensity")
@@ -49,9 +53,10 @@ def test_discover_from_glance_sets_state_and_writes_artefacts(stub, tmp_path):
     imp = json.loads((tmp_path / "graph" / "global_importance.json").read_text())["importance"]
     assert imp["output_thick"]["thickness"] > 0 > imp["output_thick"]["concept_0"]
     assert set(imp) == {"output_thin", "output_thick"}
-    from glance.causal.from_glance import load_graph_state
+    from glance.causal.from_glance import GlobalExplanation
 
-    restored = load_graph_state(_Glance(data), tmp_path / "graph")
+    restored = _Glance(data)
+    restored._set_global(GlobalExplanation.load(tmp_path / "graph"))
     assert restored.graph_ == g and restored.scm_units_ == "raw"
     assert restored.global_importance_ == json.loads(json.dumps(est.global_importance_))
     x, _, _ = discovery_data(est, data, max_images=50)
@@ -81,7 +86,7 @@ def test_concept_policy(stub):
     est = _CollapsedGlance(data)
     with pytest.raises(DiscoveryError, match=r"\['concept_1'\] are constant"):
         discover_from_glance(est, data, n_resamples=0)
-    g = discover_from_glance(est, data, n_resamples=0, concept_policy="drop")
+    g = discover_from_glance(est, data, n_resamples=0, concept_policy="drop").graph
     assert "concept_1" not in g.names and "concept_0" in g.names
     assert g.meta["dropped_nodes"][0]["node"] == "concept_1"
 

@@ -135,7 +135,7 @@ def test_test_classifier_on_a_plain_state_dict(morpho_dir, tmp_path, capsys):
         (["train-classifier", "--arch", "resnet-18"], "unknown classifier architecture"),
         (["train-classifier", "--target", "colour"], "no attribute column 'colour'"),
         (["train-classifier", "--target", "thickness"], "thickness:median"),
-        (["train-classifier", "--epochs", "0"], "'epochs'"),
+        (["train-classifier", "--epochs", "0"], "--epochs: expected an integer >= 1; got 0"),
         (["train-classifier", "--out", "m.pt"], "must end in .safetensors"),
     ],
 )

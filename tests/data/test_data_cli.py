@@ -83,9 +83,9 @@ def test_argument_errors_exit_non_zero(tmp_path, capsys):
         ["data", "shapes", "--out", str(tmp_path / "x"), "--seed", "-2"],
         ["data", "morpho-mnist"],
     ):
-        with pytest.raises(SystemExit) as info:
-            main(argv)
-        assert info.value.code == 2
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("glance: error:") and len(err.strip().splitlines()) == 1
     assert main(["data", "morpho-mnist", "--out", str(tmp_path / "x"), "--n", "1"]) == 2
     assert "n must be an integer >= 2" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

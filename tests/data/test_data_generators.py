@@ -66,7 +66,7 @@ def test_failed_generation_leaves_no_partial_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mg, "save_morphomnist_split", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        generate_morphomnist(out, n=4, seed=1, n_jobs=1)
+        generate_morphomnist(out, n=4, seed=1, n_jobs=1, force=True)
     assert _hashes(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mm"]
 
@@ -166,10 +166,14 @@ def test_generators_refuse_to_replace_foreign_directories(tmp_path):
     with pytest.raises(DataValidationError, match="not a directory"):
         generate_shapes(tmp_path / "file", n=4, n_jobs=1)
     assert (user / "thesis.tex").read_text() == "precious"
-    # A previous output of the same generator, or an empty folder, is fine.
+    # An empty folder is fine; a previous output of the same generator is replaced only with
+    # force (never silently: 10,000 digits must not become 100 without a word).
     (tmp_path / "empty").mkdir()
     generate_shapes(tmp_path / "empty", n=4, n_jobs=1)
-    generate_shapes(tmp_path / "empty", n=6, n_jobs=1)
+    with pytest.raises(DataValidationError, match="already exists there; pass --force"):
+        generate_shapes(tmp_path / "empty", n=6, n_jobs=1)
+    assert len(load_dataset(tmp_path / "empty", "train")) == 3  # still the first dataset
+    generate_shapes(tmp_path / "empty", n=6, n_jobs=1, force=True)
     assert len(load_dataset(tmp_path / "empty", "train")) == 5
     with pytest.raises(DataValidationError, match="refusing to replace"):
         generate_morphomnist(tmp_path / "empty", n=4, n_jobs=1)

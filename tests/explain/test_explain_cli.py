@@ -8,17 +8,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from toy_run import ToyRun
+from toy_run import serve_toy_run
 
-import glance
 from glance.cli.main import main
 from glance.explain import toy
 
 
 @pytest.fixture
 def run(monkeypatch, tmp_path):
-    monkeypatch.setattr(glance, "load", lambda path: ToyRun())
-    return tmp_path / "run"
+    return serve_toy_run(monkeypatch, tmp_path / "run")
 
 
 def _png(path, z):
@@ -58,8 +56,13 @@ def test_explain_errors_are_one_line(run, tmp_path, capsys):
     assert main(["explain", str(run), "--out", str(tmp_path / "o")]) == 2
     assert "exactly one" in capsys.readouterr().err
     a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
-    assert main(["explain", str(run), str(a), "--target", "7", "--out", str(tmp_path)]) == 2
-    assert "'target'" in capsys.readouterr().err
+    assert main(["explain", str(run), str(a), "--target", "7", "--out", str(tmp_path / "o")]) == 2
+    assert "--target 7: the classifier has 2 classes" in capsys.readouterr().err
+    # an existing output outside the run is the user's: replaced only with --force
+    assert main(["explain", str(run), str(a), "--out", str(tmp_path)]) == 2
+    assert "exists and is not empty; pass --force" in capsys.readouterr().err
+    assert main(["explain", str(run), str(a), "--out", str(big)]) == 2
+    assert "exists and is a file" in capsys.readouterr().err
 
 
 def test_explain_data_index(run, tmp_path):

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from toy_run import ToyRun
+from toy_run import serve_toy_run
 
-import glance
 from glance.causal import CausalGraph
 from glance.cli.main import main
 from glance.explain import InterventionalImportance, toy
@@ -87,7 +86,7 @@ def _png(path, z):
 
 @pytest.mark.parametrize("graph", [_graph(), None])
 def test_cli_writes_graph_pngs_when_the_run_has_a_graph(monkeypatch, tmp_path, graph):
-    monkeypatch.setattr(glance, "load", lambda path: ToyRun(classes=("0", "1"), graph_=graph))
+    serve_toy_run(monkeypatch, tmp_path / "run", classes=("0", "1"), graph_=graph)
     a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
     b = _png(tmp_path / "b.png", [-1.0, 0.5, 0.0])
     out = tmp_path / "out"

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from toy_run import ToyRun
+from toy_run import serve_toy_run
 
-import glance
 from glance.cli.main import main
 from glance.exceptions import ConfigError
 from glance.explain import InterventionalImportance, LocalExplainer, LocalExplanation, Twin, toy
@@ -217,7 +216,7 @@ def test_summary_plot_marks_non_significant_nodes(tested):
 
 
 def test_cli_significance(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(glance, "load", lambda path: ToyRun())
+    serve_toy_run(monkeypatch, tmp_path / "run")
     img = (toy.render(torch.tensor([[1.0, 0.0, 0.0]]))[0, 0].numpy() * 255).round()
     Image.fromarray(img.astype(np.uint8)).save(tmp_path / "a.png")
     argv = ["-q", "explain", str(tmp_path / "run"), str(tmp_path / "a.png"), "--no-pngs"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
+import glance.estimator
 from glance.explain import toy
+from glance.run import Run
 
 
 class ToyRun:
@@ -40,3 +44,17 @@ class ToyRun:
 
     def sample_concepts(self, n, random_state=0):
         return toy.sample_concepts(n, random_state=random_state)
+
+
+def serve_toy_run(monkeypatch: pytest.MonkeyPatch, path: Path, **kwargs: Any) -> Path:
+    """Make ``path`` an (empty) sealed run and have ``glance.load`` return a :class:`ToyRun`
+    of it (``kwargs`` as for :class:`ToyRun`); return ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    with Run(path).writing():
+        Run.create(path, {})
+
+    def load(run: Any, classifier: Any = None, device: str = "cpu") -> ToyRun:
+        return ToyRun(run_=Run.open(run), **kwargs)
+
+    monkeypatch.setattr(glance.estimator, "load", load)
+    return path

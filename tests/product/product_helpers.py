@@ -188,7 +188,7 @@ def make_fixture_run(
                 }
             )
         )
-    write_manifest(root)
+    write_manifest(root, {"kind": "glance-run"})
     return root
 
 

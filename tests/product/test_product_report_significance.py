@@ -14,6 +14,7 @@ import pytest
 from product_helpers import make_fixture_run, png_bytes
 
 from glance._io import write_manifest
+from glance.run import Run
 from glance.report import render_report
 
 NODES = ["thickness", "intensity", "concept_0", "concept_1"]
@@ -205,8 +206,11 @@ class _Test:
 
 
 class _Est:
-    def __init__(self, graph: Any) -> None:
+    def __init__(self, graph: Any, run: Path) -> None:
+        from glance.run import Run
+
         self.graph_ = graph
+        self.run_ = Run.open(run)
 
 
 def _demo_explain(monkeypatch, run: Path, graph: Any, n: int = 2) -> dict:
@@ -223,7 +227,7 @@ def _demo_explain(monkeypatch, run: Path, graph: Any, n: int = 2) -> dict:
     monkeypatch.setattr(glance.data, "load_dataset", lambda data, split: _Test())
     monkeypatch.setattr(glance.data, "test_split", lambda data: "test")
     monkeypatch.setattr(glance.explain, "explain", fake_explain)
-    _demo._explain(_Est(graph), Path("unused"), run, n)
+    _demo._explain(_Est(graph, run), Path("unused"), run, n)
     return calls
 
 
@@ -244,7 +248,7 @@ def test_demo_explains_with_49_random_concepts_and_writes_graph_pngs(
     for i in range(2):
         assert (run / "explanations" / f"graph_{i}.png").read_bytes().startswith(b"\x89PNG")
     assert not (run / "explanations" / "graph_2.png").exists()
-    write_manifest(run)  # the demo seals the run before the report
+    Run.open(run)  # the demo's step sealed its explanations into the run
     html = render_report(run)
     assert html.count('<figure class="graph">') == 2
     assert len(_rows(html, "significance")) == 2 * len(NODES)
@@ -252,7 +256,7 @@ def test_demo_explains_with_49_random_concepts_and_writes_graph_pngs(
 
 
 def test_demo_writes_no_graph_pngs_without_a_graph(tmp_path: Path, monkeypatch) -> None:
-    run = tmp_path / "run"
+    run = make_fixture_run(tmp_path / "run", with_explanations=False)
     _demo_explain(monkeypatch, run, graph=None, n=1)
     assert (run / "explanations" / "explanations.json").is_file()
     assert not list((run / "explanations").glob("graph_*.png"))

@@ -111,7 +111,8 @@ def test_fit_evaluate_and_reproducibility(workspace, capsys):
         assert key in metrics
     assert (run_a / "reconstructions.png").is_file() and (run_a / "samples.png").is_file()
     verify_manifest(run_a)  # the manifest was rewritten to include the new files
-    # --data evaluates on any dataset of the same format (here the training split).
+    # --data evaluates on any dataset of the same format (here the training split), sealed
+    # beside the run's own figures, never over them.
     assert (
         main(
             [
@@ -128,7 +129,13 @@ def test_fit_evaluate_and_reproducibility(workspace, capsys):
         )
         == 0
     )
-    assert json.loads((run_a / "metrics.json").read_text())["n_images"] == 10
+    assert json.loads((run_a / "metrics.json").read_text()) == metrics
+    (other,) = (run_a / "evaluations").iterdir()
+    assert other.name.endswith("-train-" + other.name.rsplit("-", 1)[-1])
+    beside = json.loads((other / "metrics.json").read_text())
+    assert beside["n_images"] == 10 and beside["own_data"] is False
+    assert (other / "reconstructions.png").is_file()
+    verify_manifest(run_a)
 
 
 def test_refuses_to_overwrite_and_resumes_finished(workspace, capsys):

@@ -176,5 +176,5 @@ def test_resume_with_changed_data_is_refused(reference, tmp_path):
         random_state=3,
         quiet=True,
     )
-    with pytest.raises(CheckpointIncompatibleError, match="trained on different data"):
+    with pytest.raises(CheckpointIncompatibleError, match="its data_fingerprint is"):
         est.fit(changed, out=out, resume=True)

@@ -1,5 +1,8 @@
 """Causal discovery on a fitted :class:`glance.Glance`: the global explanation.
 
+:func:`discover_from_glance` returns a :class:`GlobalExplanation` (graph, SCM, global
+importances); only :class:`glance.Glance` assigns it to its fitted state.
+
 Nodes (DESIGN §2.3): every context (its observed value where the dataset knows it, else the
 aligned concept's reading de-standardised to the context's units), every free concept
 (``concept_<i>``, encoder posterior mean) and one output per class (``output_<class>``, the
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,94 @@ from glance.causal.knowledge import BackgroundKnowledge
 from glance.causal.scm import StructuralCausalModel
 from glance.exceptions import ConfigError, DataValidationError, NotFittedError
 
-__all__ = ["discovery_data", "discover_from_glance", "save_graph_artifacts", "load_graph_state"]
+__all__ = [
+    "GlobalExplanation",
+    "discovery_data",
+    "discover_from_glance",
+    "refit_scm",
+    "save_graph_artifacts",
+]
+
+_GRAPH_JSON = "graph.json"
+_IMPORTANCE_JSON = "global_importance.json"
+_SCM_JSON = "scm.json"
+
+
+@dataclass
+class GlobalExplanation:
+    """The global explanation of a fitted :class:`glance.Glance` (DESIGN §2.3).
+
+    Attributes
+    ----------
+    graph : CausalGraph
+        Contexts, free concepts and outputs, with bootstrap confidences and effect sizes.
+    scm : StructuralCausalModel or None
+        The structural causal model fitted on a DAG of the graph's class (``None`` when a
+        gradient-boosted SCM was not saved with a run).
+    importance : dict or None
+        ``{output: {node: effect}}``: the average change of each output under
+        ``do(node = node + 1 std)`` in the SCM.
+    units : str
+        The units the SCM's context nodes are in (``"raw"``: the contexts' own units).
+    """
+
+    graph: CausalGraph
+    scm: StructuralCausalModel | None = None
+    importance: dict[str, dict[str, float]] | None = None
+    units: str = "raw"
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the artefacts of :func:`save_graph_artifacts` into ``directory``.
+
+        Inside a run directory they are sealed into the run as one transaction (a graph
+        written before is replaced as a whole); elsewhere each file is written atomically.
+        """
+        from glance.run import Run, enclosing_run
+
+        directory = Path(directory)
+        outer = enclosing_run(directory)
+        if outer is None:
+            return save_graph_artifacts(
+                self.graph, directory, importance=self.importance, scm=self.scm
+            )
+        run = Run.open(outer.path, verify=False)
+        run.write_dir(
+            run.relative(directory) or "",
+            lambda d: save_graph_artifacts(self.graph, d, importance=self.importance, scm=self.scm),
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> GlobalExplanation | None:
+        """Read what :meth:`save` wrote to a folder outside a run (``None`` if no graph)."""
+        import json
+
+        directory = Path(directory)
+        if not (directory / _GRAPH_JSON).is_file():
+            return None
+        importance = None
+        if (directory / _IMPORTANCE_JSON).is_file():
+            d = json.loads((directory / _IMPORTANCE_JSON).read_text(encoding="utf-8"))
+            importance = d.get("importance", d)
+        scm = None
+        if (directory / _SCM_JSON).is_file():
+            scm = StructuralCausalModel.load(directory)
+        return cls(CausalGraph.load_json(directory / _GRAPH_JSON), scm, importance)
+
+    @classmethod
+    def from_run(cls, run: Any) -> GlobalExplanation | None:
+        """The sealed graph of a :class:`glance.Run` (``None`` if it has none)."""
+        graph_dir = run.graph_dir
+        path = run.file(f"{graph_dir}/{_GRAPH_JSON}")
+        if path is None:
+            return None
+        importance = run.read_json(f"{graph_dir}/{_IMPORTANCE_JSON}")
+        if isinstance(importance, dict):
+            importance = importance.get("importance", importance)
+        scm = None
+        if run.file(f"{graph_dir}/{_SCM_JSON}") is not None:
+            scm = StructuralCausalModel.load(path.parent)
+        return cls(CausalGraph.load_json(path), scm, importance)
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +228,11 @@ def discover_from_glance(
     outputs: Sequence[str] | None = None,
     max_images: int | None = None,
     concept_policy: str = "error",
-    out: str | os.PathLike[str] | None = None,
-) -> CausalGraph:
+) -> GlobalExplanation:
     """Discover the causal graph of a fitted Glance and fit its SCM.
 
-    Sets ``glance.graph_``, ``glance.scm_``, ``glance.scm_units_ = "raw"`` and
-    ``glance.global_importance_`` (``{output: {node: effect}}``); with ``out`` writes the
-    artefacts of :func:`save_graph_artifacts` there.
+    Returns a value; :meth:`glance.Glance.global_explanation` is what assigns it (``graph_``,
+    ``scm_``, ``scm_units_``, ``global_importance_``) and saves it.
 
     Parameters
     ----------
@@ -165,8 +254,9 @@ def discover_from_glance(
 
     Returns
     -------
-    CausalGraph
-        With ``meta["assumptions"]``: the orientations the SCM chose for undirected edges.
+    GlobalExplanation
+        Its graph has ``meta["assumptions"]``: the orientations the SCM chose for undirected
+        edges, and ``meta["data"]``: the data it was discovered from.
     """
     x, names, kinds = discovery_data(
         glance, dataset, outputs=outputs, max_images=max_images, random_state=random_state
@@ -200,16 +290,35 @@ def discover_from_glance(
         graph, mechanism=mechanism, knowledge=knowledge, random_state=random_state
     ).fit(x)
     graph.meta["assumptions"] = list(scm.assumptions_)
-    graph.meta["data"] = {"source": str(getattr(dataset, "source", "")), "n_images": len(x)}
+    graph.meta["data"] = _data_meta(dataset, len(x))
     if dropped:
         graph.meta["dropped_nodes"] = dropped
-    importance = scm.global_importance()
-    glance.graph_, glance.scm_ = graph, scm
-    glance.scm_units_ = "raw"
-    glance.global_importance_ = importance
-    if out is not None:
-        save_graph_artifacts(graph, out, importance=importance, scm=scm)
-    return graph
+    return GlobalExplanation(graph, scm, scm.global_importance(), "raw")
+
+
+def refit_scm(
+    glance: Any, graph: CausalGraph, dataset: Any, *, max_images: int = 2000
+) -> GlobalExplanation:
+    """Fit the SCM of an existing ``graph`` again on ``dataset`` (same discovery data, same
+    mechanism as recorded in the graph's parameters), for a run whose SCM was not saved."""
+    x, names, _ = discovery_data(glance, dataset, max_images=max_images, random_state=0)
+    params = graph.meta.get("params", {}) if isinstance(graph.meta, dict) else {}
+    scm = StructuralCausalModel(
+        graph, mechanism=params.get("mechanism", "linear"), random_state=0
+    ).fit({n: x[:, i] for i, n in enumerate(names)})
+    return GlobalExplanation(graph, scm, scm.global_importance(), "raw")
+
+
+def _data_meta(dataset: Any, n_images: int) -> dict[str, Any]:
+    """What the graph was discovered from (source, images used, fingerprint)."""
+    from glance.training.checkpoint import dataset_fingerprint
+
+    meta: dict[str, Any] = {"source": str(getattr(dataset, "source", "")), "n_images": n_images}
+    try:
+        meta["fingerprint"] = dataset_fingerprint(dataset)
+    except (AttributeError, TypeError):  # a duck-typed dataset without images to hash
+        pass
+    return meta
 
 
 def save_graph_artifacts(
@@ -223,16 +332,16 @@ def save_graph_artifacts(
     """Write ``graph.json``, ``graph.graphml``, ``graph.dot``, ``graph.png`` and, if given,
     ``global_importance.json`` and a linear or MLP SCM (``scm.json``, ``scm.safetensors``) into
     ``out`` (each atomically); return ``out``. A gradient-boosted SCM is not saved (it would need
-    pickle); :func:`load_graph_state` then refits nothing and leaves ``scm_`` unset."""
+    pickle); a loaded :class:`GlobalExplanation` then has no ``scm``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    graph.save_json(out / "graph.json")
+    graph.save_json(out / _GRAPH_JSON)
     graph.to_graphml(out / "graph.graphml")
     graph.to_dot(out / "graph.dot")
     graph.save_png(out / "graph.png", title=title)
     if importance is not None:
         atomic_write_json(
-            out / "global_importance.json",
+            out / _IMPORTANCE_JSON,
             {
                 "importance": importance,
                 "definition": "average change of each output (logit units) under the "
@@ -242,24 +351,3 @@ def save_graph_artifacts(
     if scm is not None and scm.mechanism in ("linear", "mlp"):
         scm.save(out)
     return out
-
-
-def load_graph_state(glance: Any, graph_dir: str | os.PathLike[str]) -> Any:
-    """Restore ``graph_``, ``scm_`` (linear and MLP SCMs), ``scm_units_`` and
-    ``global_importance_`` on a loaded Glance from a directory written by
-    :func:`save_graph_artifacts` (``RUN/graph``).
-
-    Returns ``glance``. Missing files leave the matching attribute unset.
-    """
-    import json
-
-    graph_dir = Path(graph_dir)
-    if (graph_dir / "graph.json").is_file():
-        glance.graph_ = CausalGraph.load_json(graph_dir / "graph.json")
-    if (graph_dir / "scm.json").is_file():
-        glance.scm_ = StructuralCausalModel.load(graph_dir)
-        glance.scm_units_ = "raw"
-    if (graph_dir / "global_importance.json").is_file():
-        d = json.loads((graph_dir / "global_importance.json").read_text(encoding="utf-8"))
-        glance.global_importance_ = d.get("importance", d)
-    return glance

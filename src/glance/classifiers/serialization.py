@@ -37,11 +37,30 @@ from glance.exceptions import (
     UnsafeCheckpointError,
 )
 
-__all__ = ["save_classifier", "load_classifier", "read_classifier_meta", "sidecar_path"]
+__all__ = [
+    "save_classifier",
+    "load_classifier",
+    "read_classifier_meta",
+    "sidecar_path",
+    "classifier_fingerprint",
+]
 
 logger = logging.getLogger(__name__)
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+def classifier_fingerprint(model: nn.Module) -> str:
+    """Short sha256 of a classifier's weights: every state-dict entry's name, dtype, shape and
+    bytes. Two modules with equal fingerprints compute the same function (same architecture)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:

@@ -6,7 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from glance.cli._common import (
+    check_new_file,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    seed,
+)
 from glance.exceptions import ConfigError
+from glance.run import check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +34,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="small-cnn", help=f"one of {', '.join(ARCHITECTURES)}")
     p.add_argument("--target", default="label", help="label | COLUMN | COLUMN:median")
     p.add_argument("--out", required=True, help="output weights file MODEL.safetensors")
-    p.add_argument("--epochs", type=int, default=6, help="maximum epochs (default 6)")
-    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default 3e-3)")
-    p.add_argument("--patience", type=int, default=2, help="early-stopping patience (epochs)")
-    p.add_argument("--seed", type=int, default=0, help="split, initialisation and batch order")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--epochs", type=positive_int, default=6, help="maximum epochs (default 6)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=128, help="mini-batch size (default 128)"
+    )
+    p.add_argument(
+        "--lr", type=positive_float, default=3e-3, help="peak Adam learning rate (default 3e-3)"
+    )
+    p.add_argument(
+        "--patience", type=nonneg_int, default=2, help="early-stopping patience (epochs)"
+    )
+    p.add_argument("--seed", type=seed, default=0, help="split, initialisation and batch order")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch threads (default: all cores)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--no-augment", action="store_true", help="no random whole-pixel shifts in training"
     )
@@ -47,6 +64,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--data", required=True, help="dataset directory")
     t.add_argument("--split", default=None, help="split (default: the held-out one, e.g. t10k)")
     t.add_argument("--json", default=None, help="also write the result to this JSON file")
+    t.add_argument("--force", action="store_true", help="replace an existing --json file")
     t.add_argument("--arch", default=None, help="architecture of a plain state dict")
     t.add_argument("--target", default=None, help="override the saved target spec")
     t.set_defaults(func=_test)
@@ -60,6 +78,8 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors; got {out}")
+    check_new_file(out, args.force)
+    check_writable(out.parent)  # before training, not after it
     dataset = load_dataset(args.data, args.split)
     model = train_classifier(
         dataset,
@@ -90,6 +110,8 @@ def _test(args: argparse.Namespace) -> int:
     from glance.classifiers.training import evaluate_classifier
     from glance.data import load_dataset, test_split
 
+    if args.json:
+        check_new_file(Path(args.json), args.force, "--json")
     split = args.split or test_split(args.data)
     dataset = load_dataset(args.data, split)
     size = tuple(dataset.image_shape[1:]) if args.arch else None

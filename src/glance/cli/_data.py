@@ -8,29 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from glance.cli._common import check_new_file, positive_int, seed
 from glance.exceptions import DataValidationError
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {value}")
-    return value
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -45,13 +26,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         description="Write train (90%%) and t10k (10%%) splits in the Morpho-MNIST format.",
     )
     mm.add_argument("--out", required=True, type=Path, help="output directory")
-    mm.add_argument("--n", type=_positive_int, default=None, help="digits (default: 10000)")
-    mm.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    mm.add_argument("--n", type=positive_int, default=None, help="digits (default: 10000)")
+    mm.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     mm.add_argument("--slant", action="store_true", help="add an independent slant factor")
     mm.add_argument(
         "--independent", action="store_true", help="draw intensity independently of thickness"
     )
-    mm.add_argument("--jobs", type=_positive_int, default=None, help="worker processes")
+    mm.add_argument("--jobs", type=positive_int, default=None, help="worker processes")
+    mm.add_argument("--force", action="store_true", help="replace a dataset at --out")
     mm.set_defaults(func=_morpho_mnist)
 
     sh = sub.add_parser(
@@ -60,11 +42,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         description="Write train/test (and test_reversed for --variant spurious) splits.",
     )
     sh.add_argument("--out", required=True, type=Path, help="output directory")
-    sh.add_argument("--n", type=_positive_int, default=10_000, help="images (default: 10000)")
+    sh.add_argument("--n", type=positive_int, default=10_000, help="images (default: 10000)")
     sh.add_argument("--size", type=int, choices=(32, 64), default=32, help="image side (px)")
     sh.add_argument("--variant", choices=("plain", "spurious"), default="plain")
-    sh.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-    sh.add_argument("--jobs", type=_positive_int, default=None, help="worker processes")
+    sh.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    sh.add_argument("--jobs", type=positive_int, default=None, help="worker processes")
+    sh.add_argument("--force", action="store_true", help="replace a dataset at --out")
     sh.set_defaults(func=_shapes)
 
     me = subparsers.add_parser(
@@ -76,7 +59,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     me.add_argument("path", type=Path, metavar="PATH")
     me.add_argument("--out", required=True, type=Path, help="output CSV file")
     me.add_argument("--split", default=None, help="split of a dataset directory (default: train)")
-    me.add_argument("--jobs", type=_positive_int, default=None, help="worker processes")
+    me.add_argument("--jobs", type=positive_int, default=None, help="worker processes")
+    me.add_argument("--force", action="store_true", help="replace an existing --out file")
     me.set_defaults(func=_measure)
 
 
@@ -91,6 +75,7 @@ def _morpho_mnist(args: argparse.Namespace) -> int:
         independent=args.independent,
         n_jobs=args.jobs,
         progress=not args.quiet,
+        force=args.force,
     )
     logger.info("Morpho-MNIST written to %s", args.out)
     return 0
@@ -107,6 +92,7 @@ def _shapes(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_jobs=args.jobs,
         progress=not args.quiet,
+        force=args.force,
     )
     logger.info("causal shapes written to %s", args.out)
     return 0
@@ -119,6 +105,7 @@ def _measure(args: argparse.Namespace) -> int:
 
     if not args.path.exists():
         raise DataValidationError(f"{args.path}: no such file or directory")
+    check_new_file(args.out, args.force)
     dataset = load_dataset(args.path, args.split)
     if dataset.image_shape[0] != 1:
         raise DataValidationError(

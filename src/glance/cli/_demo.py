@@ -4,8 +4,9 @@ From nothing to a report on the embedded Morpho-MNIST, as a thin orchestration o
 APIs of the other areas: generate the data, train (or reuse a cached) small-cnn digit
 classifier, fit the twin surrogate, discover the causal graph, explain a few held-out images
 (significance against random concepts, the graph coloured by each image's importances),
-evaluate the surrogate's faithfulness, seal the run's manifest and write the report. A step whose
-piece is unavailable fails with a one-line error; nothing is faked.
+evaluate the surrogate's faithfulness and write the report. Every step seals what it adds into
+the run (:class:`glance.Run`). A step whose piece is unavailable fails with a one-line error;
+nothing is faked.
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glance.exceptions import CheckpointError, ConfigError, GlanceError
+from glance.cli._common import nonneg_int, positive_int
+from glance.cli._common import seed as seed_type
+from glance.exceptions import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
 CONTEXTS = ("thickness", "intensity")
 #: Random concepts the importances are tested against (smallest p: 1/50; docs/faithfulness.md).
 N_RANDOM = 49
-_STEPS = 8
-
-
-class DemoStepUnavailable(GlanceError):
-    """A piece of glance the demo needs is not available in this build."""
+_STEPS = 7
 
 
 def _default_cache() -> Path:
@@ -72,7 +71,7 @@ def _data(cache: Path, n_digits: int, seed: int, quiet: bool) -> Path:
         verify_manifest(path)
         logger.info("reusing the generated digits in %s", path)
         return path
-    return generate_morphomnist(path, n=n_digits, seed=seed, progress=not quiet)
+    return generate_morphomnist(path, n=n_digits, seed=seed, progress=not quiet, force=True)
 
 
 def _classifier(data: Path, cache: Path, epochs: int, seed: int, quiet: bool) -> Any:
@@ -101,34 +100,23 @@ def _classifier(data: Path, cache: Path, epochs: int, seed: int, quiet: bool) ->
 
 
 def _fit(classifier: Any, data: Path, run: Path, preset: str, seed: int, quiet: bool) -> Any:
-    from glance._io import atomic_write_json
-    from glance.data import load_dataset, test_split
+    from glance.data import load_dataset
     from glance.estimator import Glance
 
     est = Glance(classifier, contexts=CONTEXTS, preset=preset, random_state=seed, quiet=quiet)
-    est.fit(load_dataset(data, split="train"), out=run)  # saves the run
-    # the record `glance fit` keeps, so `glance evaluate/explain/serve RUN` find the data
-    info = {"data": str(data.resolve()), "test_split": test_split(data), "train_split": "train"}
-    atomic_write_json(run / "data.json", info)
-    return est
+    # saves the sealed run, with the record of its data that `glance evaluate/explain/serve RUN`
+    # use by default
+    return est.fit(load_dataset(data, split="train"), out=run)
 
 
 def _graph(est: Any, data: Path, run: Path, n_resamples: int, seed: int) -> None:
-    try:
-        from glance.causal.from_glance import discover_from_glance
-    except ImportError as exc:
-        raise DemoStepUnavailable(
-            f"demo step 'causal graph': glance.causal.from_glance is not available ({exc}); "
-            f"the run so far is in {run}"
-        ) from None
     from glance.data import load_dataset
 
-    graph = discover_from_glance(
-        est,
+    graph = est.global_explanation(
         load_dataset(data, split="train"),
         n_resamples=n_resamples,
         random_state=seed,
-        out=run / "graph",
+        out=est.run_.path / est.run_.graph_dir,
     )
     logger.info(
         "causal graph: %d nodes, %d edges (%d undirected)",
@@ -147,35 +135,21 @@ def _explain(est: Any, data: Path, run: Path, n_explain: int) -> None:
     ``graph_<i>.png`` (the causal graph coloured by image ``i``'s importances, as
     ``glance explain`` writes it) needs the graph of the previous step.
     """
-    from glance.cli._explain import _save_graph_pngs
     from glance.data import load_dataset, test_split
     from glance.explain import explain
 
     test = load_dataset(data, split=test_split(data))
     images = test.load_images(list(range(min(n_explain, len(test)))))
     explanation = explain(est, images, n_random=N_RANDOM)
-    out = run / "explanations"
-    explanation.save(out)
-    _save_graph_pngs(est, explanation, out)
+    explanation.save(
+        est.run_.path / est.run_.explanations_dir, graph=getattr(est, "graph_", None)
+    )
 
 
 def _evaluate(est: Any, data: Path, run: Path) -> dict:
-    from glance._io import atomic_write_json
     from glance.data import load_dataset, test_split
 
-    metrics = est.evaluate(load_dataset(data, split=test_split(data)), out=run)
-    metrics.pop("grids", None)  # absolute paths of the grids; the grids themselves are in RUN
-    atomic_write_json(run / "metrics.json", metrics)
-    return metrics
-
-
-def _seal(run: Path) -> None:
-    """Verify the fitted run's manifest, then rewrite it over every artefact now in the run."""
-    from glance._io import verify_manifest, write_manifest
-
-    old = verify_manifest(run)
-    extra = {k: v for k, v in old.items() if k not in ("files", "format_version", "glance_version")}
-    write_manifest(run, extra)
+    return est.evaluate(load_dataset(data, split=test_split(data)), out=run)
 
 
 def run_demo(
@@ -228,17 +202,12 @@ def run_demo(
             {k: metrics.get(k) for k in ("fidelity", "reconstruction_fidelity", "sampled_fidelity")}
         ),
     )
-    p.step("seal the run manifest", lambda: _seal(run))
     return p.step("write the report", lambda: write_report(run, out / "report.html"))
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.n_digits < 100:
         raise ConfigError(f"--n-digits must be at least 100; got {args.n_digits}")
-    if args.n_explain < 1:
-        raise ConfigError(f"--n-explain must be at least 1; got {args.n_explain}")
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be at least 1; got {args.threads}")
     import torch
 
     # On the busy 2-core machine, 2 torch threads spin: 3 small-cnn epochs took 571 s with 2
@@ -270,12 +239,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "the HTML report. The last line printed names the report.",
     )
     p.add_argument("--out", type=Path, default=Path("demo-run"), help="output directory")
-    p.add_argument("--n-digits", type=int, default=10_000, help="digits to generate (10000)")
-    p.add_argument("--epochs", type=int, default=3, help="classifier training epochs (3)")
+    p.add_argument(
+        "--n-digits", type=positive_int, default=10_000, help="digits to generate (10000)"
+    )
+    p.add_argument("--epochs", type=positive_int, default=3, help="classifier training epochs")
     p.add_argument("--preset", default="fast", help="surrogate preset (fast)")
-    p.add_argument("--n-explain", type=int, default=8, help="held-out images to explain (8)")
-    p.add_argument("--bootstrap", type=int, default=20, help="graph bootstrap resamples (20)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument(
+        "--n-explain", type=positive_int, default=8, help="held-out images to explain (8)"
+    )
+    p.add_argument(
+        "--bootstrap", type=nonneg_int, default=20, help="graph bootstrap resamples (20)"
+    )
+    p.add_argument("--seed", type=seed_type, default=0, help="random seed (0)")
     p.add_argument(
         "--cache",
         type=Path,
@@ -284,6 +259,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace an existing OUT/run")
     p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: fastest on a busy machine)"
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads (1: fastest on a busy machine)",
     )
     p.set_defaults(func=_run)

@@ -1,10 +1,11 @@
-"""CLI of the explain area: ``glance explain RUN (IMAGE... | --data DIR --index A:B) --out DIR``.
+"""CLI of the explain area: ``glance explain RUN (IMAGE... | --data DIR --index A:B) [--out DIR]``.
 
 Writes ``explanations.json`` (the :meth:`glance.explain.LocalExplanation.to_dict` layout) and the
 PNGs (``summary_<i>.png``, ``traversal_<i>.png``, ``interaction_<i>.png``,
-``counterfactual_<i>.png``) into ``--out``. When the run has a causal graph (``glance graph RUN``
-was run, so ``glance.load`` restores ``graph_``), ``graph_<i>.png`` draws that graph with its
-nodes coloured by image ``i``'s importances. ``--no-pngs`` writes none of them.
+``counterfactual_<i>.png``) into ``--out`` (default ``RUN/explanations``; inside the run they are
+sealed into it, replacing explanations written there before). When the run has a causal graph
+(``glance graph RUN`` was run, so ``glance.load`` restores ``graph_``), ``graph_<i>.png`` draws
+that graph with its nodes coloured by image ``i``'s importances. ``--no-pngs`` writes none of them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from glance.cli._common import (
+    add_classifier_args,
+    check_new_output,
+    load_run_model,
+    nonneg_int,
+    positive_int,
+)
 from glance.exceptions import ConfigError, DataValidationError, ShapeError
 
 logger = logging.getLogger(__name__)
@@ -35,17 +43,28 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (instead of image files)")
     p.add_argument("--split", help="split of --data (default: the held-out split)")
     p.add_argument("--index", default="0:16", help="images of --data, 'A:B' or 'i,j,k'")
-    p.add_argument("--target", type=int, default=None, help="class for the counterfactual")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--batch-size", type=int, default=16, help="images explained together")
+    p.add_argument(
+        "--target", type=nonneg_int, default=None, help="class for the counterfactual"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="output directory (default RUN/explanations)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --out outside the run"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="images explained together"
+    )
     p.add_argument("--no-pngs", action="store_true", help="write the JSON only")
     p.add_argument(
         "--significance",
-        type=int,
+        type=nonneg_int,
         default=0,
         metavar="N",
         help="test importances against N random concepts (0: off; N >= 19 for p <= 0.05)",
     )
+    p.add_argument("--device", default="cpu")
+    add_classifier_args(p)
     p.set_defaults(func=_run)
 
 
@@ -54,7 +73,13 @@ def parse_index(text: str, n: int) -> np.ndarray:
     try:
         if ":" in text:
             a, _, b = text.partition(":")
-            idx = np.arange(n)[slice(int(a) if a else None, int(b) if b else None)]
+            start, stop = int(a) if a else 0, int(b) if b else n
+            if not 0 <= start < stop <= n:
+                raise ConfigError(
+                    f"--index {text!r} must satisfy 0 <= A < B <= {n} (the dataset holds {n} "
+                    "images)"
+                )
+            idx = np.arange(start, stop)
         else:
             idx = np.asarray([int(t) for t in text.split(",") if t.strip()], dtype=np.int64)
     except ValueError:
@@ -72,14 +97,18 @@ def read_images(paths: list[Path], shape: tuple[int, int, int]) -> torch.Tensor:
     out = []
     for path in paths:
         try:
-            with Image.open(path) as im:
-                im = im.convert("L" if c == 1 else "RGB")
+            with Image.open(path) as im:  # reads the header only: the size is checked first
                 if im.size != (w, h):
                     raise ShapeError(
                         f"{path}: image is {im.size[0]}x{im.size[1]}; the run explains "
                         f"{w}x{h} images (resize it first)"
                     )
-                arr = np.asarray(im, dtype=np.float32) / 255.0
+                arr = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.float32) / 255.0
+        except Image.DecompressionBombError:
+            raise DataValidationError(
+                f"{path}: refusing a decompression bomb (more than {Image.MAX_IMAGE_PIXELS} "
+                f"pixels); the run explains {w}x{h} images"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
@@ -89,8 +118,6 @@ def read_images(paths: list[Path], shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 def _inputs(args: argparse.Namespace, model: Any) -> torch.Tensor:
-    if bool(args.images) == bool(args.data):
-        raise ConfigError("glance explain: give image files or --data DIR (exactly one)")
     if args.images:
         return read_images(list(args.images), tuple(model.image_shape_))
     from glance.data import load_dataset, test_split
@@ -101,17 +128,26 @@ def _inputs(args: argparse.Namespace, model: Any) -> torch.Tensor:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import glance
     from glance.explain import explain
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
-    model = glance.load(args.run)
+    if bool(args.images) == bool(args.data):
+        raise ConfigError("glance explain: give image files or --data DIR (exactly one)")
+    model = load_run_model(args)
+    run = model.run_
+    out = Path(args.out) if args.out is not None else run.path / run.explanations_dir
+    if run.relative(out) is None:
+        if out.resolve() == run.path.resolve():
+            raise ConfigError(f"--out {out} is the run itself; name a folder inside or outside it")
+        check_new_output(out, args.force)
+    if args.target is not None and args.target >= len(model.classes_):
+        raise ConfigError(
+            f"--target {args.target}: the classifier has {len(model.classes_)} classes "
+            f"(0..{len(model.classes_) - 1})"
+        )
     x = _inputs(args, model)
     exp = explain(model, x, args.target, batch_size=args.batch_size, n_random=args.significance)
-    path = exp.save(args.out, pngs=not args.no_pngs)
-    if not args.no_pngs:
-        _save_graph_pngs(model, exp, args.out)
+    graph = None if args.no_pngs else getattr(model, "graph_", None)
+    path = exp.save(out, pngs=not args.no_pngs, graph=graph, replace=True)
     valid = exp.counterfactual.valid.mean() if exp.counterfactual is not None else float("nan")
     logger.info(
         "explained %d images in %.1f s; counterfactual validity %.0f%%; wrote %s",
@@ -121,16 +157,3 @@ def _run(args: argparse.Namespace) -> int:
         path,
     )
     return 0
-
-
-def _save_graph_pngs(model: Any, exp: Any, out: Path) -> list[Path]:
-    """``graph_<i>.png`` per image when the run has a causal graph (``graph_``); else none."""
-    graph = getattr(model, "graph_", None)
-    if graph is None:
-        return []
-    from glance.explain._graph_plot import save_graph_importance_png
-
-    paths = [Path(out) / f"graph_{i}.png" for i in range(len(exp))]
-    for i, path in enumerate(paths):
-        save_graph_importance_png(graph, exp, i, path)
-    return paths

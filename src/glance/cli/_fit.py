@@ -2,7 +2,7 @@
 
 Thin wrappers over :class:`glance.Glance`: ``fit`` trains the twin surrogate of a classifier on a
 dataset into a run directory (``--resume`` continues it from its last complete checkpoint);
-``evaluate`` measures its faithfulness on held-out images and writes ``RUN/metrics.json``.
+``evaluate`` measures its faithfulness on held-out images and seals it into the run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from glance.cli._common import run_dataset
+from glance.cli._common import (
+    add_classifier_args,
+    check_new_file,
+    classifier_from_args,
+    load_run_model,
+    positive_int,
+    seed,
+)
 
 __all__ = ["add_parsers"]
 
@@ -31,12 +38,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "a classifier on a dataset. Same seed, same data, same machine: same result.",
     )
     p.add_argument("--data", required=True, help="dataset directory (training split is used)")
-    p.add_argument("--classifier", required=True, help="classifier weights (MODEL.safetensors)")
+    add_classifier_args(p, file_option=True)
     p.add_argument("--contexts", default="", help="comma-separated context columns, in order")
     p.add_argument("--preset", default="fast", help="tiny | fast | default | paper")
     p.add_argument("--out", required=True, help="run directory (must be new unless --resume)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from its last checkpoint (only the same run: same data, contexts, "
+        "classifier, seed and configuration)",
+    )
     p.add_argument("--config", help="YAML/TOML file overriding the preset")
     p.add_argument("--layer", help="classifier feature layer (default: last conv stage)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -47,19 +59,25 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="faithfulness figures of a fitted run",
         description="Measure fidelity, alignment, disentanglement and realism of a fitted run on "
-        "held-out images; writes RUN/metrics.json and the reconstruction/sample grids.",
+        "held-out images. On the run's own held-out split they are sealed as RUN/metrics.json "
+        "(with the reconstruction/sample grids); on other data (--data) under "
+        "RUN/evaluations/<data>/, beside the run's own figures.",
     )
     e.add_argument("run", help="run directory written by 'glance fit'")
     e.add_argument("--data", help="dataset to evaluate on (default: the run's held-out split)")
     e.add_argument("--split", help="split of --data (default: its test split)")
     e.add_argument("--json", help="also write the metrics to this file")
+    e.add_argument("--force", action="store_true", help="replace an existing --json file")
     e.add_argument(
         "--truth",
         help="truth.json of a dataset with a known causal graph (glance data shapes writes "
         "one): adds SHD, edge precision/recall/F1 and orientation accuracy of RUN/graph",
     )
-    e.add_argument("--n-images", type=int, help="images evaluated (default: the preset's)")
+    e.add_argument(
+        "--n-images", type=positive_int, help="images evaluated (default: the preset's)"
+    )
     e.add_argument("--device", default="cpu")
+    add_classifier_args(e)
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -95,10 +113,8 @@ def _stop_on_signals() -> Iterator[dict[str, int]]:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from glance._io import atomic_write_json, write_manifest
-    from glance.classifiers.serialization import load_classifier
-    from glance.data import load_dataset, test_split
-    from glance.estimator import Glance
+    from glance.data import load_dataset
+    from glance.estimator import Glance, check_device
     from glance.training.config import resolve_config
     from glance.training.loop import TrainingInterrupted
 
@@ -109,9 +125,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump({"preset": args.preset, **config.to_dict()}, sort_keys=False))
         return 0
+    check_device(args.device)  # before anything is loaded or created
+    classifier = classifier_from_args(args, required=True)
     dataset = load_dataset(args.data, _training_split(args.data))
     est = Glance(
-        load_classifier(args.classifier),
+        classifier,
         layer=args.layer,
         contexts=contexts,
         preset=args.preset,
@@ -126,58 +144,35 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         except TrainingInterrupted as exc:
             exc.exit_code = 130 if seen.get("signal") == signal.SIGINT else 143
             raise
-    run = Path(args.out)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes
-        return 0
-    atomic_write_json(
-        run / "data.json",
-        {
-            "data": str(Path(args.data).resolve()),
-            "test_split": test_split(args.data),
-            "train_split": _training_split(args.data),
-        },
-    )
-    write_manifest(run, {"kind": "glance-run"})
-    print(f"fitted in {est.fit_seconds_:.0f} s; run saved to {run}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"fitted in {est.fit_seconds_:.0f} s; run saved to {Path(args.out)}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from glance._io import atomic_write_json, write_manifest
-    from glance.estimator import load
+    from glance._io import atomic_write_json
 
-    run = Path(args.run)
-    est = load(run, device=args.device)
-    dataset = run_dataset(run, args.data, args.split, "test")
-    metrics = est.evaluate(dataset, out=run, n_images=args.n_images)
-    metrics["data"] = str(getattr(dataset, "source", ""))
-    if args.truth:
-        metrics["graph"] = _graph_truth_scores(est, Path(args.truth))
-    atomic_write_json(run / "metrics.json", metrics)
+    if args.json:
+        check_new_file(Path(args.json), args.force, "--json")
+    est = load_run_model(args)
+    dataset = est.run_.dataset("test", args.data, args.split)
+    truth = _read_truth(Path(args.truth)) if args.truth else None
+    metrics = est.evaluate(dataset, out=args.run, n_images=args.n_images, truth=truth)
     if args.json:
         atomic_write_json(args.json, metrics)
-    write_manifest(run, {"kind": "glance-run"})
     sys.stdout.write(format_table(metrics))
     return 0
 
 
-def _graph_truth_scores(est: Any, truth_path: Path) -> dict[str, Any]:
-    """SHD / precision / recall / F1 / orientation of the run's graph against ``truth_path``."""
-
+def _read_truth(truth_path: Path) -> dict[str, Any]:
     from glance.exceptions import DataValidationError
-    from glance.metrics.graph import truth_scores
 
-    if getattr(est, "graph_", None) is None:
-        raise DataValidationError(
-            "--truth needs the run's causal graph; run 'glance graph RUN' first"
-        )
     try:
-        truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        return json.loads(truth_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataValidationError(f"truth file not found: {truth_path}") from None
     except ValueError as exc:
         raise DataValidationError(f"{truth_path}: not valid JSON ({exc})") from None
-    return truth_scores(est.graph_, truth)
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -1,8 +1,8 @@
 """CLI of the graph area: ``glance graph RUN`` (causal discovery + SCM on a fitted run).
 
-Writes ``graph.json``, ``graph.graphml``, ``graph.dot``, ``graph.png`` and
-``global_importance.json`` into ``--out`` (default ``RUN/graph``) and re-seals the run's
-manifest when the output lies inside the run.
+Writes ``graph.json``, ``graph.graphml``, ``graph.dot``, ``graph.png``,
+``global_importance.json`` and the SCM into ``--out`` (default ``RUN/graph``); inside the run
+they are sealed into it as one transaction (a graph written before is replaced).
 """
 
 from __future__ import annotations
@@ -12,7 +12,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glance.cli._common import run_dataset
+from glance.cli._common import (
+    add_classifier_args,
+    check_new_output,
+    half_open_unit,
+    nonneg_int,
+    open_unit,
+    positive_int,
+    seed,
+)
+from glance.exceptions import ConfigError
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected -1 or an integer >= 1; got {text!r}") from None
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected -1 (all cores) or an integer >= 1; got {value}")
+    return value
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -33,18 +52,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split of the data (default: the training split)")
     p.add_argument(
         "--bootstrap",
-        type=int,
+        type=nonneg_int,
         default=20,
         metavar="B",
         help="bootstrap resamples (0: a single discovery; default 20)",
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=half_open_unit,
         default=0.5,
         help="presence/orientation frequency an edge needs (default 0.5)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     p.add_argument(
         "--knowledge",
         type=Path,
@@ -53,7 +72,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--method", choices=["pc", "ges"], default="pc")
     p.add_argument("--ci-test", choices=["fisherz", "kci"], default="fisherz")
-    p.add_argument("--alpha", type=float, default=0.01, help="CI-test level (default 0.01)")
+    p.add_argument("--alpha", type=open_unit, default=0.01, help="CI-test level (default 0.01)")
     p.add_argument(
         "--orientation",
         choices=["conservative", "sepset"],
@@ -72,7 +91,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="CLASS",
         help="classes whose logits become output nodes (default: all)",
     )
-    p.add_argument("--max-images", type=int, help="random subset of the images")
+    p.add_argument("--max-images", type=positive_int, help="random subset of the images")
     p.add_argument(
         "--concept-policy",
         choices=["error", "drop"],
@@ -80,26 +99,34 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="a constant/duplicated/collinear free concept: stop with an error naming it "
         "(default) or drop it and go on",
     )
-    p.add_argument("--jobs", type=int, default=2, help="bootstrap worker processes")
+    p.add_argument(
+        "--jobs", type=_jobs, default=2, help="bootstrap worker processes (-1: all cores)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, help="output directory (default RUN/graph)")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --out outside the run"
+    )
+    add_classifier_args(p)
     p.set_defaults(func=_cmd_graph)
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    from glance._io import write_manifest
     from glance.causal import BackgroundKnowledge
-    from glance.causal.from_glance import discover_from_glance
-    from glance.estimator import load
+    from glance.cli._common import load_run_model
 
-    run = Path(args.run)
     knowledge = BackgroundKnowledge.from_file(args.knowledge) if args.knowledge else None
-    est = load(run, device=args.device)
-    dataset = run_dataset(run, args.data, args.split, "train")
-    out = Path(args.out) if args.out else run / "graph"
-    graph = discover_from_glance(
-        est,
+    est = load_run_model(args)
+    run = est.run_
+    out = Path(args.out) if args.out else run.path / run.graph_dir
+    if run.relative(out) is None:
+        if out.resolve() == run.path.resolve():
+            raise ConfigError(f"--out {out} is the run itself; name a folder inside or outside it")
+        check_new_output(out, args.force)
+    dataset = run.dataset("train", args.data, args.split)
+    graph = est.global_explanation(
         dataset,
+        out=out,
         n_resamples=args.bootstrap,
         threshold=args.threshold,
         random_state=args.seed,
@@ -113,10 +140,7 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         outputs=args.outputs,
         max_images=args.max_images,
         concept_policy=args.concept_policy,
-        out=out,
     )
-    if out.resolve().is_relative_to(run.resolve()):
-        write_manifest(run, {"kind": "glance-run"})
     sys.stdout.write(format_edges(graph))
     sys.stdout.write(f"graph written to {out}\n")
     return 0

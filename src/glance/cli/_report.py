@@ -7,8 +7,12 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
+    from glance.cli._common import check_new_file
     from glance.report import write_report
+    from glance.run import Run, enclosing_run
 
+    if args.out is not None and enclosing_run(args.out) is None and Run.is_run(args.run):
+        check_new_file(args.out, args.force)  # a file outside any run is the user's
     path = write_report(args.run, args.out)
     print(f"report written to {Path(path)}")
     return 0
@@ -25,5 +29,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run directory")
     p.add_argument(
         "--out", type=Path, default=None, metavar="FILE", help="output file (RUN/report.html)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --out file outside the run"
     )
     p.set_defaults(func=_run)

@@ -23,8 +23,11 @@ class ImageDataset(Dataset):
 
     Subclasses set ``labels`` (N,) int64, ``attributes`` (N, A) float64, ``attribute_names``,
     ``classes``, ``image_shape`` (C, H, W) and ``source``, and implement :meth:`_load_uint8`.
+    ``origin`` is ``(absolute path, split)`` for a dataset read by
+    :func:`glance.data.load_dataset` (a run records it to find its data again), else ``None``.
     """
 
+    origin: tuple[str, str | None] | None = None
     labels: np.ndarray
     attributes: np.ndarray
     attribute_names: list[str]

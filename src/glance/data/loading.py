@@ -136,6 +136,17 @@ def load_dataset(path: str | os.PathLike[str], split: str | None = None) -> Imag
         underlying loader.
     """
     path = Path(path)
+    dataset = _load(path, split)
+    dataset.origin = (str(path.resolve()), split if split is not None else _default_split(path))
+    return dataset
+
+
+def _default_split(path: Path) -> str | None:
+    splits = list_splits(path) if path.is_dir() else []
+    return ("train" if "train" in splits else splits[0]) if splits else None
+
+
+def _load(path: Path, split: str | None) -> ImageDataset:
     splits = list_splits(path)
     if path.is_file():
         if split is not None:
@@ -146,7 +157,7 @@ def load_dataset(path: str | os.PathLike[str], split: str | None = None) -> Imag
             return ImageFolderDataset(path)
         return load_array_file(path)
     if splits:
-        chosen = split or ("train" if "train" in splits else splits[0])
+        chosen = split or _default_split(path)
         if chosen not in splits:
             raise DataValidationError(f"{path}: no split {chosen!r}; available: {splits}")
         if list_morphomnist_splits(path):

@@ -100,6 +100,7 @@ def generate_morphomnist(
     n_jobs: int | None = None,
     chunk_size: int = 100,
     progress: bool = False,
+    force: bool = False,
 ) -> Path:
     """Write a causal Morpho-MNIST dataset to ``out`` (replaced atomically when complete).
 
@@ -121,6 +122,8 @@ def generate_morphomnist(
         Digits per worker task.
     progress
         Show a tqdm progress bar.
+    force
+        Replace a dataset this generator wrote at ``out`` before (otherwise refused).
 
     Returns
     -------
@@ -132,7 +135,7 @@ def generate_morphomnist(
     DataValidationError
         ``n`` below 2, bad ``seed``.
     """
-    check_output_dir(out, "generation.json", GENERATOR)
+    check_output_dir(out, "generation.json", GENERATOR, force=force)
     images, labels = load_embedded_digits()
     n = len(images) if n is None else n
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:

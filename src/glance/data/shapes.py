@@ -194,6 +194,7 @@ def generate_shapes(
     n_jobs: int | None = None,
     chunk_size: int = 500,
     progress: bool = False,
+    force: bool = False,
 ) -> Path:
     """Write a causal-shapes dataset to ``out`` (replaced atomically when complete).
 
@@ -218,6 +219,8 @@ def generate_shapes(
         Images per worker task.
     progress
         Show a tqdm progress bar.
+    force
+        Replace a dataset this generator wrote at ``out`` before (otherwise refused).
 
     Returns
     -------
@@ -239,7 +242,7 @@ def generate_shapes(
         raise DataValidationError(f"seed must be a non-negative integer; got {seed!r}")
     if not 0.5 <= cue_agreement <= 1.0:
         raise DataValidationError(f"cue_agreement must lie in [0.5, 1]; got {cue_agreement!r}")
-    check_output_dir(out, "truth.json", GENERATOR)
+    check_output_dir(out, "truth.json", GENERATOR, force=force)
     rng = np.random.default_rng(seed)
     factors = sample_shape_factors(n, rng)
     if variant == "spurious":

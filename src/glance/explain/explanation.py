@@ -398,14 +398,69 @@ class LocalExplanation:
         out["explanations"] = [self.record(i) for i in range(len(self))]
         return to_jsonable(out)
 
-    def save(self, directory: str | os.PathLike[str], *, pngs: bool = True) -> Path:
-        """Write ``explanations.json`` (and, by default, the PNGs) into ``directory``."""
+    def save(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        pngs: bool = True,
+        graph: Any = None,
+        replace: bool = False,
+    ) -> Path:
+        """Write ``explanations.json`` (and, by default, the PNGs) into ``directory``.
+
+        Parameters
+        ----------
+        directory
+            Inside a run directory the explanations are sealed into the run as one transaction
+            (explanations written there before are replaced as a whole). Elsewhere the files
+            are written into ``directory``, each atomically.
+        pngs
+            Also write ``<kind>_<i>.png`` per image (:meth:`save_pngs`).
+        graph
+            A :class:`~glance.causal.CausalGraph`: with ``pngs``, also ``graph_<i>.png``, the
+            graph coloured by image ``i``'s importances.
+        replace
+            Outside a run: build the folder under a temporary name and swap it in whole, so
+            files of an earlier explanation in ``directory`` do not linger.
+
+        Returns
+        -------
+        Path
+            ``directory / "explanations.json"``.
+        """
+        from glance._io import atomic_directory
+        from glance.run import Run, enclosing_run
+
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "explanations.json", self.to_dict())
-        if pngs:
-            self.save_pngs(out)
+
+        def write(folder: Path) -> None:
+            atomic_write_json(folder / "explanations.json", self.to_dict())
+            if pngs:
+                self.save_pngs(folder)
+                if graph is not None:
+                    self.save_graph_pngs(graph, folder)
+
+        outer = enclosing_run(out)
+        if outer is not None:
+            run = Run.open(outer.path, verify=False)
+            run.write_dir(run.relative(out) or "", write)
+        elif replace:
+            with atomic_directory(out) as tmp:
+                write(tmp)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            write(out)
         return out / "explanations.json"
+
+    def save_graph_pngs(self, graph: Any, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write ``graph_<i>.png``: ``graph`` with its nodes coloured by image ``i``'s
+        importances, for every image."""
+        from glance.explain._graph_plot import save_graph_importance_png
+
+        paths = [Path(directory) / f"graph_{i}.png" for i in range(len(self))]
+        for i, path in enumerate(paths):
+            save_graph_importance_png(graph, self, i, path)
+        return paths
 
     def plot(self, i: int = 0, *, kind: str = "summary") -> Any:
         """A matplotlib figure for image ``i``.

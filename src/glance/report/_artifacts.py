@@ -1,36 +1,27 @@
 """Read a run directory's saved artefacts for the report and the explorer.
 
-Everything the report shows comes from here: the files the other parts of glance wrote into the
-run directory (``docs/architecture.md``, "Run directory"). A section whose files are absent is
-``None`` (the report says "not computed"); a file that is present but unreadable raises
-:class:`~glance.exceptions.CheckpointCorruptError` naming it.
+Everything the report shows comes from here, read through :class:`glance.Run`: only files the
+run sealed are used (a file copied into the run by hand is ignored). A section whose files are
+absent is ``None`` (the report says "not computed"); a file that is present but unreadable
+raises :class:`~glance.exceptions.CheckpointCorruptError` naming it.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glance._io import MANIFEST, verify_manifest
-from glance.exceptions import CheckpointCorruptError, CheckpointError
+from glance import run as layout
+from glance.exceptions import CheckpointCorruptError
+from glance.run import Run
 
 __all__ = ["RunArtifacts", "load_run_artifacts", "read_image_file", "safe_run_path"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
-#: Files the report may look for the global importances in (the causal area's choice).
-_GLOBAL_IMPORTANCE_FILES = (
-    "graph/global_importance.json",
-    "graph/global_importances.json",
-    "graph/importance.json",
-    "graph/importances.json",
-)
-#: Top-level pictures of the fitted surrogate (reconstruction / sample grids), by name pattern.
-_SURROGATE_PICTURE_HINTS = ("recon", "sample")
+_GLOBAL_IMPORTANCE = f"{layout.GRAPH}/global_importance.json"
 
 
 @dataclass
@@ -39,6 +30,8 @@ class RunArtifacts:
 
     Attributes
     ----------
+    run : Run
+        The run (only its sealed files are read).
     run_dir : Path
         The run directory.
     manifest : dict
@@ -60,6 +53,7 @@ class RunArtifacts:
         Run-relative paths of the top-level PNG grids (reconstructions, samples).
     """
 
+    run: Run
     run_dir: Path
     manifest: dict
     metrics: dict | None = None
@@ -70,29 +64,11 @@ class RunArtifacts:
     config_text: str | None = None
     state: dict | None = None
     surrogate_pictures: list[str] = field(default_factory=list)
+    evaluations: dict[str, dict] = field(default_factory=dict)
 
-
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CheckpointCorruptError(f"{path}: not UTF-8 text ({exc})") from None
-    try:
-        return json.loads(text, parse_constant=lambda name: math.nan)
-    except ValueError as exc:
-        raise CheckpointCorruptError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _optional_json(run_dir: Path, rel: str, expect: type = dict) -> Any:
-    path = run_dir / rel
-    if not path.is_file():
-        return None
-    obj = _read_json(path)
-    if not isinstance(obj, expect):
-        raise CheckpointCorruptError(
-            f"{path}: expected a JSON {expect.__name__}, found {type(obj).__name__}"
-        )
-    return obj
+    def has(self, rel: str) -> bool:
+        """Whether the run sealed the file ``rel``."""
+        return self.run.file(rel) is not None
 
 
 def safe_run_path(run_dir: Path, rel: str, *, what: str) -> Path:
@@ -128,17 +104,6 @@ def read_image_file(path: Path) -> tuple[bytes, str]:
     raise CheckpointCorruptError(f"{path}: expected a PNG or JPEG picture, found other bytes")
 
 
-def _read_config(run_dir: Path) -> str | None:
-    for name in ("config.yaml", "config.yml", "config.json"):
-        path = run_dir / name
-        if path.is_file():
-            try:
-                return path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise CheckpointCorruptError(f"{path}: not UTF-8 text ({exc})") from None
-    return None
-
-
 def load_run_artifacts(run_dir: str | os.PathLike[str], *, verify: bool = True) -> RunArtifacts:
     """Read every artefact of ``run_dir`` the report and the explorer use.
 
@@ -148,7 +113,8 @@ def load_run_artifacts(run_dir: str | os.PathLike[str], *, verify: bool = True) 
         A run directory written by ``glance fit`` (and optionally ``glance evaluate``,
         ``glance graph``, ``glance explain``).
     verify
-        Check ``MANIFEST.json`` (sha256 of each listed file, format version) first.
+        Check every sealed file's sha256 first (an interrupted write is always finished or
+        discarded first).
 
     Returns
     -------
@@ -164,28 +130,26 @@ def load_run_artifacts(run_dir: str | os.PathLike[str], *, verify: bool = True) 
     CheckpointIncompatibleError
         The run was written by a newer glance format.
     """
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise CheckpointError(f"run directory not found: {root}")
-    if verify:
-        manifest = verify_manifest(root)
-    else:
-        mpath = root / MANIFEST
-        manifest = _read_json(mpath) if mpath.is_file() else {}
-    art = RunArtifacts(run_dir=root, manifest=manifest)
-    art.metrics = _optional_json(root, "metrics.json")
-    art.graph = _optional_json(root, "graph/graph.json")
-    for rel in _GLOBAL_IMPORTANCE_FILES:
-        obj = _optional_json(root, rel)
+    run = Run.open(run_dir, verify=verify)
+    with run.reading():
+        art = RunArtifacts(run=run, run_dir=run.path, manifest=run.manifest())
+        art.metrics = _expect(run, layout.METRICS)
+        art.graph = _expect(run, f"{layout.GRAPH}/graph.json")
+        obj = _expect(run, _GLOBAL_IMPORTANCE)
         if obj is not None:
-            art.global_importance, art.global_importance_source = obj, rel
-            break
-    art.explanations = _optional_json(root, "explanations/explanations.json")
-    art.state = _optional_json(root, "state.json")
-    art.config_text = _read_config(root)
-    art.surrogate_pictures = sorted(
-        p.name
-        for p in root.glob("*.png")
-        if any(hint in p.name.lower() for hint in _SURROGATE_PICTURE_HINTS)
-    )
+            art.global_importance, art.global_importance_source = obj, _GLOBAL_IMPORTANCE
+        art.explanations = _expect(run, f"{layout.EXPLANATIONS}/explanations.json")
+        art.state = _expect(run, layout.STATE)
+        art.config_text = run.read_text(layout.CONFIG)
+        art.surrogate_pictures = [v for v in layout.GRIDS.values() if art.has(v)]
+        art.evaluations = {k: v for k, v in run.evaluations().items() if isinstance(v, dict)}
     return art
+
+
+def _expect(run: Run, rel: str, expect: type = dict) -> Any:
+    obj = run.read_json(rel)
+    if obj is not None and not isinstance(obj, expect):
+        raise CheckpointCorruptError(
+            f"{run.path / rel}: expected a JSON {expect.__name__}, found {type(obj).__name__}"
+        )
+    return obj

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from glance import run as layout
 from glance._io import atomic_write_text
 from glance._version import __version__
 from glance.exceptions import CheckpointCorruptError
@@ -44,8 +45,10 @@ def _num(v: Any) -> float | None:
 
 def _data_uri(art: RunArtifacts, rel: str, what: str) -> str:
     path = safe_run_path(art.run_dir, rel, what=what)
-    if not path.is_file():
-        raise CheckpointCorruptError(f"{art.run_dir}: {what} {rel!r} is referenced but missing")
+    if not path.is_file() or not art.has(path.relative_to(art.run_dir.resolve()).as_posix()):
+        raise CheckpointCorruptError(
+            f"{art.run_dir}: {what} {rel!r} is referenced but missing (or not sealed)"
+        )
     data, mime = read_image_file(path)
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -131,7 +134,7 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
 def _graph_section(art: RunArtifacts) -> dict:
     if art.graph is None:
         return {"computed": False}
-    png = art.run_dir / "graph" / "graph.png"
+    png = f"{layout.GRAPH}/graph.png"
     meta = art.graph.get("meta") if isinstance(art.graph.get("meta"), Mapping) else {}
     assumptions = [
         {
@@ -160,7 +163,7 @@ def _graph_section(art: RunArtifacts) -> dict:
         )
     return {
         "computed": True,
-        "png": _data_uri(art, "graph/graph.png", "graph picture") if png.is_file() else None,
+        "png": _data_uri(art, png, "graph picture") if art.has(png) else None,
         "svg": graph_svg(art.graph, title="Causal graph (drawn from graph.json)"),
         "edges": edges,
         "n_nodes": len(art.graph.get("nodes", [])),
@@ -280,14 +283,15 @@ def _pictures(art: RunArtifacts, item: Mapping[str, Any], position: int) -> list
     ``graph_<i>.png``) and any ``*.png`` path the record names itself (one level of nesting).
     """
     found: list[tuple[str, str]] = []
+    folder = layout.EXPLANATIONS
     for kind in _PICTURE_KINDS:
-        rel = f"explanations/{kind}_{position}.png"
-        if (art.run_dir / rel).is_file():
+        rel = f"{folder}/{kind}_{position}.png"
+        if art.has(rel):
             found.append((kind, rel))
 
     def visit(prefix: str, obj: Any) -> None:
         if isinstance(obj, str) and obj.lower().endswith((".png", ".jpg", ".jpeg")):
-            rel = obj if (art.run_dir / obj).exists() else f"explanations/{obj}"
+            rel = obj if art.has(obj) else f"{folder}/{obj}"
             if all(rel != r for _, r in found):
                 found.append((prefix, rel))
         elif isinstance(obj, Mapping):
@@ -559,14 +563,22 @@ def write_report(
     run_dir
         The run directory.
     out
-        Output file; default ``RUN/report.html``.
+        Output file; default ``RUN/report.html``. Inside a run the report is sealed into it.
 
     Returns
     -------
     Path
         The written file.
     """
+    from glance.run import Run, enclosing_run
+
     html = render_report(run_dir)
-    path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    atomic_write_text(path, html)
+    run = Run.open(run_dir, verify=False)  # verified while rendering
+    path = Path(out) if out is not None else run.path / run.report_file
+    outer = run if run.relative(path) is not None else enclosing_run(path)
+    if outer is None:
+        atomic_write_text(path, html)
+        return path
+    outer = Run.open(outer.path, verify=False)
+    outer.write_file(outer.relative(path) or "", lambda staged: atomic_write_text(staged, html))
     return path

@@ -13,19 +13,17 @@ import base64
 import binascii
 import hashlib
 import io
-import json
 import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from glance.exceptions import CheckpointCorruptError, DataValidationError, GlanceError
+from glance.exceptions import DataValidationError, GlanceError
 
 __all__ = ["ExplorerBackend", "UploadError", "DEFAULT_MAX_UPLOAD_BYTES"]
 
@@ -128,50 +126,44 @@ class ExplorerBackend:
         n_images: int = 64,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         threads: int | None = 1,
+        classifier: Any = None,
     ) -> ExplorerBackend:
-        """Load a fitted run (manifest verified) and pick the images to explore.
+        """Load a fitted run (verified) and pick the images to explore.
 
         Parameters
         ----------
         run_dir
             Run directory written by ``glance fit`` (and ``glance graph`` for the SCM).
         data
-            Dataset to draw images from (its held-out split); default: the dataset the run
-            records in ``state.json``, else images generated from sampled concepts.
+            Dataset to draw images from (its held-out split); default: the run's own held-out
+            split (checked against its recorded fingerprint), else images generated from
+            sampled concepts.
         n_images
             How many images to offer.
         max_upload_bytes, threads
             See :class:`ExplorerBackend`.
+        classifier
+            The classifier, for a run that holds no copy of it (your own architecture).
 
         Raises
         ------
         CheckpointCorruptError
             The run's manifest check fails.
         """
-        from glance._io import verify_manifest
-        from glance.explain import Twin
+        from glance.estimator import load
         from glance.report._artifacts import load_run_artifacts
 
-        run = Path(run_dir)
-        verify_manifest(run)  # refuse a tampered run before anything is loaded from it
-        art = load_run_artifacts(run, verify=False)
-        model = _load(run)
-        recorded = dict(art.state or {})
-        data_json = run / "data.json"  # written by `glance fit` and `glance demo`
-        if data_json.is_file():
-            try:
-                recorded.update(json.loads(data_json.read_text(encoding="utf-8")))
-            except ValueError as exc:
-                raise CheckpointCorruptError(f"{data_json}: not valid JSON ({exc})") from None
-        has_scm = _attach_scm(model, run, recorded)
-        twin = Twin.from_glance(model)
-        images, labels, source = _pick_images(model, recorded, data, n_images)
+        model = load(run_dir, classifier=classifier)
+        run = model.run_
+        art = load_run_artifacts(run.path, verify=False)  # verified by load
+        has_scm = _attach_scm(model)
+        images, labels, source = _pick_images(model, data, n_images)
         backend = cls(
-            twin,
+            model.twin(),
             images,
             labels,
             graph=art.graph,
-            name=run.resolve().name,
+            name=run.path.resolve().name,
             image_source=source,
             max_upload_bytes=max_upload_bytes,
             threads=threads,
@@ -387,86 +379,46 @@ class ExplorerBackend:
         }
 
 
-def _load(run: Path) -> Any:
-    """``glance.load`` (the public entry point), falling back to its home module."""
-    import glance
-
-    loader = getattr(glance, "load", None)
-    if loader is None:
-        from glance.estimator import load as loader
-    return loader(run)
-
-
-def _attach_scm(model: Any, run: Path, recorded: Mapping[str, Any]) -> bool:
+def _attach_scm(model: Any) -> bool:
     """Give a loaded model the structural causal model of its run.
 
-    The SCM ``glance graph`` saved (``RUN/graph/scm.json``, linear mechanisms) is loaded; a run
-    with only ``graph.json`` gets its SCM refitted exactly as ``glance graph`` fitted it (same
-    discovery data from the training split, same stored knowledge and orientation rule).
-    Without a graph or training data, interventions do not propagate (the explorer says so)
-    and the result is ``False``.
+    The SCM ``glance graph`` saved is restored by ``glance.load``; a run with only its graph
+    (a gradient-boosted SCM is not saved) gets the SCM refitted on its own training data, as
+    ``glance graph`` fitted it. Without a graph or that data, interventions do not propagate
+    (the explorer says so) and the result is ``False``.
     """
     if getattr(model, "scm_", None) is not None:
         return True
-    if (run / "graph" / "scm.json").is_file():  # the SCM `glance graph` saved (linear ones)
-        from glance.causal.from_glance import load_graph_state
-
-        load_graph_state(model, run / "graph")
-        if getattr(model, "scm_", None) is not None:
-            return True
-    path = run / "graph" / "graph.json"
-    if not path.is_file():
-        logger.warning("%s has no graph/graph.json: interventions will not propagate", run)
+    run = model.run_
+    if getattr(model, "graph_", None) is None:
+        logger.warning("%s has no causal graph: interventions will not propagate", run.path)
         return False
-    data = recorded.get("data")
-    if not isinstance(data, str) or not Path(data).exists():
-        logger.warning("no training data recorded for %s: interventions will not propagate", run)
+    try:
+        dataset = run.dataset("train")
+    except GlanceError as exc:
+        logger.warning("%s; interventions will not propagate", exc)
         return False
-    from glance.causal import CausalGraph, StructuralCausalModel
-    from glance.causal.from_glance import discovery_data
-    from glance.data import load_dataset
-
-    graph = CausalGraph.load_json(path)
-    dataset = load_dataset(data, recorded.get("train_split") or "train")
-    x, names, _ = discovery_data(model, dataset, max_images=2000, random_state=0)
-    params = graph.meta.get("params", {}) if isinstance(graph.meta, Mapping) else {}
-    scm = StructuralCausalModel(
-        graph, mechanism=params.get("mechanism", "linear"), random_state=0
-    ).fit({n: x[:, i] for i, n in enumerate(names)})
-    model.graph_, model.scm_, model.scm_units_ = graph, scm, "raw"
-    logger.info("refitted the SCM of %s on %d training images", path, len(x))
+    model.refit_scm(dataset)
+    logger.info("refitted the SCM of %s on its training images", run.path)
     return True
 
 
 def _pick_images(
-    model: Any, state: Mapping[str, Any] | None, data: Any, n_images: int
+    model: Any, data: Any, n_images: int
 ) -> tuple[torch.Tensor, list[int] | None, str]:
     """Images for the picker: the held-out split of ``data`` (or the run's), else generated."""
-    from glance.data import load_dataset, test_split
-
-    path, split = data, None
-    if path is None and isinstance(state, Mapping):
-        split = state.get("test_split")
-        recorded = state.get("data") or state.get("train_source")
-        if isinstance(recorded, str):
-            # a dataset's ``source`` may carry a suffix such as " (train)" or "[subset of n]"
-            for candidate in (recorded, recorded.split(" (")[0], recorded.split("[")[0]):
-                if candidate and Path(candidate).exists():
-                    path = candidate
-                    break
-    if path is not None:
-        try:
-            split = split or test_split(path)
-            ds = load_dataset(path, split=split)
-        except GlanceError:
-            if data is not None:
-                raise
-            logger.warning("could not read the run's dataset %s; showing generated images", path)
-        else:
-            n = min(n_images, len(ds))
-            idx = np.arange(n)
-            labels = [int(v) for v in np.asarray(ds.labels)[idx]]
-            return ds.load_images(idx), labels, f"{path} ({split or 'all'}), first {n}"
+    ds = None
+    try:
+        ds = model.run_.dataset("test", data)
+    except GlanceError as exc:
+        if data is not None:
+            raise
+        logger.warning("%s; showing generated images", exc)
+    if ds is not None:
+        n = min(n_images, len(ds))
+        idx = np.arange(n)
+        labels = [int(v) for v in np.asarray(ds.labels)[idx]]
+        return ds.load_images(idx), labels, f"{ds.source}, first {n}"
     with torch.no_grad():
         z = model.sample_concepts(n_images, random_state=0)
         z = torch.as_tensor(np.asarray(z), dtype=torch.float32)

@@ -1,7 +1,9 @@
 """Faithfulness and quality of a fitted surrogate (DESIGN §2.5): the numbers users check.
 
-All figures are measured on the images given (held-out ones for honest numbers), with the *real*
-classifier judging every generated image.
+The one home of evaluation: it composes the plain metric functions of :mod:`glance.metrics` and
+the counterfactual soundness checks of :mod:`glance.explain.soundness` into the figures of
+``glance evaluate``. All figures are measured on the images given (held-out ones for honest
+numbers), with the *real* classifier judging every generated image.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from glance._io import atomic_open
 
-__all__ = ["evaluate", "save_grid", "MEASURABLE_CONTEXTS"]
+__all__ = ["evaluate", "measure", "save_grid", "MEASURABLE_CONTEXTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,6 @@ def _soundness(est: Any, images: torch.Tensor) -> dict[str, Any]:
     return res
 
 
-@torch.no_grad()
 def evaluate(
     est: Any,
     dataset: Any,
@@ -117,8 +118,75 @@ def evaluate(
     out: str | os.PathLike[str] | None = None,
     n_images: int | None = None,
     random_state: int = 0,
+    truth: Any = None,
 ) -> dict[str, Any]:
     """See :meth:`glance.Glance.evaluate`."""
+    result, pictures = measure(est, dataset, n_images=n_images, random_state=random_state)
+    result["data"] = str(getattr(dataset, "source", ""))
+    if truth is not None:
+        result["graph"] = _graph_scores(est, truth)
+    if out is not None:
+        result["grids"] = _record(est, dataset, result, pictures, Path(out))
+    return result
+
+
+def _record(
+    est: Any, dataset: Any, metrics: dict[str, Any], pictures: tuple, out: Path
+) -> dict[str, str]:
+    """Write the figures and grids to ``out``; return where the grids are.
+
+    In a run they are sealed into it (the run's own held-out data at the top, other data under
+    ``evaluations/<data>/``; ``metrics`` gains ``own_data`` and run-relative grid paths, as
+    sealed); elsewhere the grids are written there as PNG (absolute paths).
+    """
+    from glance.run import GRIDS, Run
+
+    def write(paths: dict[str, Path]) -> None:
+        _save_grids(paths, *pictures)
+
+    if not Run.is_run(out):
+        paths = {k: out / v for k, v in GRIDS.items()}
+        write(paths)
+        return {k: str(v) for k, v in paths.items()}
+    mine = getattr(est, "run_", None)
+    run = mine if mine is not None and mine.path.resolve() == out.resolve() else Run.open(out)
+    own = run.is_own_data(dataset)
+    origin = getattr(dataset, "origin", None) or (str(getattr(dataset, "source", "data")), None)
+    name = f"{Path(origin[0]).name}-{origin[1] or 'all'}-{_fingerprint(dataset)[:8]}"
+    folder = run.evaluation_folder(own, name)
+    metrics["own_data"] = own
+    metrics["grids"] = {k: f"{folder}{v}" for k, v in GRIDS.items()}
+    run.save_evaluation(metrics, folder=folder, write_grids=write)
+    if not own:
+        logger.info("evaluation on other data sealed in %s", run.path / folder)
+    return metrics["grids"]
+
+
+def _graph_scores(est: Any, truth: Any) -> dict[str, Any]:
+    """SHD / precision / recall / F1 / orientation of ``est.graph_`` against a known graph."""
+    from glance.exceptions import DataValidationError
+    from glance.metrics.graph import truth_scores
+
+    if getattr(est, "graph_", None) is None:
+        raise DataValidationError(
+            "scoring against a true graph needs the run's causal graph; run 'glance graph RUN' "
+            "(Glance.global_explanation) first"
+        )
+    return truth_scores(est.graph_, truth)
+
+
+def _fingerprint(dataset: Any) -> str:
+    from glance.training.checkpoint import dataset_fingerprint
+
+    return dataset_fingerprint(dataset)
+
+
+@torch.no_grad()
+def measure(
+    est: Any, dataset: Any, *, n_images: int | None = None, random_state: int = 0
+) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The figures of :func:`evaluate` and the pictures behind them: (inputs, reconstructions,
+    samples)."""
     from glance.metrics.fidelity import alignment_r2, top1_agreement
     from glance.metrics.realism import fid, kid
 
@@ -161,9 +229,7 @@ def evaluate(
     }
     result.update(_disentanglement(raw, z.numpy(), random_state))
     result["counterfactual_soundness"] = _soundness(est, x[:SOUNDNESS_IMAGES])
-    if out is not None:
-        result["grids"] = _save_grids(Path(out), x, x_rec, x_s)
-    return result
+    return result, (x, x_rec, x_s)
 
 
 def _disentanglement(raw: np.ndarray, codes: np.ndarray, random_state: int) -> dict[str, Any]:
@@ -178,13 +244,13 @@ def _disentanglement(raw: np.ndarray, codes: np.ndarray, random_state: int) -> d
     return {"mig": _clean(mig(raw, codes)), "dci": {k: _clean(v) for k, v in d.items()}}
 
 
-def _save_grids(out: Path, x: torch.Tensor, x_rec: torch.Tensor, x_s: torch.Tensor) -> dict:
+def _save_grids(
+    paths: dict[str, Path], x: torch.Tensor, x_rec: torch.Tensor, x_s: torch.Tensor
+) -> None:
     k = min(32, len(x))
     pairs = torch.stack([x[:k], x_rec[:k]], dim=1).reshape(-1, *x.shape[1:])  # real, recon
-    rec_path, smp_path = out / "reconstructions.png", out / "samples.png"
-    save_grid(pairs, rec_path, ncol=16)
-    save_grid(x_s[:64], smp_path, ncol=8)
-    return {"reconstructions": str(rec_path), "samples": str(smp_path)}
+    save_grid(pairs, paths["reconstructions"], ncol=16)
+    save_grid(x_s[:64], paths["samples"], ncol=8)
 
 
 def save_grid(
