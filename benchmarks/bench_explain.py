@@ -58,7 +58,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from glance._io import atomic_write_json  # noqa: E402
 from glance.exceptions import CheckpointError  # noqa: E402
 from glance.explain import (  # noqa: E402
-    GlanceSCMAdapter,
     InterventionalImportance,
     LocalExplainer,
     Twin,
@@ -176,68 +175,33 @@ def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any
     """The explainers' twin, with the fitted run's SCM or one discovered here (PC, Fisher-z)."""
     if getattr(est, "scm_", None) is not None:
         return Twin.from_glance(est), {"scm": "Glance.scm_"}
-    from glance.causal import StructuralCausalModel, discover
     from glance.data import load_dataset
+    from glance.exceptions import GlanceError
 
-    ds = load_dataset(data, split="train")
-    try:
-        from glance.causal.from_glance import discover_from_glance
-    except ImportError:
-        discover_from_glance = None
-    if discover_from_glance is not None:
-        from glance.exceptions import GlanceError
-
-        labelled = _relabelled(ds, est.adapter_.model)
-        failures = []
-        for orientation in ("conservative", "sepset"):
-            t0 = time.perf_counter()
-            try:
-                graph = discover_from_glance(
-                    est, labelled, n_resamples=0, max_images=n_rows, orientation=orientation
-                )
-            except GlanceError as exc:  # e.g. the orientation left a directed cycle
-                failures.append(f"{orientation}: {type(exc).__name__}: {exc}")
-                logger.warning("discovery (%s) failed: %s", orientation, exc)
-                continue
-            edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
-            return Twin.from_glance(est), {
-                "scm": f"glance.causal.from_glance.discover_from_glance (PC fisher-z, "
-                f"orientation {orientation}, no bootstrap)",
-                "discovery_failures": failures,
-                "discovery_s": time.perf_counter() - t0,
-                "edges": edges,
-                "assumptions": graph.meta.get("assumptions"),
-            }
-        base = Twin.from_glance(est) if getattr(est, "scm_", None) is None else None
-        if base is not None:
-            return base, {
-                "scm": "none: discovery failed, total effects = direct effects",
-                "discovery_failures": failures,
-            }
-    idx = np.random.default_rng(0).permutation(len(ds))[:n_rows]
-    z = est.encode(ds.load_images(idx).float()).numpy().astype(np.float64)
-    logits = est.surrogate_logits(torch.as_tensor(z, dtype=torch.float32)).numpy()
-    names = list(est.concept_names_) + [f"output_{c}" for c in est.classes_]
-    table = np.c_[z, logits]
-    t0 = time.perf_counter()
-    graph = discover(table, names, method="pc", ci_test="fisherz", alpha=0.01)
-    scm = StructuralCausalModel(graph).fit(table)
-    base = Twin.from_glance(est)
-    twin = Twin(
-        est.encode,
-        est.generate,
-        est.classify,
-        nodes=base.nodes,
-        classes=base.classes,
-        node_kinds=base.node_kinds,
-        node_std=base.node_std,
-        scm=GlanceSCMAdapter(scm, base.nodes),
-    )
-    edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
-    return twin, {
-        "scm": "discovered here (PC fisher-z, alpha 0.01, z units)",
-        "discovery_s": time.perf_counter() - t0,
-        "edges": edges,
+    labelled = _relabelled(load_dataset(data, split="train"), est.adapter_.model)
+    failures = []
+    for orientation in ("conservative", "sepset"):
+        t0 = time.perf_counter()
+        try:  # the fitted estimator's own global explanation (glance graph)
+            graph = est.global_explanation(
+                labelled, n_resamples=0, max_images=n_rows, orientation=orientation
+            )
+        except GlanceError as exc:  # e.g. the orientation left a directed cycle
+            failures.append(f"{orientation}: {type(exc).__name__}: {exc}")
+            logger.warning("discovery (%s) failed: %s", orientation, exc)
+            continue
+        edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
+        return Twin.from_glance(est), {
+            "scm": f"Glance.global_explanation (PC fisher-z, orientation {orientation}, "
+            "no bootstrap)",
+            "discovery_failures": failures,
+            "discovery_s": time.perf_counter() - t0,
+            "edges": edges,
+            "assumptions": graph.meta.get("assumptions"),
+        }
+    return Twin.from_glance(est), {
+        "scm": "none: discovery failed, total effects = direct effects",
+        "discovery_failures": failures,
     }
 
 

@@ -276,6 +276,9 @@ class Transaction:
 
     def commit(self) -> dict:
         """Seal the staged artefacts into the run; return the new manifest."""
+        # Under the lock the manifest on disk is the truth: another Run object of the same
+        # directory (another part of this process) may have sealed files since ours was read.
+        self.run._manifest = None
         files = dict(self.run.manifest().get("files", {}))
         for rel in [*self._puts, *self._removes]:
             for key in [k for k in files if k == rel or k.startswith(rel + "/")]:
@@ -469,6 +472,7 @@ class Run:
     def writing(self, wait: float = LOCK_WAIT_SECONDS) -> Iterator[Run]:
         """Hold the run's exclusive lock (re-entrant within a process)."""
         _LOCKS.acquire(self.path / LOCK, True, wait)
+        self._manifest = None  # re-read: others may have sealed files before we got the lock
         try:
             yield self
         finally:
@@ -482,6 +486,7 @@ class Run:
         """
         try:
             _LOCKS.acquire(self.path / LOCK, False, wait)
+            self._manifest = None
         except OSError as exc:
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise

@@ -53,8 +53,8 @@ def test_two_processes_match_one(tmp_path):
     for key in r0:  # same global batch: equal up to the order of float additions
         assert torch.allclose(r0[key], one[key], rtol=1e-3, atol=1e-4), key
     # Only rank 0 wrote the run: one set of checkpoints, one metrics log.
-    ckpts = sorted(p.name for p in (tmp_path / "run2" / "checkpoints").iterdir())
-    assert ckpts == sorted(p.name for p in (tmp_path / "run1" / "checkpoints").iterdir())
+    ckpts = sorted(p.name for p in (tmp_path / "run2" / "checkpoints").glob("ckpt-*"))
+    assert ckpts == sorted(p.name for p in (tmp_path / "run1" / "checkpoints").glob("ckpt-*"))
     assert (tmp_path / "run2" / "MANIFEST.json").is_file()
     # It really ran data-parallel: the checkpoints record two processes.
     state = json.loads((tmp_path / "run2" / "checkpoints" / ckpts[-1] / "state.json").read_text())

@@ -129,6 +129,6 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     assert proc.wait(timeout=120) == 143
     err = proc.stderr.read()
     assert "training stopped at step" in err and "--resume" in err
-    done = sorted(p.name for p in (run / "checkpoints").iterdir())
+    done = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*"))
     assert len(done) == 2 and done[0] == "ckpt-000000" and done[1] != "ckpt-002000"
     verify_manifest(run / "checkpoints" / done[1])
