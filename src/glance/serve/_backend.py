@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import io
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -43,6 +44,15 @@ class UploadError(DataValidationError):
         self.status = status
 
 
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr`` of a client-supplied value, cut short: error messages must stay small."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        text = f"<a {type(value).__name__} too large to print>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _png_base64(image: torch.Tensor) -> str:
     """(C, H, W) float image in [0, 1] → base64 PNG."""
     from PIL import Image
@@ -52,6 +62,23 @@ def _png_base64(image: torch.Tensor) -> str:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _intervention_value(node: str, value: Any) -> float:
+    """A client's intervention on ``node`` as a float, within ±``10 * _SLIDER_RANGE`` std."""
+    bound = 10 * _SLIDER_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UploadError(f"intervention on {node!r} must be a number; got {brief(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > bound:
+        raise UploadError(
+            f"intervention on {node!r} must be a finite number within ±{bound:g} standard "
+            f"deviations; got {brief(value)}"
+        )
+    return number
 
 
 class ExplorerBackend:
@@ -233,16 +260,16 @@ class ExplorerBackend:
     def _image(self, image_id: str) -> torch.Tensor:
         if image_id in self._uploads:
             return self._uploads[image_id]
-        try:
-            i = int(image_id)
-        except (TypeError, ValueError):
-            raise UploadError(f"unknown image_id {image_id!r}", status=404) from None
         n = int(len(self.images)) if self.images.ndim == 4 else 0
-        if not 0 <= i < n:
+        # Short runs of ASCII digits only: int() also takes " 1", "+1", "1_0", other scripts'
+        # digits, and spends quadratic time on a long digit string.
+        is_index = isinstance(image_id, str) and image_id.isascii() and image_id.isdigit()
+        if not is_index or len(image_id) > 12 or int(image_id) >= n:
             raise UploadError(
-                f"unknown image_id {image_id!r}: the explorer holds images 0..{n - 1}", status=404
+                f"unknown image_id {brief(image_id)}: the explorer holds images 0..{n - 1}",
+                status=404,
             )
-        return self.images[i]
+        return self.images[int(image_id)]
 
     # ------------------------------------------------------------------ uploads
     def add_upload(self, data: bytes) -> str:
@@ -253,8 +280,6 @@ class ExplorerBackend:
         UploadError
             Too large (413), not a PNG/JPEG image (415) or not the model's image size (422).
         """
-        from PIL import Image, UnidentifiedImageError
-
         if len(data) > self.max_upload_bytes:
             raise UploadError(
                 f"upload too large: {len(data)} bytes; the limit is {self.max_upload_bytes} bytes",
@@ -262,22 +287,7 @@ class ExplorerBackend:
             )
         if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
             raise UploadError("upload is not a PNG or JPEG image", status=415)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                c, h, w = self.image_shape  # type: ignore[misc]
-                if img.size != (w, h):
-                    raise UploadError(
-                        f"upload is {img.size[0]}×{img.size[1]} pixels; this model takes "
-                        f"{w}×{h} images",
-                        status=422,
-                    )
-                arr = np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.float32)
-        except UploadError:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise UploadError(f"upload is not a readable image ({exc})", status=415) from None
-        tensor = torch.from_numpy(arr / 255.0)
+        tensor = torch.from_numpy(self._decode_upload(data) / 255.0)
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         image_id = "upload-" + hashlib.sha256(data).hexdigest()[:16]
         with self._lock:
@@ -288,6 +298,35 @@ class ExplorerBackend:
                 self._z_cache.pop(old, None)
                 self._factual.pop(old, None)
         return image_id
+
+    def _decode_upload(self, data: bytes) -> np.ndarray:
+        """Pixels of an upload, (H, W) or (H, W, 3) float32 in [0, 255].
+
+        The size the file declares is checked before any pixel is decoded: a file of a few
+        hundred bytes can declare gigapixels. PIL itself refuses to open one declaring more than
+        twice its ``MAX_IMAGE_PIXELS`` (``DecompressionBombError``, not an ``OSError``).
+        """
+        from PIL import Image
+
+        c, h, w = self.image_shape  # type: ignore[misc]
+        wrong_size = f"this model takes {w}×{h} images"
+        try:
+            with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
+                if img.size != (w, h):
+                    raise UploadError(
+                        f"upload is {img.size[0]}×{img.size[1]} pixels; {wrong_size}", status=422
+                    )
+                img.load()
+                return np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.float32)
+        except UploadError:
+            raise
+        except Image.DecompressionBombError:
+            raise UploadError(f"upload declares far too many pixels; {wrong_size}", 422) from None
+        except Exception as exc:
+            # PIL's decoders raise many types on hostile bytes (OSError, SyntaxError,
+            # struct.error, ...); all mean the same to the client, whom the text would not help.
+            logger.debug("unreadable upload: %s: %s", type(exc).__name__, exc)
+            raise UploadError("upload is not a readable image", status=415) from None
 
     @staticmethod
     def decode_base64_image(text: str) -> bytes:
@@ -325,16 +364,9 @@ class ExplorerBackend:
         for name, value in raw.items():
             if name not in index:
                 raise UploadError(
-                    f"unknown node {name!r} in 'interventions'; nodes: {', '.join(self.nodes)}"
+                    f"unknown node {brief(name)} in 'interventions'; nodes: {', '.join(self.nodes)}"
                 )
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UploadError(f"intervention on {name!r} must be a number; got {value!r}")
-            if not np.isfinite(value) or abs(value) > 10 * _SLIDER_RANGE:
-                raise UploadError(
-                    f"intervention on {name!r} must be finite and within ±{10 * _SLIDER_RANGE} "
-                    f"standard deviations; got {value!r}"
-                )
-            out[index[name]] = float(value)
+            out[index[name]] = _intervention_value(name, value)
         return out
 
     def counterfactual(self, image_id: str, interventions: Any = None) -> dict:
