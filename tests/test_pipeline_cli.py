@@ -102,3 +102,22 @@ def test_explain_cli_on_the_run(shapes_run, tmp_path):
     rc = main(["-q", "explain", str(run), "--data", str(data), "--index", "0:2", "--out", str(out)])
     assert rc == 0
     assert (out / "explanations.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:LOW FIDELITY")
+def test_glance_explain_runs_every_registered_explainer(shapes_run):
+    """Each entry of EXPLAINERS is a drop-in explainer of a fitted model, chosen by name."""
+    import glance
+    from glance.data import load_dataset
+    from glance.exceptions import UnknownNameError
+    from glance.explain import EXPLAINERS
+
+    data, run = shapes_run
+    est = glance.load(run)
+    images = load_dataset(data, "test").load_images([0, 1])
+    for name in EXPLAINERS.names():
+        exp = est.explain(images, explainer=name, keep_images=False)
+        assert exp.meta["method"] == EXPLAINERS.get(name).__name__
+        assert exp.importance.shape == (2, len(exp.nodes))
+    with pytest.raises(UnknownNameError, match="valid names: counterfactual, importance, local"):
+        est.explain(images, explainer="gradcam")

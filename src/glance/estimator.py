@@ -497,28 +497,34 @@ class Glance:
         if result.importance is not None:
             self.global_importance_ = result.importance
 
-    def explain(self, images: torch.Tensor, target: Any = None, **options: Any) -> Any:
+    def explain(
+        self, images: torch.Tensor, target: Any = None, *, explainer: str = "local", **options: Any
+    ) -> Any:
         """Local explanations of ``images`` (float in [0, 1], shape (N, C, H, W)).
 
-        Interventional importance (total and direct effects), interactions, the verified
-        counterfactual and traversals, judged by the real classifier on generated images;
-        see :func:`glance.explain.explain`. Uses the SCM of :meth:`global_explanation` (or of
-        a loaded run's ``graph/``) when present, so interventions propagate to descendants.
+        ``explainer`` names the method in :data:`glance.explain.EXPLAINERS`: ``"local"`` (the
+        default) gives interventional importance (total and direct effects), interactions, the
+        verified counterfactual and traversals, judged by the real classifier on generated
+        images; ``"importance"`` and ``"counterfactual"`` give those parts alone; see
+        :func:`glance.explain.explain`. Uses the SCM of :meth:`global_explanation` (or of a
+        loaded run's ``graph/``) when present, so interventions propagate to descendants.
         Interventions are clipped to each node's support, and discrete contexts move level by
-        level. Useful ``options``: ``deltas`` (shifts in node stds, default ``(-2, -1, 1, 2)``),
-        ``top_k`` (nodes whose interactions are computed), ``n_random`` (test every importance
-        against that many random concepts, e.g. 49; 0 = off), ``alpha``. Returns a
-        :class:`~glance.explain.LocalExplanation`.
+        level. Useful ``options`` of ``"local"``: ``deltas`` (shifts in node stds, default
+        ``(-2, -1, 1, 2)``), ``top_k`` (nodes whose interactions are computed), ``n_random``
+        (test every importance against that many random concepts, e.g. 49; 0 = off),
+        ``alpha``. Returns a :class:`~glance.explain.LocalExplanation`; an unknown
+        ``explainer`` raises :class:`~glance.exceptions.UnknownNameError` listing the names.
 
         Examples
         --------
         >>> exp = est.explain(images, n_random=49)  # doctest: +SKIP
         >>> exp.ranking(0)[:3], exp.significance_summary()["thickness"]["p_value"]  # doctest: +SKIP
+        >>> est.explain(images, explainer="counterfactual", max_nodes=2)  # doctest: +SKIP
         """
         from glance.explain import explain
 
         self._check_fitted()
-        return explain(self, images, target, **options)
+        return explain(self, images, target, explainer=explainer, **options)
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write the fitted estimator as a self-contained, sealed run directory; return its path.

@@ -141,6 +141,28 @@ def test_registry():
         EXPLAINERS.get("locl")
 
 
+@pytest.mark.parametrize("name", EXPLAINERS.names())
+def test_explain_resolves_every_registered_explainer(size_twin, toy_images, name):
+    """``explain(explainer=name)`` is ``EXPLAINERS.get(name)(model).explain``: every entry runs
+    on a twin alone and returns the same explanation as the class itself."""
+    x = toy_images[:3]
+    got = explain(size_twin, x, explainer=name, keep_images=False)
+    want = EXPLAINERS.get(name)(size_twin, keep_images=False).explain(x)
+    assert isinstance(got, LocalExplanation) and len(got) == 3
+    assert got.meta["method"] == EXPLAINERS.get(name).__name__
+    np.testing.assert_array_equal(got.importance, want.importance)
+
+
+def test_explain_unknown_explainer_lists_the_registry(size_twin, toy_images):
+    with pytest.raises(UnknownNameError, match="counterfactual, importance, local"):
+        explain(size_twin, toy_images[:1], explainer="lime")
+
+
+def test_explain_rejects_an_option_of_another_explainer(size_twin, toy_images):
+    with pytest.raises(ConfigError, match="n_random"):
+        explain(size_twin, toy_images[:1], explainer="counterfactual", n_random=19)
+
+
 def test_classifier_left_unchanged(toy_images):
     clf = toy.SizeClassifier()
     clf.train()

@@ -11,7 +11,7 @@ from PIL import Image
 from toy_run import serve_toy_run
 
 from glance.cli.main import main
-from glance.explain import toy
+from glance.explain import EXPLAINERS, toy
 
 
 @pytest.fixture
@@ -46,6 +46,39 @@ def test_explain_target_and_no_pngs(run, tmp_path):
     rec = json.loads((out / "explanations.json").read_text())["explanations"][0]
     assert rec["counterfactual"]["target"] == 1 and rec["counterfactual"]["nodes"] == {}
     assert not list(out.glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("method", "has_counterfactual", "has_interactions"),
+    [("importance", False, False), ("counterfactual", True, False)],
+)
+def test_explain_method_picks_the_registered_explainer(
+    run, tmp_path, method, has_counterfactual, has_interactions
+):
+    a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
+    out = tmp_path / "out"
+    argv = ["-q", "explain", str(run), str(a), "--method", method, "--out", str(out)]
+    assert main([*argv, "--no-pngs"]) == 0
+    data = json.loads((out / "explanations.json").read_text())
+    assert data["meta"]["method"] == EXPLAINERS.get(method).__name__
+    rec = data["explanations"][0]
+    assert max(rec["importance"], key=rec["importance"].get) == "size"
+    assert (rec["counterfactual"] is not None) == has_counterfactual
+    assert (rec["interactions"] is not None) == has_interactions
+
+
+def test_explain_method_choices_come_from_the_registry(run, tmp_path, capsys):
+    from glance.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["explain"]
+    method = next(a for a in sub._actions if a.dest == "method")
+    assert method.choices == EXPLAINERS.names() and method.default == "local"
+    a = _png(tmp_path / "a.png", [1.0, 0.0, 0.0])
+    assert main(["explain", str(run), str(a), "--method", "lime"]) == 2
+    assert "invalid choice: 'lime'" in capsys.readouterr().err
+    argv = ["explain", str(run), str(a), "--method", "counterfactual", "--significance", "19"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert "n_random" in capsys.readouterr().err
 
 
 def test_explain_errors_are_one_line(run, tmp_path, capsys):

@@ -26,6 +26,7 @@ from glance.cli._common import (
     positive_int,
 )
 from glance.exceptions import ConfigError, DataValidationError, ShapeError
+from glance.explain import EXPLAINERS
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +56,21 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=positive_int, default=16, help="images explained together"
     )
+    p.add_argument(
+        "--method",
+        choices=EXPLAINERS.names(),
+        default="local",
+        help="registered explainer (glance.explain.EXPLAINERS); default local: importances, "
+        "interactions, counterfactual and traversals",
+    )
     p.add_argument("--no-pngs", action="store_true", help="write the JSON only")
     p.add_argument(
         "--significance",
         type=nonneg_int,
         default=0,
         metavar="N",
-        help="test importances against N random concepts (0: off; N >= 19 for p <= 0.05)",
+        help="test importances against N random concepts (0: off; N >= 19 for p <= 0.05; "
+        "--method local or importance)",
     )
     p.add_argument("--device", default="cpu")
     add_classifier_args(p)
@@ -145,7 +154,10 @@ def _run(args: argparse.Namespace) -> int:
             f"(0..{len(model.classes_) - 1})"
         )
     x = _inputs(args, model)
-    exp = explain(model, x, args.target, batch_size=args.batch_size, n_random=args.significance)
+    significance = {"n_random": args.significance} if args.significance else {}
+    exp = explain(
+        model, x, args.target, explainer=args.method, batch_size=args.batch_size, **significance
+    )
     graph = None if args.no_pngs else getattr(model, "graph_", None)
     path = exp.save(out, pngs=not args.no_pngs, graph=graph, replace=True)
     valid = exp.counterfactual.valid.mean() if exp.counterfactual is not None else float("nan")

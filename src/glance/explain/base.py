@@ -172,4 +172,12 @@ class Explainer:
 
 
 #: Registered explainers, by name (``EXPLAINERS.get("local")(model).explain(images)``).
+#:
+#: Every entry is a drop-in explainer of a whole fitted model: constructed from a fitted
+#: :class:`glance.Glance` or a :class:`~glance.explain.Twin` alone, it explains any images and
+#: returns a :class:`~glance.explain.LocalExplanation`. The entries differ only in the options
+#: their ``explain`` accepts. Callers offer exactly these names: :func:`glance.explain.explain`
+#: and :meth:`glance.Glance.explain` (``explainer=``) and ``glance explain --method``. Register
+#: nothing else here (a part that needs more than the model, such as a node or a precomputed
+#: effect, is a function, not an entry).
 EXPLAINERS: Registry[type[Explainer]] = Registry("explainer", base=Explainer)

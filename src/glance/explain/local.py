@@ -260,11 +260,12 @@ def explain(
     images: torch.Tensor,
     target: TargetType = None,
     *,
+    explainer: str = "local",
     batch_size: int = 16,
     keep_images: bool = True,
     **options: Any,
 ) -> LocalExplanation:
-    """Explain ``images`` with the full local GLANCE explanation.
+    """Explain ``images`` with a registered explainer (default: the full local explanation).
 
     Parameters
     ----------
@@ -274,15 +275,26 @@ def explain(
         Float images in ``[0, 1]``, shape (N, C, H, W).
     target
         See :meth:`Explainer.explain`.
+    explainer
+        Name in :data:`~glance.explain.EXPLAINERS`: ``"local"`` (:class:`LocalExplainer`),
+        ``"importance"`` (:class:`~glance.explain.InterventionalImportance`) or
+        ``"counterfactual"`` (:class:`~glance.explain.CounterfactualSearch`).
     batch_size, keep_images
         See :class:`Explainer`.
     **options
-        See :class:`LocalExplainer`.
+        Options of the chosen explainer (see its class); another explainer's option is a
+        :class:`~glance.exceptions.ConfigError`.
 
     Returns
     -------
     LocalExplanation
+
+    Raises
+    ------
+    UnknownNameError
+        ``explainer`` is not registered (the message lists the registered names).
     """
-    return LocalExplainer(model, batch_size=batch_size, keep_images=keep_images).explain(
+    method = EXPLAINERS.get(explainer)
+    return method(model, batch_size=batch_size, keep_images=keep_images).explain(
         images, target, **options
     )
