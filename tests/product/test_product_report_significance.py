@@ -14,8 +14,8 @@ import pytest
 from product_helpers import make_fixture_run, png_bytes
 
 from glance._io import write_manifest
-from glance.run import Run
 from glance.report import render_report
+from glance.run import Run
 
 NODES = ["thickness", "intensity", "concept_0", "concept_1"]
 # per image: p-values against 49 random concepts (alpha 0.05)
