@@ -106,3 +106,30 @@ def test_drop_degenerate_only_drops_concepts():
         drop_degenerate(
             np.c_[a, a * 3, c], ["a", "b", "concept_0"], ["context", "context", "concept"]
         )
+
+
+@pytest.mark.parametrize("n_resamples", [0, 2])
+def test_discovery_options_reach_pc(stub, monkeypatch, n_resamples):
+    """``max_k`` and ``kci_subsample`` are not lost between the estimator and PC."""
+    import glance.causal.discovery as discovery
+    from glance.causal import DiscoveryOptions
+
+    seen = []
+    real = discovery.run_pc
+
+    def spy(x, names, rk, **kwargs):
+        seen.append((x.shape[0], kwargs["max_k"], kwargs["ci_test"]))
+        return real(x, names, rk, **kwargs)
+
+    monkeypatch.setattr(discovery, "run_pc", spy)
+    est, data = stub
+    kw = dict(n_resamples=n_resamples, n_jobs=1, max_images=120)
+    g = discover_from_glance(est, data, ci_test="kci", kci_subsample=60, max_k=1, **kw).graph
+    assert seen and all(s == (60, 1, "kci") for s in seen)
+    assert g.meta["params"]["max_k"] == 1 and g.meta["params"]["kci_subsample"] == 60
+    seen.clear()
+    options = DiscoveryOptions(max_k=0)
+    discover_from_glance(est, data, options=options, **kw)
+    assert seen and all(s == (120, 0, "fisherz") for s in seen)
+    with pytest.raises(ConfigError, match="'max_k' of discover_from_glance"):
+        discover_from_glance(est, data, max_k=-1, **kw)

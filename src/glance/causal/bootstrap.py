@@ -22,9 +22,10 @@ import numpy as np
 from glance.causal._checks import check_discovery_data, resolve_names_kinds
 from glance.causal._pdag import PDAG
 from glance.causal._threads import single_threaded
-from glance.causal.discovery import _check_params, _coef, discover_pdag, standardised_effects
+from glance.causal.discovery import _coef, discover_pdag, standardised_effects
 from glance.causal.graph import CausalGraph, Edge, Node
 from glance.causal.knowledge import BackgroundKnowledge, ResolvedKnowledge
+from glance.causal.options import DiscoveryOptions
 from glance.exceptions import ConfigError
 
 __all__ = ["bootstrap_discover"]
@@ -37,24 +38,21 @@ def bootstrap_discover(
     names: Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
     *,
+    options: DiscoveryOptions | None = None,
     n_resamples: int = 20,
     threshold: float = 0.5,
     random_state: int = 0,
     n_jobs: int = 2,
-    method: str = "pc",
-    ci_test: str = "fisherz",
-    alpha: float = 0.01,
     knowledge: BackgroundKnowledge | None = None,
-    orientation: str = "conservative",
-    max_k: int | None = None,
-    kci_subsample: int = 400,
+    **overrides: Any,
 ) -> CausalGraph:
     """Discover a graph on ``n_resamples`` bootstrap resamples and keep the stable edges.
 
     Parameters
     ----------
-    data, names, kinds, method, ci_test, alpha, knowledge, orientation, max_k, kci_subsample
-        As in :func:`glance.causal.discover`.
+    data, names, kinds, options, knowledge, **overrides
+        As in :func:`glance.causal.discover` (``overrides``: fields of
+        :class:`~glance.causal.options.DiscoveryOptions`, e.g. ``method="ges"``).
     n_resamples
         Number of bootstrap resamples (>= 2).
     threshold
@@ -75,7 +73,7 @@ def bootstrap_discover(
         resample, its presence and orientation frequencies.
     """
     start = time.perf_counter()
-    params = _check_params(method, ci_test, alpha, kci_subsample, orientation)
+    opts = DiscoveryOptions.resolve(options, overrides, "bootstrap_discover")
     _check_bootstrap_params(n_resamples, threshold, n_jobs)
     x = np.asarray(data)
     names, kinds = resolve_names_kinds(x.shape[1] if x.ndim == 2 else -1, names, kinds)
@@ -84,20 +82,12 @@ def bootstrap_discover(
     knowledge = knowledge or BackgroundKnowledge()
     rk = knowledge.resolve(names, kinds)
     seeds = np.random.SeedSequence(random_state).spawn(n_resamples)
-    kwargs = dict(
-        method=method,
-        ci_test=ci_test,
-        alpha=alpha,
-        max_k=max_k,
-        kci_subsample=kci_subsample,
-        orientation=orientation,
-    )
-    results = _run_resamples([(x, names, rk, s, kwargs) for s in seeds], n_jobs)
+    results = _run_resamples([(x, names, rk, s, opts) for s in seeds], n_jobs)
     with single_threaded():
         graph = _aggregate(x, names, kinds, rk, results, threshold)
     graph.meta.update(
-        algorithm=f"bootstrap-{method}",
-        params={**params, "max_k": max_k, "knowledge": knowledge.to_dict()},
+        algorithm=f"bootstrap-{opts.method}",
+        params={**opts.params(), "knowledge": knowledge.to_dict()},
         n_samples=int(x.shape[0]),
         elapsed_s=time.perf_counter() - start,
     )
@@ -154,10 +144,10 @@ def _one_resample(
     names: list[str],
     rk: ResolvedKnowledge,
     seed: np.random.SeedSequence,
-    kwargs: dict[str, Any],
+    options: DiscoveryOptions,
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     with single_threaded():
-        return _resample_pdag(x, names, rk, seed, kwargs)
+        return _resample_pdag(x, names, rk, seed, options)
 
 
 def _resample_pdag(
@@ -165,7 +155,7 @@ def _resample_pdag(
     names: list[str],
     rk: ResolvedKnowledge,
     seed: np.random.SeedSequence,
-    kwargs: dict[str, Any],
+    options: DiscoveryOptions,
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, x.shape[0], x.shape[0])
@@ -174,7 +164,7 @@ def _resample_pdag(
     # missing); the check then names the column.
     xb = check_discovery_data(xb, names)
     pdag, _ = discover_pdag(
-        xb, names, rk, ci_kwargs={}, random_state=int(rng.integers(2**31)), **kwargs
+        xb, names, rk, options, ci_kwargs={}, random_state=int(rng.integers(2**31))
     )
     return pdag.directed_edges(), pdag.undirected_edges()
 

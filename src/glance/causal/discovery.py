@@ -11,26 +11,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from glance.causal._causallearn import run_ges, run_pc
 from glance.causal._checks import check_discovery_data, resolve_names_kinds
-from glance.causal._pdag import PDAG
+from glance.causal._pdag import PDAG, cpdag_from_dag
 from glance.causal._threads import single_threaded
-from glance.causal.graph import CausalGraph, Edge, Node
+from glance.causal.graph import CausalGraph, Edge, Node, infer_kind
 from glance.causal.knowledge import BackgroundKnowledge, ResolvedKnowledge
-from glance.exceptions import ConfigError, DiscoveryError
+from glance.causal.options import CI_TESTS, DISCOVERY_METHODS, DiscoveryOptions
+from glance.exceptions import DiscoveryError
 
-__all__ = ["discover", "DISCOVERY_METHODS", "CI_TESTS", "standardised_effects"]
+__all__ = [
+    "discover",
+    "dag_to_cpdag",
+    "DISCOVERY_METHODS",
+    "CI_TESTS",
+    "DiscoveryOptions",
+    "standardised_effects",
+]
 
 logger = logging.getLogger(__name__)
-
-DISCOVERY_METHODS = ("pc", "ges")
-#: CI tests for PC. ``d_separation`` is an oracle for tests: pass ``ci_kwargs={"true_dag": G}``
-#: with a ``networkx.DiGraph`` over column indices.
-CI_TESTS = ("fisherz", "kci", "d_separation")
 
 
 def discover(
@@ -38,15 +41,11 @@ def discover(
     names: Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
     *,
-    method: Literal["pc", "ges"] = "pc",
-    ci_test: Literal["fisherz", "kci", "d_separation"] = "fisherz",
-    alpha: float = 0.01,
+    options: DiscoveryOptions | None = None,
     knowledge: BackgroundKnowledge | None = None,
-    orientation: Literal["conservative", "sepset"] = "conservative",
-    max_k: int | None = None,
-    kci_subsample: int = 400,
     ci_kwargs: Mapping[str, Any] | None = None,
     random_state: int | None = 0,
+    **overrides: Any,
 ) -> CausalGraph:
     """Learn a causal graph (CPDAG / MPDAG) from samples.
 
@@ -60,30 +59,22 @@ def discover(
     kinds
         Node kinds (``context | concept | output``); default inferred from the names
         (``output_*`` -> output, ``concept_*`` -> concept, else context).
-    method
-        ``"pc"`` (constraint-based) or ``"ges"`` (score-based, BIC).
-    ci_test
-        PC's conditional-independence test: ``"fisherz"`` (linear-Gaussian), ``"kci"``
-        (kernel, nonlinear; run on a random subsample of ``kci_subsample`` rows) or the
-        ``"d_separation"`` oracle (tests only).
-    alpha
-        Significance level of the CI tests, in (0, 1). Smaller gives sparser graphs.
+    options
+        The search: method, CI test, ``alpha``, orientation rule, ``max_k``,
+        ``kci_subsample`` (see :class:`~glance.causal.options.DiscoveryOptions`; default: its
+        defaults, PC with Fisher-z at ``alpha = 0.01``).
     knowledge
         Background knowledge; ``None`` applies the default tiers only (contexts -> concepts ->
         outputs, outputs are sinks and never cause each other). Under the default tiers, PC
         never conditions on output nodes: sibling logits are near-copies of each other, and a
         separating set without outputs always exists when outputs are sinks.
-    orientation
-        PC's collider rule: ``"conservative"`` orients only definite colliders (an ambiguous
-        triple stays unoriented); ``"sepset"`` is the classic rule. Ignored by GES.
-    max_k
-        Largest conditioning set PC tries (``None``: no limit).
-    kci_subsample
-        Rows used by KCI (its cost grows with the cube of the rows).
     ci_kwargs
         Extra keyword arguments for causal-learn's CI test.
     random_state
         Seed for the KCI subsample.
+    **overrides
+        Fields of :class:`~glance.causal.options.DiscoveryOptions` replacing those of
+        ``options`` (``discover(x, method="ges", alpha=0.05)``).
 
     Returns
     -------
@@ -98,27 +89,18 @@ def discover(
         Degenerate data (NaN, constant, duplicated or collinear columns, too few samples),
         naming the columns.
     ConfigError
-        An unknown method or CI test, ``alpha`` out of range, or knowledge naming unknown nodes.
+        An unknown option, method or CI test, ``alpha`` out of range, or knowledge naming
+        unknown nodes.
     """
     start = time.perf_counter()
-    params = _check_params(method, ci_test, alpha, kci_subsample, orientation)
+    opts = DiscoveryOptions.resolve(options, overrides, "discover")
     x = np.asarray(data)
     names, kinds = resolve_names_kinds(x.shape[1] if x.ndim == 2 else -1, names, kinds)
     rk = (knowledge or BackgroundKnowledge()).resolve(names, kinds)
     with single_threaded():
         x = check_discovery_data(x, names)
         pdag, extra = discover_pdag(
-            x,
-            names,
-            rk,
-            method=method,
-            ci_test=ci_test,
-            alpha=alpha,
-            max_k=max_k,
-            kci_subsample=kci_subsample,
-            ci_kwargs=ci_kwargs or {},
-            orientation=orientation,
-            random_state=random_state,
+            x, names, rk, opts, ci_kwargs=ci_kwargs or {}, random_state=random_state
         )
         effects = standardised_effects(x, pdag)
     edges = [
@@ -129,12 +111,8 @@ def discover(
         for a, b in pdag.undirected_edges()
     ]
     meta = {
-        "algorithm": method,
-        "params": {
-            **params,
-            "max_k": max_k,
-            "knowledge": (knowledge or BackgroundKnowledge()).to_dict(),
-        },
+        "algorithm": opts.method,
+        "params": {**opts.params(), "knowledge": (knowledge or BackgroundKnowledge()).to_dict()},
         "n_samples": int(x.shape[0]),
         **extra,
         "elapsed_s": time.perf_counter() - start,
@@ -143,79 +121,45 @@ def discover(
         "discovered %d edges among %d nodes with %s in %.2fs",
         len(edges),
         len(names),
-        method,
+        opts.method,
         meta["elapsed_s"],
     )
     return CausalGraph([Node(n, k) for n, k in zip(names, kinds, strict=True)], edges, meta)
-
-
-ORIENTATIONS = ("conservative", "sepset")
-
-
-def _check_params(
-    method: str, ci_test: str, alpha: float, kci_subsample: int, orientation: str
-) -> dict:
-    if method not in DISCOVERY_METHODS:
-        raise ConfigError(
-            f"'method' of discover must be one of {list(DISCOVERY_METHODS)}; got {method!r}"
-        )
-    if ci_test not in CI_TESTS:
-        raise ConfigError(f"'ci_test' of discover must be one of {list(CI_TESTS)}; got {ci_test!r}")
-    if not isinstance(alpha, (int, float)) or not 0 < float(alpha) < 1:
-        raise ConfigError(f"'alpha' of discover must be in (0, 1); got {alpha!r}")
-    if not isinstance(kci_subsample, int) or kci_subsample < 20:
-        raise ConfigError(
-            f"'kci_subsample' of discover must be an integer >= 20; got {kci_subsample!r}"
-        )
-    if orientation not in ORIENTATIONS:
-        raise ConfigError(
-            f"'orientation' of discover must be one of {list(ORIENTATIONS)}; got {orientation!r}"
-        )
-    params: dict[str, Any] = {"method": method}
-    if method == "pc":
-        params.update(alpha=float(alpha), ci_test=ci_test, orientation=orientation)
-        if ci_test == "kci":
-            params["kci_subsample"] = kci_subsample
-    else:
-        params["score"] = "local_score_BIC"
-    return params
 
 
 def discover_pdag(
     x: np.ndarray,
     names: Sequence[str],
     rk: ResolvedKnowledge,
+    options: DiscoveryOptions,
     *,
-    method: str,
-    ci_test: str,
-    alpha: float,
-    max_k: int | None,
-    kci_subsample: int,
     ci_kwargs: Mapping[str, Any],
     random_state: int | None,
-    orientation: str = "conservative",
 ) -> tuple[PDAG, dict[str, Any]]:
     """Run the backend on checked data and apply the knowledge; index-level result."""
-    if method == "pc":
+    o = options
+    if o.method == "pc":
         xs = x
-        if ci_test == "kci" and x.shape[0] > kci_subsample:
+        if o.ci_test == "kci" and x.shape[0] > o.kci_subsample:
             rng = np.random.default_rng(random_state)
-            xs = x[np.sort(rng.choice(x.shape[0], kci_subsample, replace=False))]
+            xs = x[np.sort(rng.choice(x.shape[0], o.kci_subsample, replace=False))]
         # outputs are sinks under the default tiers: never condition on them (see run_pc)
         sinks = [i for i, k in enumerate(rk.kinds) if k == "output"] if rk.default_tiers else []
         directed, undirected, extra = run_pc(
             xs,
             names,
             rk,
-            alpha=alpha,
-            ci_test=ci_test,
+            alpha=o.alpha,
+            ci_test=o.ci_test,
             ci_kwargs=ci_kwargs,
-            max_k=max_k,
+            max_k=o.max_k,
             sinks=sinks,
-            orientation=orientation,
+            orientation=o.orientation,
         )
     else:
-        directed, undirected, extra = run_ges(x, names, score="local_score_BIC", max_parents=max_k)
+        directed, undirected, extra = run_ges(
+            x, names, score="local_score_BIC", max_parents=o.max_k
+        )
     pdag = PDAG.from_edges(len(names), directed, undirected)
     conflicts = apply_knowledge(pdag, rk)
     if conflicts:
@@ -285,6 +229,43 @@ def _break_cycles(pdag: PDAG, rk: ResolvedKnowledge) -> list[str]:
             + ", ".join(f"{names[a]} - {names[b]}" for a, b in (free or cycle))
             + " left undirected"
         )
+
+
+def dag_to_cpdag(
+    names: Sequence[str],
+    edges: Sequence[tuple[str, str]],
+    *,
+    kinds: Sequence[str] | None = None,
+    knowledge: BackgroundKnowledge | None = None,
+) -> CausalGraph:
+    """The CPDAG of a DAG (with ``knowledge``: its maximally oriented PDAG).
+
+    Parameters
+    ----------
+    names
+        The DAG's nodes.
+    edges
+        Its ``(source, target)`` edges, by name.
+    kinds
+        Node kinds; default inferred from the names (as in :func:`discover`).
+    knowledge
+        Optional background knowledge to orient further (applied as :func:`discover` does).
+
+    Raises
+    ------
+    KeyError
+        An edge names a node not in ``names``.
+    ValueError
+        The edges form a cycle.
+    """
+    idx = {n: i for i, n in enumerate(names)}
+    pdag = cpdag_from_dag(len(names), [(idx[a], idx[b]) for a, b in edges])
+    kinds = list(kinds) if kinds is not None else [infer_kind(n) for n in names]
+    if knowledge is not None:
+        apply_knowledge(pdag, knowledge.resolve(list(names), kinds))
+    directed = [(names[a], names[b]) for a, b in pdag.directed_edges()]
+    undirected = [(names[a], names[b]) for a, b in pdag.undirected_edges()]
+    return CausalGraph.from_edges(list(names), directed, undirected, kinds)
 
 
 def standardised_effects(x: np.ndarray, pdag: PDAG) -> dict[tuple[int, int], float]:

@@ -27,6 +27,7 @@ from glance.causal.bootstrap import bootstrap_discover
 from glance.causal.discovery import discover
 from glance.causal.graph import CausalGraph
 from glance.causal.knowledge import BackgroundKnowledge
+from glance.causal.options import DiscoveryOptions, Mechanism
 from glance.causal.scm import StructuralCausalModel
 from glance.exceptions import ConfigError, DataValidationError, NotFittedError
 
@@ -215,19 +216,17 @@ def discover_from_glance(
     glance: Any,
     dataset: Any,
     *,
+    options: DiscoveryOptions | None = None,
     n_resamples: int = 20,
     threshold: float = 0.5,
     random_state: int = 0,
     n_jobs: int = 2,
     knowledge: BackgroundKnowledge | None = None,
-    method: str = "pc",
-    ci_test: str = "fisherz",
-    alpha: float = 0.01,
-    orientation: str = "conservative",
-    mechanism: str = "linear",
+    mechanism: Mechanism = "linear",
     outputs: Sequence[str] | None = None,
     max_images: int | None = None,
     concept_policy: str = "error",
+    **overrides: Any,
 ) -> GlobalExplanation:
     """Discover the causal graph of a fitted Glance and fit its SCM.
 
@@ -236,14 +235,16 @@ def discover_from_glance(
 
     Parameters
     ----------
+    options, knowledge, **overrides
+        As in :func:`glance.causal.discover`: the
+        :class:`~glance.causal.options.DiscoveryOptions` (method, CI test, ``alpha``,
+        orientation, ``max_k``, ``kci_subsample``), or its fields as keyword arguments.
     n_resamples
         Bootstrap resamples; 0 or 1 runs a single discovery (confidence 1 for every edge).
     threshold, n_jobs
         As in :func:`glance.causal.bootstrap_discover`.
-    knowledge, method, ci_test, alpha, orientation
-        As in :func:`glance.causal.discover`.
     mechanism
-        SCM mechanism (``linear``, ``mlp``, ``gbm``).
+        SCM mechanism (one of :data:`~glance.causal.options.MECHANISMS`).
     outputs, max_images
         As in :func:`discovery_data`.
     concept_policy
@@ -258,6 +259,7 @@ def discover_from_glance(
         Its graph has ``meta["assumptions"]``: the orientations the SCM chose for undirected
         edges, and ``meta["data"]``: the data it was discovered from.
     """
+    opts = DiscoveryOptions.resolve(options, overrides, "discover_from_glance")
     x, names, kinds = discovery_data(
         glance, dataset, outputs=outputs, max_images=max_images, random_state=random_state
     )
@@ -270,9 +272,7 @@ def discover_from_glance(
         x, names, kinds, dropped = drop_degenerate(x, names, kinds)
         for d in dropped:
             logger.warning("dropped node %s: %s", d["node"], d["reason"])
-    common = dict(
-        method=method, ci_test=ci_test, alpha=alpha, knowledge=knowledge, orientation=orientation
-    )
+    common = dict(options=opts, knowledge=knowledge)
     if n_resamples >= 2:
         graph = bootstrap_discover(
             x,

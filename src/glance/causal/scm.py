@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -24,13 +24,13 @@ from glance.causal._threads import single_threaded
 from glance.causal.discovery import apply_knowledge
 from glance.causal.graph import CausalGraph, Edge
 from glance.causal.knowledge import KIND_RANK, BackgroundKnowledge
+from glance.causal.options import MECHANISMS, Mechanism
 from glance.exceptions import ConfigError, DataValidationError, NotFittedError, ShapeError
 
 __all__ = ["StructuralCausalModel", "MECHANISMS"]
 
 logger = logging.getLogger(__name__)
 
-MECHANISMS = ("linear", "mlp", "gbm")
 Interventions = Mapping[str, Any]
 
 
@@ -155,7 +155,7 @@ class StructuralCausalModel:
         self,
         graph: CausalGraph,
         *,
-        mechanism: Literal["linear", "mlp", "gbm"] = "linear",
+        mechanism: Mechanism = "linear",
         knowledge: BackgroundKnowledge | None = None,
         random_state: int | None = 0,
     ) -> None:

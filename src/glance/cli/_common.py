@@ -41,6 +41,11 @@ positive_float = _number(float, lambda v: 0.0 < v < float("inf"), "a positive nu
 port = _number(int, lambda v: 0 <= v <= 65535, "a TCP port in 0..65535")
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """Option type: an integer >= ``minimum`` (a bound owned by the API, e.g. KCI's rows)."""
+    return _number(int, lambda v: v >= minimum, f"an integer >= {minimum}")
+
+
 # -- the classifier: a glance file, or the user's own architecture --------------------------------
 
 

@@ -12,10 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from glance.causal.options import (
+    DATA_CI_TESTS,
+    DISCOVERY_METHODS,
+    KCI_MIN_SUBSAMPLE,
+    MECHANISMS,
+    ORIENTATIONS,
+    DiscoveryOptions,
+)
 from glance.cli._common import (
     add_classifier_args,
     check_new_output,
     half_open_unit,
+    int_at_least,
     nonneg_int,
     open_unit,
     positive_int,
@@ -70,18 +79,39 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="background knowledge (JSON/YAML: tiers, forbidden, required)",
     )
-    p.add_argument("--method", choices=["pc", "ges"], default="pc")
-    p.add_argument("--ci-test", choices=["fisherz", "kci"], default="fisherz")
-    p.add_argument("--alpha", type=open_unit, default=0.01, help="CI-test level (default 0.01)")
+    defaults = DiscoveryOptions()
+    p.add_argument("--method", choices=DISCOVERY_METHODS, default=defaults.method)
+    p.add_argument("--ci-test", choices=DATA_CI_TESTS, default=defaults.ci_test)
+    p.add_argument(
+        "--alpha",
+        type=open_unit,
+        default=defaults.alpha,
+        help=f"CI-test level (default {defaults.alpha})",
+    )
     p.add_argument(
         "--orientation",
-        choices=["conservative", "sepset"],
-        default="conservative",
+        choices=ORIENTATIONS,
+        default=defaults.orientation,
         help="PC collider rule: only definite colliders (default) or the classic sepset rule",
     )
     p.add_argument(
+        "--max-k",
+        type=nonneg_int,
+        default=defaults.max_k,
+        metavar="K",
+        help="largest conditioning set PC tries / most parents per node in GES (default: no "
+        "limit)",
+    )
+    p.add_argument(
+        "--kci-subsample",
+        type=int_at_least(KCI_MIN_SUBSAMPLE),
+        default=defaults.kci_subsample,
+        metavar="N",
+        help=f"rows the KCI test runs on (default {defaults.kci_subsample})",
+    )
+    p.add_argument(
         "--mechanism",
-        choices=["linear", "mlp", "gbm"],
+        choices=MECHANISMS,
         default="linear",
         help="SCM mechanism per node (default linear)",
     )
@@ -132,10 +162,14 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         random_state=args.seed,
         n_jobs=args.jobs,
         knowledge=knowledge,
-        method=args.method,
-        ci_test=args.ci_test,
-        alpha=args.alpha,
-        orientation=args.orientation,
+        options=DiscoveryOptions(
+            method=args.method,
+            ci_test=args.ci_test,
+            alpha=args.alpha,
+            orientation=args.orientation,
+            max_k=args.max_k,
+            kci_subsample=args.kci_subsample,
+        ),
         mechanism=args.mechanism,
         outputs=args.outputs,
         max_images=args.max_images,

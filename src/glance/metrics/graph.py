@@ -20,7 +20,7 @@ from typing import Any
 
 import networkx as nx
 
-from glance.exceptions import DataValidationError
+from glance.exceptions import DataValidationError, GlanceError
 
 __all__ = [
     "true_cpdag",
@@ -73,24 +73,17 @@ def true_cpdag(
     -------
     CausalGraph
     """
-    from glance.causal._pdag import cpdag_from_dag
-    from glance.causal.discovery import apply_knowledge
-    from glance.causal.graph import CausalGraph, infer_kind
+    from glance.causal import dag_to_cpdag
 
     nodes, edges = _truth_dag(truth, names)
-    idx = {n: i for i, n in enumerate(nodes)}
     try:
-        pdag = cpdag_from_dag(len(nodes), [(idx[a], idx[b]) for a, b in edges])
+        return dag_to_cpdag(nodes, edges, knowledge=knowledge)
+    except GlanceError:  # the knowledge's own errors (unknown node names) pass unchanged
+        raise
     except KeyError as exc:
         raise DataValidationError(f"'truth' has an edge on unknown node {exc}") from None
     except ValueError as exc:
         raise DataValidationError(f"'truth': {exc}") from None
-    kinds = [infer_kind(n) for n in nodes]
-    if knowledge is not None:
-        apply_knowledge(pdag, knowledge.resolve(nodes, kinds))
-    directed = [(nodes[a], nodes[b]) for a, b in pdag.directed_edges()]
-    undirected = [(nodes[a], nodes[b]) for a, b in pdag.undirected_edges()]
-    return CausalGraph.from_edges(nodes, directed, undirected, kinds)
 
 
 def _marks(graph: Any, nodes: Sequence[str]) -> dict[frozenset, tuple[str, str] | None]:
