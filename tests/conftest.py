@@ -1,4 +1,7 @@
-"""Shared test fixtures: every test starts from seeded RNGs (captum BaseTest style)."""
+"""Shared test fixtures: every test starts from seeded RNGs (captum BaseTest style).
+
+Shared helpers (a tiny CNN, a blob dataset, a torch thread limit) are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import torch_threads
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
@@ -15,3 +20,13 @@ def _seed_everything():
     np.random.seed(1234)
     torch.manual_seed(1234)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch intra-op thread, then restore the setting.
+
+    Directories of tiny-network tests request it from an autouse fixture of their conftest.py.
+    """
+    with torch_threads(1):
+        yield

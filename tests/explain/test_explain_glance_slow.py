@@ -7,28 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from glance.data import ArrayDataset
 from glance.explain import LocalExplainer, Twin, explain
+from helpers import TinyCNN
 
 pytestmark = pytest.mark.slow
-
-
-class _CNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 8, 3, padding=1),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 def _blobs(n: int = 96, size: int = 16) -> ArrayDataset:
@@ -52,7 +36,9 @@ def fitted():
 
     torch.manual_seed(0)
     data = _blobs()
-    est = glance.Glance(_CNN().eval(), contexts=["radius", "bright"], preset="tiny", quiet=True)
+    # no declared geometry: the adapter probes it, then adopts the data's 16x16
+    clf = TinyCNN(n_classes=2, declare_geometry=False).eval()
+    est = glance.Glance(clf, contexts=["radius", "bright"], preset="tiny", quiet=True)
     est.fit(data)
     discover_from_glance(est, data, n_resamples=0)
     return est, data

@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 
-from conftest import TinyCNN, make_dataset  # noqa: E402
 from glance._io import save_safetensors  # noqa: E402
 from glance.estimator import Glance  # noqa: E402
 from glance.training.loop import Hooks, Trainer  # noqa: E402
+from helpers import TinyCNN, make_dataset  # noqa: E402
 
 # Terms that are statistics of the whole batch (covariance penalty, minibatch-stddev groups,
 # per-rank counts of known contexts) or per-rank noise differ between k shards and one batch by

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 
-from conftest import TinyCNN, make_dataset  # noqa: E402
 from glance._io import save_safetensors  # noqa: E402
 from glance.estimator import Glance  # noqa: E402
 from glance.training.loop import Hooks  # noqa: E402
+from helpers import TinyCNN, make_dataset  # noqa: E402
 
 CONFIG = {
     "train": {

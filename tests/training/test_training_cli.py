@@ -13,11 +13,10 @@ from glance.classifiers.architectures import ReferenceClassifier, build_classifi
 from glance.classifiers.serialization import save_classifier
 from glance.cli.main import main
 from glance.data import write_idx
+from helpers import make_dataset
 
 
 def _write_split(root, split, n, rng):
-    from conftest import make_dataset
-
     ds = make_dataset(n, seed=int(rng.integers(1 << 30)))
     write_idx(root / f"{split}-images-idx3-ubyte.gz", ds.images[:, 0])
     write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n).astype(np.uint8))

@@ -21,6 +21,7 @@ from glance.exceptions import (
     NotFittedError,
     ShapeError,
 )
+from helpers import TinyCNN, make_dataset, torch_threads
 
 CONFIG = {
     "train": {
@@ -47,11 +48,7 @@ def _reference_classifier(size=16, channels=1, n_classes=3):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    from conftest import make_dataset
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # as the autouse fixture does for function-scoped tests
         data = make_dataset(48)
         run = tmp_path_factory.mktemp("est") / "run"
         est = Glance(
@@ -63,8 +60,6 @@ def fitted(tmp_path_factory):
             quiet=True,
         )
         assert est.fit(data, out=run) is est
-    finally:
-        torch.set_num_threads(threads)
     return est, data, run
 
 
@@ -220,8 +215,6 @@ def test_evaluate_reports_every_figure(fitted, tmp_path):
 
 
 def test_tiny_preset_on_64px_rgb_end_to_end(tmp_path):
-    from conftest import TinyCNN, make_dataset
-
     data = make_dataset(24, size=64, channels=3)
     torch.manual_seed(0)
     clf = TinyCNN(channels=3, size=64).eval()

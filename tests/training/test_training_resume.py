@@ -10,6 +10,7 @@ import torch
 from glance.estimator import Glance
 from glance.training.checkpoint import CheckpointManager
 from glance.training.loop import Hooks, Trainer
+from helpers import TinyCNN, make_dataset, torch_threads
 
 # 6 encoder steps then 8 generator steps; checkpoints at 0, 4, 6 (stage end), 8, 12, 14.
 CONFIG = {
@@ -60,20 +61,16 @@ def _states(est):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from conftest import TinyCNN, make_dataset
-
     torch.manual_seed(0)
     clf, data = TinyCNN().eval(), make_dataset()
     out = tmp_path_factory.mktemp("ref") / "run"
     mp = pytest.MonkeyPatch()
     seen: list = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the autouse fixture does for function-scoped tests
-    try:
-        est = _fit(data, clf, out, seen=seen, monkeypatch=mp)
-    finally:
-        mp.undo()
-        torch.set_num_threads(threads)
+    with torch_threads(1):  # as the autouse fixture does for function-scoped tests
+        try:
+            est = _fit(data, clf, out, seen=seen, monkeypatch=mp)
+        finally:
+            mp.undo()
     return clf, data, out, est, seen
 
 

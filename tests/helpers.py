@@ -1,0 +1,87 @@
+"""Helpers shared by the tests of every directory: a tiny CNN, a blob dataset, a thread limit.
+
+Import it as ``from helpers import ...``: ``[tool.pytest.ini_options] pythonpath`` in
+pyproject.toml puts tests/ on ``sys.path`` for every test directory, and the subprocess drivers
+(tests/training/*_driver.py) insert tests/ themselves. Fixtures live in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from glance.data import ArrayDataset
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run the block on ``n`` torch intra-op threads, then restore the previous setting.
+
+    Tiny networks run fastest on one thread; on a shared 2-core machine, intra-op threads spin
+    against other processes (and each other's barriers) and make every step several times slower.
+    The ``one_torch_thread`` fixture of tests/conftest.py applies this to one test.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class TinyCNN(nn.Module):
+    """A 2-conv classifier of 16x16 one-channel images into 3 classes (random weights).
+
+    ``declare_geometry=False`` leaves out the ``in_channels`` / ``input_size`` attributes, so
+    that the classifier adapter has to probe the input geometry itself.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        size: int = 16,
+        n_classes: int = 3,
+        *,
+        declare_geometry: bool = True,
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, n_classes))
+        if declare_geometry:
+            self.in_channels, self.input_size = channels, (size, size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def make_dataset(n: int = 64, size: int = 16, channels: int = 1, seed: int = 0) -> ArrayDataset:
+    """Blobs whose radius ('thickness') and brightness ('intensity') are known contexts."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    radius = rng.uniform(2, size / 3, n)
+    bright = rng.uniform(0.3, 1.0, n)
+    cx, cy = rng.uniform(size / 3, 2 * size / 3, (2, n))
+    d = np.sqrt((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2)
+    img = (d < radius[:, None, None]) * bright[:, None, None]
+    img = np.repeat(img[:, None], channels, axis=1)
+    images = (img * 255).round().astype(np.uint8)
+    attrs = np.stack([radius, bright], axis=1)
+    attrs[::7, 1] = np.nan  # weak supervision: some intensities unknown
+    labels = np.digitize(radius, np.quantile(radius, [1 / 3, 2 / 3]))
+    return ArrayDataset(
+        images,
+        labels=labels,
+        attributes=attrs,
+        attribute_names=["thickness", "intensity"],
+        source="<blobs>",
+    )
