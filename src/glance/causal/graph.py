@@ -433,8 +433,8 @@ class CausalGraph:
         return text
 
     def plot(self, ax: Any = None, *, title: str | None = None) -> Any:
-        """Draw the graph with matplotlib; returns the axes. See :func:`glance.causal._plot`."""
-        from glance.causal._plot import plot_graph
+        """Draw the graph with matplotlib; returns the axes. See :mod:`glance.causal.plot`."""
+        from glance.causal.plot import plot_graph
 
         return plot_graph(self, ax=ax, title=title)
 
@@ -442,7 +442,7 @@ class CausalGraph:
         self, path: str | os.PathLike[str], *, dpi: int = 120, title: str | None = None
     ) -> None:
         """Render the picture to a PNG file atomically."""
-        from glance.causal._plot import save_graph_png
+        from glance.causal.plot import save_graph_png
 
         save_graph_png(self, path, dpi=dpi, title=title)
 

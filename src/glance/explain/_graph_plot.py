@@ -1,6 +1,6 @@
 """The causal graph coloured by one image's importances (DESIGN §2.4, "Pictures").
 
-Same layout and edge drawing as the graph picture of :mod:`glance.causal._plot` (columns of
+Same layout and edge drawing as the graph picture of :mod:`glance.causal.plot` (columns of
 contexts, concepts, outputs; width = confidence, blue / red = sign of the effect, dashed without
 arrow head = undirected). Each node that the explanation covers is filled by that image's
 *total* importance (mean ``|Δ p(target)|``) on a sequential colour map with a colour bar. Output
@@ -20,8 +20,8 @@ import networkx as nx
 import numpy as np
 
 from glance._io import atomic_write_bytes
-from glance.causal._plot import _NODE_SIZE, _layout, draw_edges
 from glance.causal.graph import CausalGraph, Node
+from glance.causal.plot import NODE_SIZE, draw_edges, graph_layout
 
 __all__ = ["plot_graph_importance", "save_graph_importance_png"]
 
@@ -61,7 +61,7 @@ def plot_graph_importance(graph: CausalGraph, explanation: Any, i: int, ax: Any 
         n_rows = max([sum(n.kind == k for n in full.nodes) for k in ("context", "concept")] + [1])
         fig = Figure(figsize=(9.5, max(3.5, 1.1 * n_rows + 1)))
         ax = fig.add_subplot(1, 1, 1)
-    pos = _layout(full)
+    pos = graph_layout(full)
     vmax = max([v for n, v in imp.items() if n in pos] + [1e-12])
     from matplotlib.colors import Normalize
 
@@ -110,7 +110,7 @@ def _draw_nodes(
             pos,
             nodelist=[name],
             ax=ax,
-            node_size=_NODE_SIZE,
+            node_size=NODE_SIZE,
             node_color=[fill],
             node_shape=shape,
             edgecolors="#000000" if bold else "#333333",

@@ -3,6 +3,10 @@
 Layout in columns: contexts, concepts, outputs (left to right). Edge width grows with
 confidence, colour gives the sign of the effect (blue positive, red negative, grey unknown; the
 report's colours), undirected edges are dashed without arrow head, output nodes are squares.
+
+Public so that other pictures of the graph (the per-image importance picture of
+:mod:`glance.explain`) draw it the same way: :func:`graph_layout`, :data:`NODE_SIZE` and
+:func:`draw_edges`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import networkx as nx
 
 from glance._io import atomic_write_bytes
 
-__all__ = ["plot_graph", "save_graph_png"]
+__all__ = ["NODE_SIZE", "draw_edges", "graph_layout", "plot_graph", "save_graph_png"]
 
 _NODE_STYLE = {
     "context": {"node_color": "#d6eaf8", "node_shape": "o"},
@@ -24,7 +28,8 @@ _NODE_STYLE = {
     "output": {"node_color": "#f8c471", "node_shape": "s"},
 }
 _LAYER = {"context": 0, "concept": 1, "output": 2}
-_NODE_SIZE = 2000
+#: Node area (points²) of every graph picture; edges stop at a node's border by it.
+NODE_SIZE = 2000
 
 
 def _colour(effect: float) -> str:
@@ -33,7 +38,8 @@ def _colour(effect: float) -> str:
     return "#2166ac" if effect > 0 else "#b2182b"
 
 
-def _layout(graph: Any) -> dict[str, tuple[float, float]]:
+def graph_layout(graph: Any) -> dict[str, tuple[float, float]]:
+    """Node positions: columns of contexts, concepts and outputs (left to right)."""
     pos = {}
     for kind, x in _LAYER.items():
         members = [n.name for n in graph.nodes if n.kind == kind]
@@ -54,7 +60,7 @@ def plot_graph(graph: Any, ax: Any = None, *, title: str | None = None) -> Any:
         ax = fig.add_subplot(1, 1, 1)
     g = nx.DiGraph()
     g.add_nodes_from(graph.names)
-    pos = _layout(graph)
+    pos = graph_layout(graph)
     for kind, style in _NODE_STYLE.items():
         nodes = [n.name for n in graph.nodes if n.kind == kind]
         if nodes:
@@ -63,7 +69,7 @@ def plot_graph(graph: Any, ax: Any = None, *, title: str | None = None) -> Any:
                 pos,
                 nodelist=nodes,
                 ax=ax,
-                node_size=_NODE_SIZE,
+                node_size=NODE_SIZE,
                 edgecolors="#333333",
                 linewidths=1.0,
                 **style,
@@ -119,7 +125,7 @@ def draw_edges(g: nx.DiGraph, pos: dict[str, Any], ax: Any, graph: Any) -> None:
             pos,
             edgelist=[(e.source, e.target)],
             ax=ax,
-            node_size=_NODE_SIZE,
+            node_size=NODE_SIZE,
             width=0.5 + 4.0 * max(0.0, min(1.0, e.confidence)),
             edge_color=_colour(e.effect),
             arrows=True,
