@@ -71,3 +71,28 @@ def test_no_private_name_of_causal_is_imported_from_outside():
             if private_module or private_names:
                 offenders.append(f"{path.relative_to(SRC)}: {module} {private_names}")
     assert not offenders
+
+
+def _layers() -> dict[str, int]:
+    """Package -> line of the layer table in docs/architecture.md ("Dependencies"), top = 0."""
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = doc.split("## Dependencies", 1)[1].split("```", 2)[1]
+    lines = [line.split() for line in block.strip().splitlines()]
+    return {name: i for i, names in enumerate(lines) for name in names}
+
+
+def test_imports_point_down_the_documented_layers():
+    layer = _layers()
+    upward = []
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        here = parts[0]
+        for module, names in _imports(path):
+            targets = [module] if module != "glance" else [f"glance.{n}" for n in names]
+            for target in targets:
+                there = target.split(".")[1]
+                if there != here and layer[there] <= layer[here]:
+                    upward.append(f"{'/'.join(parts)}.py -> {target}")
+    assert not upward, "imports that do not point down docs/architecture.md's layers"
