@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,3 +86,49 @@ def make_dataset(n: int = 64, size: int = 16, channels: int = 1, seed: int = 0) 
         attribute_names=["thickness", "intensity"],
         source="<blobs>",
     )
+
+
+def write_morpho_split(root: Path, split: str, n: int, rng: np.random.Generator) -> None:
+    """Write blobs of :func:`make_dataset` as split ``split`` of a Morpho-MNIST directory."""
+    from glance.data import write_idx
+
+    ds = make_dataset(n, seed=int(rng.integers(1 << 30)))
+    write_idx(root / f"{split}-images-idx3-ubyte.gz", ds.images[:, 0])
+    write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n).astype(np.uint8))
+    lines = ["index,thickness,intensity"]
+    for i, (t, v) in enumerate(ds.attributes):
+        v = 0.5 if np.isnan(v) else v  # the Morpho-MNIST format has no missing values
+        lines.append(f"{i},{t:.4f},{v:.4f}")
+    (root / f"{split}-morpho.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def morpho_workspace(root: Path, seed: int = 0) -> tuple[Path, Path, Path, Path]:
+    """A tiny workspace for the command line: ``(root, data, classifier, config)``.
+
+    ``data`` is a Morpho-MNIST-format directory (train 48, t10k 24 blobs of 16x16 with
+    thickness and intensity), ``classifier`` a random small-cnn saved by glance, ``config`` a
+    YAML override that makes a ``tiny`` fit take a few steps.
+    """
+    from glance.classifiers.architectures import ReferenceClassifier, build_classifier
+    from glance.classifiers.serialization import save_classifier
+
+    data = root / "morpho"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    write_morpho_split(data, "train", 48, rng)
+    write_morpho_split(data, "t10k", 24, rng)
+    torch.manual_seed(seed)
+    net = build_classifier("small-cnn", 10, 1, (16, 16))
+    clf = ReferenceClassifier(
+        net,
+        arch="small-cnn",
+        classes=[str(i) for i in range(10)],
+        in_channels=1,
+        input_size=(16, 16),
+    ).eval()
+    save_classifier(clf, root / "clf.safetensors")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(
+        "train:\n  encoder_steps: 6\n  generator_steps: 4\n  eval_images: 24\n", encoding="utf-8"
+    )
+    return root, data, root / "clf.safetensors", cfg

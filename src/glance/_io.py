@@ -34,6 +34,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_directory",
+    "fsync_dir",
     "write_manifest",
     "verify_manifest",
     "sha256_file",
@@ -49,7 +50,8 @@ FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename inside it survives a power cut (where supported)."""
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsync'ed
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -73,7 +75,13 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -205,7 +213,7 @@ def atomic_directory(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

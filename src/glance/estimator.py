@@ -681,6 +681,8 @@ def _open_run(
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"run directory {path} exists and is not a directory")
+    if path.is_dir():
+        Run(path).recover()  # a creation or write that was killed is finished or discarded
     if resume:
         if not path.is_dir():
             raise CheckpointError(f"cannot resume: run directory {path} does not exist")

@@ -56,9 +56,9 @@ from typing import Any
 from glance._io import (
     FORMAT_VERSION,
     MANIFEST,
-    _fsync_dir,
     atomic_write_json,
     atomic_write_text,
+    fsync_dir,
     sha256_file,
     to_jsonable,
     verify_manifest,
@@ -347,7 +347,7 @@ def _apply(root: Path, txn_dir: Path) -> None:
             aside = old / rel
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.replace(dst, aside)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_json(root / MANIFEST, record["manifest"])
     shutil.rmtree(txn_dir, ignore_errors=True)
 
@@ -448,9 +448,15 @@ class Run:
         return run
 
     def recover(self) -> None:
-        """Finish committed writes that were interrupted and discard uncommitted ones."""
-        pending = [p for p in self.path.glob(_TXN_PREFIX + "*") if p.is_dir()]
-        stale_tmp = [p for p in self.path.glob(".*.tmp") if p.is_file()]
+        """Finish committed writes that were interrupted and discard uncommitted ones.
+
+        Safe on a folder that is not (yet) a run, e.g. one whose creation was killed: only
+        glance's own staging folders are touched there.
+        """
+        pending = [p for p in self.path.glob(_TXN_PREFIX + "*") if (p / "staged").is_dir()]
+        stale_tmp = (
+            [p for p in self.path.glob(".*.tmp") if p.is_file()] if self.is_run(self.path) else []
+        )
         if not pending and not stale_tmp:
             return
         with self.writing():
@@ -466,12 +472,18 @@ class Run:
                     tmp.unlink()
         self._manifest = None
 
+    def check_writable(self) -> None:
+        """Prove the run can be written (before long work, not after it); raises the OSError
+        (read-only file system, no permission, disk full) naming the run."""
+        check_writable(self.path)
+
     # -- locks --------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writing(self, wait: float = LOCK_WAIT_SECONDS) -> Iterator[Run]:
-        """Hold the run's exclusive lock (re-entrant within a process)."""
-        _LOCKS.acquire(self.path / LOCK, True, wait)
+    def writing(self, wait: float | None = None) -> Iterator[Run]:
+        """Hold the run's exclusive lock (re-entrant within a process); wait at most ``wait``
+        seconds (default :data:`LOCK_WAIT_SECONDS`) for another command to release it."""
+        _LOCKS.acquire(self.path / LOCK, True, LOCK_WAIT_SECONDS if wait is None else wait)
         self._manifest = None  # re-read: others may have sealed files before we got the lock
         try:
             yield self
@@ -479,13 +491,13 @@ class Run:
             _LOCKS.release(self.path / LOCK, True)
 
     @contextlib.contextmanager
-    def reading(self, wait: float = LOCK_WAIT_SECONDS) -> Iterator[Run]:
+    def reading(self, wait: float | None = None) -> Iterator[Run]:
         """Hold a shared lock while reading (no writer can change the run meanwhile).
 
         On a read-only file system, where no lock file can be made, the run is read unlocked.
         """
         try:
-            _LOCKS.acquire(self.path / LOCK, False, wait)
+            _LOCKS.acquire(self.path / LOCK, False, LOCK_WAIT_SECONDS if wait is None else wait)
             self._manifest = None
         except OSError as exc:
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -873,11 +885,16 @@ def check_writable(directory: str | os.PathLike[str]) -> None:
     Raises the ``OSError`` (read-only file system, permission, disk full) naming the folder.
     """
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".glance-probe-", dir=d)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".glance-probe-", dir=d)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(d)) from None
     try:
         os.write(fd, b"x")
         os.fsync(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(d)) from None
     finally:
         os.close(fd)
         with contextlib.suppress(OSError):

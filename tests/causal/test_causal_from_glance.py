@@ -133,3 +133,13 @@ def test_discovery_options_reach_pc(stub, monkeypatch, n_resamples):
     assert seen and all(s == (120, 0, "fisherz") for s in seen)
     with pytest.raises(ConfigError, match="'max_k' of discover_from_glance"):
         discover_from_glance(est, data, max_k=-1, **kw)
+
+
+def test_refit_scm_uses_the_recorded_mechanism(stub):
+    from glance.causal.from_glance import refit_scm
+
+    est, data = stub
+    result = discover_from_glance(est, data, n_resamples=0, mechanism="mlp")
+    assert result.graph.meta["scm"]["mechanism"] == "mlp"
+    again = refit_scm(est, result.graph, data)
+    assert again.scm.mechanism == "mlp"

@@ -32,7 +32,6 @@ def _blobs(n: int = 96, size: int = 16) -> ArrayDataset:
 @pytest.fixture(scope="module")
 def fitted():
     import glance
-    from glance.causal.from_glance import discover_from_glance
 
     torch.manual_seed(0)
     data = _blobs()
@@ -40,7 +39,7 @@ def fitted():
     clf = TinyCNN(n_classes=2, declare_geometry=False).eval()
     est = glance.Glance(clf, contexts=["radius", "bright"], preset="tiny", quiet=True)
     est.fit(data)
-    discover_from_glance(est, data, n_resamples=0)
+    est.global_explanation(data, n_resamples=0)
     return est, data
 
 

@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from glance._io import sha256_file, verify_manifest
-from glance.classifiers.architectures import ReferenceClassifier, build_classifier
-from glance.classifiers.serialization import save_classifier
 from glance.cli.main import main
-from glance.data import write_idx
-from helpers import make_dataset
-
-
-def _write_split(root, split, n, rng):
-    ds = make_dataset(n, seed=int(rng.integers(1 << 30)))
-    write_idx(root / f"{split}-images-idx3-ubyte.gz", ds.images[:, 0])
-    write_idx(root / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n).astype(np.uint8))
-    lines = ["index,thickness,intensity"]
-    for i, (t, v) in enumerate(ds.attributes):
-        v = 0.5 if np.isnan(v) else v  # the Morpho-MNIST format has no missing values
-        lines.append(f"{i},{t:.4f},{v:.4f}")
-    (root / f"{split}-morpho.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+from helpers import morpho_workspace
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    data = root / "morpho"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    _write_split(data, "train", 48, rng)
-    _write_split(data, "t10k", 24, rng)
-    torch.manual_seed(0)
-    net = build_classifier("small-cnn", 10, 1, (16, 16))
-    clf = ReferenceClassifier(
-        net,
-        arch="small-cnn",
-        classes=[str(i) for i in range(10)],
-        in_channels=1,
-        input_size=(16, 16),
-    ).eval()
-    save_classifier(clf, root / "clf.safetensors")
-    cfg = root / "cfg.yaml"
-    cfg.write_text(
-        "train:\n  encoder_steps: 6\n  generator_steps: 4\n  eval_images: 24\n", encoding="utf-8"
-    )
-    return root, data, root / "clf.safetensors", cfg
+    return morpho_workspace(tmp_path_factory.mktemp("cli"))
 
 
 def _fit_args(ws, out, *extra):

@@ -290,6 +290,7 @@ def discover_from_glance(
         graph, mechanism=mechanism, knowledge=knowledge, random_state=random_state
     ).fit(x)
     graph.meta["assumptions"] = list(scm.assumptions_)
+    graph.meta["scm"] = {"mechanism": mechanism, "random_state": random_state}
     graph.meta["data"] = _data_meta(dataset, len(x))
     if dropped:
         graph.meta["dropped_nodes"] = dropped
@@ -299,12 +300,15 @@ def discover_from_glance(
 def refit_scm(
     glance: Any, graph: CausalGraph, dataset: Any, *, max_images: int = 2000
 ) -> GlobalExplanation:
-    """Fit the SCM of an existing ``graph`` again on ``dataset`` (same discovery data, same
-    mechanism as recorded in the graph's parameters), for a run whose SCM was not saved."""
+    """Fit the SCM of an existing ``graph`` again on ``dataset`` (same discovery data, the
+    mechanism and seed recorded in ``graph.meta["scm"]``), for a run whose SCM was not saved
+    (a gradient-boosted one needs pickle)."""
     x, names, _ = discovery_data(glance, dataset, max_images=max_images, random_state=0)
-    params = graph.meta.get("params", {}) if isinstance(graph.meta, dict) else {}
+    recorded = graph.meta.get("scm", {}) if isinstance(graph.meta, dict) else {}
     scm = StructuralCausalModel(
-        graph, mechanism=params.get("mechanism", "linear"), random_state=0
+        graph,
+        mechanism=recorded.get("mechanism", "linear"),
+        random_state=recorded.get("random_state", 0),
     ).fit({n: x[:, i] for i, n in enumerate(names)})
     return GlobalExplanation(graph, scm, scm.global_importance(), "raw")
 

@@ -131,12 +131,18 @@ def _load_weights(model: Any, path: Path) -> None:
     load_module_state(model, state, str(path))
 
 
-def load_run_model(args: argparse.Namespace) -> Any:
-    """``glance.load(args.run)`` with the classifier options and ``--device`` applied."""
+def load_run_model(args: argparse.Namespace, *, writes: bool = False) -> Any:
+    """``glance.load(args.run)`` with the classifier options and ``--device`` applied.
+
+    ``writes``: the command will write into the run; prove it can before any work is done.
+    """
     from glance.estimator import load
 
     classifier = classifier_from_args(args)
-    return load(args.run, classifier=classifier, device=getattr(args, "device", "cpu"))
+    est = load(args.run, classifier=classifier, device=getattr(args, "device", "cpu"))
+    if writes:
+        est.run_.check_writable()
+    return est
 
 
 def check_new_output(path: Path, force: bool, what: str = "--out") -> None:

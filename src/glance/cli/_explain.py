@@ -82,17 +82,18 @@ def parse_index(text: str, n: int) -> np.ndarray:
     try:
         if ":" in text:
             a, _, b = text.partition(":")
-            start, stop = int(a) if a else 0, int(b) if b else n
-            if not 0 <= start < stop <= n:
-                raise ConfigError(
-                    f"--index {text!r} must satisfy 0 <= A < B <= {n} (the dataset holds {n} "
-                    "images)"
-                )
-            idx = np.arange(start, stop)
+            span = (int(a) if a else 0, int(b) if b else n)
         else:
+            span = None
             idx = np.asarray([int(t) for t in text.split(",") if t.strip()], dtype=np.int64)
     except ValueError:
         raise ConfigError(f"--index must be 'A:B' or 'i,j,k'; got {text!r}") from None
+    if span is not None:
+        if not 0 <= span[0] < span[1] <= n:  # never clipped silently
+            raise ConfigError(
+                f"--index {text!r} must satisfy 0 <= A < B <= {n} (the dataset holds {n} images)"
+            )
+        idx = np.arange(*span)
     if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
         raise ConfigError(f"--index {text!r} selects no valid image of the {n} in the dataset")
     return idx
@@ -148,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         if out.resolve() == run.path.resolve():
             raise ConfigError(f"--out {out} is the run itself; name a folder inside or outside it")
         check_new_output(out, args.force)
+    else:
+        run.check_writable()  # before the explanations are computed, not after
     if args.target is not None and args.target >= len(model.classes_):
         raise ConfigError(
             f"--target {args.target}: the classifier has {len(model.classes_)} classes "

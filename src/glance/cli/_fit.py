@@ -154,7 +154,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.json:
         check_new_file(Path(args.json), args.force, "--json")
-    est = load_run_model(args)
+    est = load_run_model(args, writes=True)
     dataset = est.run_.dataset("test", args.data, args.split)
     truth = _read_truth(Path(args.truth)) if args.truth else None
     metrics = est.evaluate(dataset, out=args.run, n_images=args.n_images, truth=truth)

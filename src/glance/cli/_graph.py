@@ -153,6 +153,8 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         if out.resolve() == run.path.resolve():
             raise ConfigError(f"--out {out} is the run itself; name a folder inside or outside it")
         check_new_output(out, args.force)
+    else:
+        run.check_writable()  # before discovery, not after it
     dataset = run.dataset("train", args.data, args.split)
     graph = est.global_explanation(
         dataset,
