@@ -1,4 +1,4 @@
-"""Helpers shared by the tests of every directory: a tiny CNN, a blob dataset, a thread limit.
+"""Helpers shared by the tests of every directory: a tiny CNN, a blob dataset, a workspace.
 
 Import it as ``from helpers import ...``: ``[tool.pytest.ini_options] pythonpath`` in
 pyproject.toml puts tests/ on ``sys.path`` for every test directory, and the subprocess drivers
@@ -7,31 +7,14 @@ pyproject.toml puts tests/ on ``sys.path`` for every test directory, and the sub
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from glance.classifiers.training import torch_threads  # noqa: F401  (re-exported for tests)
 from glance.data import ArrayDataset
-
-
-@contextlib.contextmanager
-def torch_threads(n: int = 1) -> Iterator[None]:
-    """Run the block on ``n`` torch intra-op threads, then restore the previous setting.
-
-    Tiny networks run fastest on one thread; on a shared 2-core machine, intra-op threads spin
-    against other processes (and each other's barriers) and make every step several times slower.
-    The ``one_torch_thread`` fixture of tests/conftest.py applies this to one test.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class TinyCNN(nn.Module):
@@ -132,3 +115,27 @@ def morpho_workspace(root: Path, seed: int = 0) -> tuple[Path, Path, Path, Path]
         "train:\n  encoder_steps: 6\n  generator_steps: 4\n  eval_images: 24\n", encoding="utf-8"
     )
     return root, data, root / "clf.safetensors", cfg
+
+
+def fit_argv(ws: tuple, out: Path, *extra: str) -> list[str]:
+    """``glance fit`` arguments for a :func:`morpho_workspace` (tiny preset, seed 5)."""
+    _, data, clf, cfg = ws[:4]
+    return [
+        "-q",
+        "fit",
+        "--data",
+        str(data),
+        "--classifier",
+        str(clf),
+        "--contexts",
+        "thickness,intensity",
+        "--preset",
+        "tiny",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--seed",
+        "5",
+        *extra,
+    ]

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,8 +231,9 @@ class Glance:
         fingerprint = dataset_fingerprint(dataset)
         self.identity_ = self._identity(fingerprint, config)
         with contextlib.ExitStack() as stack:
+            text = _yaml(config, self, dataset.source)
             run = _open_run_collective(
-                out, resume, self.identity_, config, self, dataset, dist, stack
+                out, dist, lambda: _open_run(out, resume, self.identity_, config, text, stack)
             )
             data = self._prepare_data(dataset, config, dist.device)
             parts = self._build_parts(config, dataset, data.features, dist.device)
@@ -668,13 +669,7 @@ def check_device(device: str) -> torch.device:
 
 
 def _open_run(
-    out: Any,
-    resume: bool,
-    identity: dict,
-    config: GlanceConfig,
-    est: Glance,
-    dataset: Any,
-    stack: Any,
+    out: Any, resume: bool, identity: dict, config: GlanceConfig, config_text: str, stack: Any
 ) -> Run:
     """The run a fit writes: a new one (``out`` absent or empty) or, with ``resume``, the same
     run continued. Its lock is held (on ``stack``) until the fit ends."""
@@ -697,31 +692,23 @@ def _open_run(
         return run
     path.mkdir(parents=True, exist_ok=True)
     stack.enter_context(Run(path).writing())
-    return Run.create(path, identity, config_text=_yaml(config, est, dataset.source))
+    return Run.create(path, identity, config_text=config_text)
 
 
-def _open_run_collective(
-    out: Any,
-    resume: bool,
-    identity: dict,
-    config: GlanceConfig,
-    est: Glance,
-    dataset: Any,
-    dist: Any,
-    stack: Any,
-) -> Run | None:
-    """Rank 0 opens (or creates) the run; every rank learns the verdict (no hang)."""
+def _open_run_collective(out: Any, dist: Any, open_run: Callable[[], Run]) -> Run | None:
+    """Rank 0 opens (or creates) the run with ``open_run``; every rank learns the verdict (no
+    hang)."""
     if out is None:
         if dist.enabled:
             raise ConfigError("a distributed fit needs 'out' (a run directory shared by all ranks)")
         return None
     if not dist.enabled:
-        return _open_run(out, resume, identity, config, est, dataset, stack)
+        return open_run()
     error: Exception | None = None
     run: Run | None = None
     if dist.is_main:
         try:
-            run = _open_run(out, resume, identity, config, est, dataset, stack)
+            run = open_run()
         except Exception as exc:  # re-raised below, after the other ranks have been told
             error = exc
     failed = dist.any(torch.tensor([error is not None]))

@@ -22,7 +22,7 @@ import glance
 from glance._io import sha256_file, verify_manifest
 from glance.cli.main import main
 from glance.run import Run
-from helpers import TinyCNN, morpho_workspace, write_morpho_split
+from helpers import TinyCNN, fit_argv, morpho_workspace, write_morpho_split
 
 
 @pytest.fixture(scope="module")
@@ -34,25 +34,7 @@ def ws(tmp_path_factory):
 
 
 def _fit(data, clf, cfg, out, *extra):
-    return [
-        "-q",
-        "fit",
-        "--data",
-        str(data),
-        "--classifier",
-        str(clf),
-        "--contexts",
-        "thickness,intensity",
-        "--preset",
-        "tiny",
-        "--config",
-        str(cfg),
-        "--out",
-        str(out),
-        "--seed",
-        "5",
-        *extra,
-    ]
+    return fit_argv((None, data, clf, cfg), out, *extra)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from glance._io import sha256_file, verify_manifest
 from glance.cli.main import main
-from helpers import morpho_workspace
+from helpers import fit_argv, morpho_workspace
 
 
 @pytest.fixture(scope="module")
@@ -16,38 +16,15 @@ def workspace(tmp_path_factory):
     return morpho_workspace(tmp_path_factory.mktemp("cli"))
 
 
-def _fit_args(ws, out, *extra):
-    root, data, clf, cfg = ws
-    return [
-        "-q",
-        "fit",
-        "--data",
-        str(data),
-        "--classifier",
-        str(clf),
-        "--contexts",
-        "thickness,intensity",
-        "--preset",
-        "tiny",
-        "--config",
-        str(cfg),
-        "--out",
-        str(out),
-        "--seed",
-        "5",
-        *extra,
-    ]
-
-
 def test_fit_evaluate_and_reproducibility(workspace, capsys):
     root = workspace[0]
     run_a, run_b = root / "run-a", root / "run-b"
-    assert main(_fit_args(workspace, run_a)) == 0
+    assert main(fit_argv(workspace, run_a)) == 0
     verify_manifest(run_a)
     info = json.loads((run_a / "data.json").read_text())
     assert info["test_split"] == "t10k" and info["train_split"] == "train"
     # Same seed, same data, same machine: byte-identical weights.
-    assert main(_fit_args(workspace, run_b)) == 0
+    assert main(fit_argv(workspace, run_b)) == 0
     for name in ("encoder", "head", "generator", "discriminator", "mixture"):
         rel = f"model/{name}.safetensors"
         assert sha256_file(run_a / rel) == sha256_file(run_b / rel), rel
@@ -104,23 +81,23 @@ def test_fit_evaluate_and_reproducibility(workspace, capsys):
 def test_refuses_to_overwrite_and_resumes_finished(workspace, capsys):
     root = workspace[0]
     run = root / "run-c"
-    assert main(_fit_args(workspace, run)) == 0
+    assert main(fit_argv(workspace, run)) == 0
     capsys.readouterr()
-    assert main(_fit_args(workspace, run)) == 3
+    assert main(fit_argv(workspace, run)) == 3
     assert "is not empty; pass --resume" in capsys.readouterr().err
     before = sha256_file(run / "model" / "generator.safetensors")
-    assert main(_fit_args(workspace, run, "--resume")) == 0
+    assert main(fit_argv(workspace, run, "--resume")) == 0
     assert sha256_file(run / "model" / "generator.safetensors") == before
 
 
 def test_dry_run_and_config_errors(workspace, capsys, tmp_path):
-    assert main(_fit_args(workspace, tmp_path / "never", "--dry-run")) == 0
+    assert main(fit_argv(workspace, tmp_path / "never", "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "generator_steps: 4" in out and "preset: tiny" in out
     assert not (tmp_path / "never").exists()
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nencoder_stepz = 3\n", encoding="utf-8")
-    args = _fit_args(workspace, tmp_path / "run")
+    args = fit_argv(workspace, tmp_path / "run")
     args[args.index("--config") + 1] = str(bad)
     assert main(args) == 2
     err = capsys.readouterr().err
