@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from glance._io import load_safetensors, verify_manifest
+from helpers import morpho_workspace
 
 HERE = Path(__file__).parent
 TIMEOUT = 300
@@ -78,26 +79,7 @@ def test_sigkill_during_save_resumes_from_previous(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_143(tmp_path):
-    import numpy as np
-    from test_training_cli import _write_split  # reuse the on-disk Morpho-MNIST writer
-
-    from glance.classifiers.architectures import ReferenceClassifier, build_classifier
-    from glance.classifiers.serialization import save_classifier
-
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    _write_split(data, "train", 32, rng)
-    _write_split(data, "t10k", 8, rng)
-    torch.manual_seed(0)
-    net = build_classifier("small-cnn", 10, 1, (16, 16))
-    save_classifier(
-        ReferenceClassifier(
-            net, arch="small-cnn", classes=list("0123456789"), in_channels=1, input_size=(16, 16)
-        ),
-        tmp_path / "clf.safetensors",
-    )
-    cfg = tmp_path / "cfg.yaml"
+    _, data, clf, cfg = morpho_workspace(tmp_path)
     cfg.write_text(
         "train:\n  encoder_steps: 2000\n  generator_steps: 0\n  checkpoint_every: 1000\n",
         encoding="utf-8",
@@ -112,7 +94,7 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
         "--data",
         str(data),
         "--classifier",
-        str(tmp_path / "clf.safetensors"),
+        str(clf),
         "--contexts",
         "thickness",
         "--preset",
