@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from glance.classifiers.training import torch_threads  # noqa: F401  (re-exported for tests)
 from glance.data import ArrayDataset
+from glance.threads import torch_threads  # noqa: F401  (re-exported for tests)
 
 
 class TinyCNN(nn.Module):

@@ -34,6 +34,7 @@ from glance.exceptions import (
     ShapeError,
 )
 from glance.run import MODEL_PARTS, Run
+from glance.threads import compute
 from glance.training.checkpoint import dataset_fingerprint, load_module_state
 from glance.training.config import GlanceConfig, config_hash, resolve_config
 from glance.training.tasks import ConceptMixture
@@ -71,6 +72,10 @@ class Glance:
         ``"cpu"``, ``"cuda"`` or ``"cuda:1"`` (mixed precision on CUDA per the config).
     quiet : bool
         No progress bars.
+    n_threads : int, optional
+        CPU threads to compute with. ``None`` (default): the cores other processes leave free,
+        re-checked every few seconds during a fit (``GLANCE_THREADS`` or ``OMP_NUM_THREADS``
+        fix it instead); see :mod:`glance.threads`.
 
     Attributes
     ----------
@@ -95,6 +100,9 @@ class Glance:
         Logged training losses (every 10 steps).
     fit_seconds_ : float
         Wall time of :meth:`fit`.
+    thread_history_ : list of (float, float, int)
+        ``(time, other processes' load in cores, threads chosen)`` at every thread change of the
+        fit (see :class:`glance.threads.ThreadPolicy`).
     identity_ : dict
         What makes a run of this fit this run (data fingerprint, contexts in order, classifier
         weights hash, layer, seed, config hash, glance version); ``fit(resume=True)`` continues
@@ -129,6 +137,7 @@ class Glance:
         random_state: int = 0,
         device: str = "cpu",
         quiet: bool = False,
+        n_threads: int | None = None,
     ) -> None:
         self.classifier = classifier
         self.layer = layer
@@ -138,6 +147,7 @@ class Glance:
         self.random_state = random_state
         self.device = device
         self.quiet = quiet
+        self.n_threads = n_threads
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -152,6 +162,7 @@ class Glance:
             "random_state",
             "device",
             "quiet",
+            "n_threads",
         )
         return {n: getattr(self, n) for n in names}
 
@@ -170,6 +181,14 @@ class Glance:
             )
         if not isinstance(self.preset, str):
             raise ConfigError(f"'preset' of Glance must be a preset name; got {self.preset!r}")
+        if self.n_threads is not None and (
+            isinstance(self.n_threads, bool)
+            or not isinstance(self.n_threads, (int, np.integer))
+            or self.n_threads < 1
+        ):
+            raise ConfigError(
+                f"'n_threads' of Glance must be None or an integer >= 1; got {self.n_threads!r}"
+            )
         check_device(self.device)
         for name in self.contexts:
             dataset.attribute(name)  # raises DataValidationError listing the columns
@@ -231,6 +250,7 @@ class Glance:
         fingerprint = dataset_fingerprint(dataset)
         self.identity_ = self._identity(fingerprint, config)
         with contextlib.ExitStack() as stack:
+            policy = stack.enter_context(compute(self.n_threads))
             text = _yaml(config, self, dataset.source)
             run = _open_run_collective(
                 out, dist, lambda: _open_run(out, resume, self.identity_, config, text, stack)
@@ -251,8 +271,10 @@ class Glance:
                 dist=dist,
                 quiet=self.quiet,
                 hooks=self._hooks,
+                threads=policy,
             )
             self.history_ = fit_loop(trainer, resume=resume)
+            self.thread_history_ = list(policy.history_)
             self._set_fitted(parts, trainer, dataset)
             self.train_data_ = _data_record(dataset, fingerprint)
             self.fit_seconds_ = time.perf_counter() - t0
@@ -443,9 +465,10 @@ class Glance:
         from glance.evaluation import evaluate
 
         self._check_fitted()
-        return evaluate(
-            self, dataset, out=out, n_images=n_images, random_state=random_state, truth=truth
-        )
+        with compute(self.n_threads):
+            return evaluate(
+                self, dataset, out=out, n_images=n_images, random_state=random_state, truth=truth
+            )
 
     def global_explanation(
         self, dataset: Any, *, out: str | os.PathLike[str] | None = None, **options: Any
@@ -469,7 +492,8 @@ class Glance:
         from glance.causal.from_glance import discover_from_glance
 
         self._check_fitted()
-        result = discover_from_glance(self, dataset, **options)
+        with compute(self.n_threads):
+            result = discover_from_glance(self, dataset, **options)
         self._set_global(result)
         if out is not None:
             result.save(out)
@@ -525,7 +549,8 @@ class Glance:
         from glance.explain import explain
 
         self._check_fitted()
-        return explain(self, images, target, explainer=explainer, **options)
+        with compute(self.n_threads):
+            return explain(self, images, target, explainer=explainer, **options)
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write the fitted estimator as a self-contained, sealed run directory; return its path.
@@ -847,7 +872,13 @@ def _state_json(est: Glance) -> dict[str, Any]:
     }
 
 
-def load(run_dir: str | os.PathLike[str], *, classifier: Any = None, device: str = "cpu") -> Glance:
+def load(
+    run_dir: str | os.PathLike[str],
+    *,
+    classifier: Any = None,
+    device: str = "cpu",
+    n_threads: int | None = None,
+) -> Glance:
     """Load a fitted :class:`Glance` from a run directory (see :class:`glance.Run`).
 
     Parameters
@@ -860,6 +891,8 @@ def load(run_dir: str | os.PathLike[str], *, classifier: Any = None, device: str
         reference ones). It must be the one the run was fitted with (same weights).
     device : str
         Where to put the networks.
+    n_threads : int, optional
+        As for :class:`Glance` (``None``: the cores other processes leave free).
 
     Raises
     ------
@@ -891,6 +924,7 @@ def load(run_dir: str | os.PathLike[str], *, classifier: Any = None, device: str
             config=config,
             random_state=state["random_state"],
             device=device,
+            n_threads=n_threads,
         )
         check_device(device)
         _restore(est, fitted, config, torch.device(device))

@@ -69,6 +69,7 @@ class StubGlance:
     classes_ = ["thin", "thick"]
     encoder_ = object()  # fitted marker
     run_ = None
+    n_threads = 1
 
     global_explanation = Glance.global_explanation
     _set_global = Glance._set_global

@@ -20,7 +20,7 @@ def fake_run(tmp_path, monkeypatch):
     with Run(path).writing():
         Run.create(path, {})
 
-    def load(run, classifier=None, device="cpu"):
+    def load(run, classifier=None, device="cpu", **_):
         stub = _Glance(data)
         stub.run_ = Run.open(run)
         return stub

@@ -53,7 +53,7 @@ def serve_toy_run(monkeypatch: pytest.MonkeyPatch, path: Path, **kwargs: Any) ->
     with Run(path).writing():
         Run.create(path, {})
 
-    def load(run: Any, classifier: Any = None, device: str = "cpu") -> ToyRun:
+    def load(run: Any, classifier: Any = None, device: str = "cpu", **_: Any) -> ToyRun:
         return ToyRun(run_=Run.open(run), **kwargs)
 
     monkeypatch.setattr(glance.estimator, "load", load)

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from glance._io import atomic_directory, atomic_write_json, verify_manifest
 from glance.classifiers.adapter import ClassifierAdapter
-from glance.classifiers.training import torch_threads
 from glance.exceptions import CheckpointCorruptError, ConfigError
+from glance.threads import torch_threads
 
 __all__ = ["FeatureCache", "cache_features", "load_feature_cache"]
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,29 +16,11 @@ from tqdm.auto import tqdm
 from glance.classifiers.architectures import ReferenceClassifier, build_classifier
 from glance.classifiers.targets import apply_target, resolve_target
 from glance.exceptions import ConfigError, DataValidationError, IncompatibleClassifierError
+from glance.threads import torch_threads
 
-__all__ = ["train_classifier", "evaluate_classifier", "predict", "torch_threads"]
+__all__ = ["train_classifier", "evaluate_classifier", "predict"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: unchanged); restore afterwards.
-
-    On a busy machine two threads can be many times slower than one, so callers choose.
-    """
-    if n is None:
-        yield
-        return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"num_threads must be a positive integer or None; got {n!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _images_uint8(dataset: Any, indices: np.ndarray, chunk: int = 4096) -> torch.Tensor:

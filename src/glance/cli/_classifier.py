@@ -15,6 +15,7 @@ from glance.cli._common import (
 )
 from glance.exceptions import ConfigError
 from glance.run import check_writable
+from glance.threads import compute
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=seed, default=0, help="split, initialisation and batch order")
     p.add_argument(
-        "--threads", type=positive_int, default=None, help="torch threads (default: all cores)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads (default: the cores other processes leave free)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument(
@@ -81,19 +85,19 @@ def _train(args: argparse.Namespace) -> int:
     check_new_file(out, args.force)
     check_writable(out.parent)  # before training, not after it
     dataset = load_dataset(args.data, args.split)
-    model = train_classifier(
-        dataset,
-        args.arch,
-        args.target,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        seed=args.seed,
-        quiet=args.quiet,
-        num_threads=args.threads,
-        augment=not args.no_augment,
-    )
+    with compute(args.threads):  # the free cores, or --threads
+        model = train_classifier(
+            dataset,
+            args.arch,
+            args.target,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            seed=args.seed,
+            quiet=args.quiet,
+            augment=not args.no_augment,
+        )
     save_classifier(model, out)
     acc = model.meta["accuracy"]
     n_val = model.meta["training"]["n_val"]

@@ -131,15 +131,32 @@ def _load_weights(model: Any, path: Path) -> None:
     load_module_state(model, state, str(path))
 
 
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: fix the CPU threads (default: the cores other processes leave free)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads (default: the cores other processes leave free, re-checked as the "
+        "load changes; GLANCE_THREADS or OMP_NUM_THREADS also fix it)",
+    )
+
+
 def load_run_model(args: argparse.Namespace, *, writes: bool = False) -> Any:
-    """``glance.load(args.run)`` with the classifier options and ``--device`` applied.
+    """``glance.load(args.run)`` with the classifier options, ``--device`` and ``--threads``.
 
     ``writes``: the command will write into the run; prove it can before any work is done.
     """
     from glance.estimator import load
 
     classifier = classifier_from_args(args)
-    est = load(args.run, classifier=classifier, device=getattr(args, "device", "cpu"))
+    est = load(
+        args.run,
+        classifier=classifier,
+        device=getattr(args, "device", "cpu"),
+        n_threads=getattr(args, "threads", None),
+    )
     if writes:
         est.run_.check_writable()
     return est

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glance.cli._common import nonneg_int, positive_int
+from glance.cli._common import add_threads_arg, nonneg_int, positive_int
 from glance.cli._common import seed as seed_type
 from glance.exceptions import CheckpointError, ConfigError
 
@@ -99,11 +99,20 @@ def _classifier(data: Path, cache: Path, epochs: int, seed: int, quiet: bool) ->
     return model
 
 
-def _fit(classifier: Any, data: Path, run: Path, preset: str, seed: int, quiet: bool) -> Any:
+def _fit(
+    classifier: Any, data: Path, run: Path, preset: str, seed: int, quiet: bool, threads: Any
+) -> Any:
     from glance.data import load_dataset
     from glance.estimator import Glance
 
-    est = Glance(classifier, contexts=CONTEXTS, preset=preset, random_state=seed, quiet=quiet)
+    est = Glance(
+        classifier,
+        contexts=CONTEXTS,
+        preset=preset,
+        random_state=seed,
+        quiet=quiet,
+        n_threads=threads,
+    )
     # saves the sealed run, with the record of its data that `glance evaluate/explain/serve RUN`
     # use by default
     return est.fit(load_dataset(data, split="train"), out=run)
@@ -141,9 +150,7 @@ def _explain(est: Any, data: Path, run: Path, n_explain: int) -> None:
     test = load_dataset(data, split=test_split(data))
     images = test.load_images(list(range(min(n_explain, len(test)))))
     explanation = explain(est, images, n_random=N_RANDOM)
-    explanation.save(
-        est.run_.path / est.run_.explanations_dir, graph=getattr(est, "graph_", None)
-    )
+    explanation.save(est.run_.path / est.run_.explanations_dir, graph=getattr(est, "graph_", None))
 
 
 def _evaluate(est: Any, data: Path, run: Path) -> dict:
@@ -164,55 +171,60 @@ def run_demo(
     cache: Path | None = None,
     force: bool = False,
     quiet: bool = False,
+    threads: int | None = None,
 ) -> Path:
     """Run the whole demo into ``out``; return the report's path.
 
     ``out/run`` is the run directory; ``out/report.html`` the report. Generated data and the
     trained classifier are cached in ``cache`` (default ``~/.cache/glance``) and reused.
+    ``threads``: CPU threads; ``None`` uses the cores other processes leave free
+    (:mod:`glance.threads`), so an idle machine is used whole and a busy one is not fought over.
     """
     from glance.report import write_report
+    from glance.threads import compute
 
-    cache = cache or _default_cache()
-    run = out / "run"
-    if run.exists():
-        if not force:
-            raise ConfigError(f"{run} already exists; pass --force to replace it or another --out")
-        shutil.rmtree(run)
-    p = _Progress(_STEPS)
-    data = p.step("generate Morpho-MNIST digits", lambda: _data(cache, n_digits, seed, quiet))
-    clf = p.step(
-        "train the small-cnn classifier", lambda: _classifier(data, cache, epochs, seed, quiet)
-    )
-    est = p.step(
-        f"fit the twin surrogate ({preset} preset)",
-        lambda: _fit(clf, data, run, preset, seed, quiet),
-    )
-    p.step(
-        f"discover the causal graph ({n_resamples} bootstrap resamples)",
-        lambda: _graph(est, data, run, n_resamples, seed),
-    )
-    p.step(
-        f"explain {n_explain} held-out images (significance vs {N_RANDOM} random concepts)",
-        lambda: _explain(est, data, run, n_explain),
-    )
-    metrics = p.step("evaluate faithfulness", lambda: _evaluate(est, data, run))
-    logger.info(
-        "fidelity %s",
-        json.dumps(
-            {k: metrics.get(k) for k in ("fidelity", "reconstruction_fidelity", "sampled_fidelity")}
-        ),
-    )
-    return p.step("write the report", lambda: write_report(run, out / "report.html"))
+    with compute(threads):
+        cache = cache or _default_cache()
+        run = out / "run"
+        if run.exists():
+            if not force:
+                raise ConfigError(
+                    f"{run} already exists; pass --force to replace it or another --out"
+                )
+            shutil.rmtree(run)
+        p = _Progress(_STEPS)
+        data = p.step("generate Morpho-MNIST digits", lambda: _data(cache, n_digits, seed, quiet))
+        clf = p.step(
+            "train the small-cnn classifier", lambda: _classifier(data, cache, epochs, seed, quiet)
+        )
+        est = p.step(
+            f"fit the twin surrogate ({preset} preset)",
+            lambda: _fit(clf, data, run, preset, seed, quiet, threads),
+        )
+        p.step(
+            f"discover the causal graph ({n_resamples} bootstrap resamples)",
+            lambda: _graph(est, data, run, n_resamples, seed),
+        )
+        p.step(
+            f"explain {n_explain} held-out images (significance vs {N_RANDOM} random concepts)",
+            lambda: _explain(est, data, run, n_explain),
+        )
+        metrics = p.step("evaluate faithfulness", lambda: _evaluate(est, data, run))
+        logger.info(
+            "fidelity %s",
+            json.dumps(
+                {
+                    k: metrics.get(k)
+                    for k in ("fidelity", "reconstruction_fidelity", "sampled_fidelity")
+                }
+            ),
+        )
+        return p.step("write the report", lambda: write_report(run, out / "report.html"))
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.n_digits < 100:
         raise ConfigError(f"--n-digits must be at least 100; got {args.n_digits}")
-    import torch
-
-    # On the busy 2-core machine, 2 torch threads spin: 3 small-cnn epochs took 571 s with 2
-    # threads, while the classifier benchmark ran 5 epochs in 52 s with 1 at the same load.
-    torch.set_num_threads(args.threads)
     report = run_demo(
         args.out,
         n_digits=args.n_digits,
@@ -224,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
         cache=args.cache,
         force=args.force,
         quiet=args.quiet,
+        threads=args.threads,
     )
     print(f"report: {report.resolve()}")
     return 0
@@ -258,10 +271,5 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="cache of data and classifiers (default: $GLANCE_CACHE or ~/.cache/glance)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing OUT/run")
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="torch threads (1: fastest on a busy machine)",
-    )
+    add_threads_arg(p)
     p.set_defaults(func=_run)

@@ -20,6 +20,7 @@ import torch
 
 from glance.cli._common import (
     add_classifier_args,
+    add_threads_arg,
     check_new_output,
     load_run_model,
     nonneg_int,
@@ -74,6 +75,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu")
     add_classifier_args(p)
+    add_threads_arg(p)
     p.set_defaults(func=_run)
 
 
@@ -139,6 +141,7 @@ def _inputs(args: argparse.Namespace, model: Any) -> torch.Tensor:
 
 def _run(args: argparse.Namespace) -> int:
     from glance.explain import explain
+    from glance.threads import compute
 
     if bool(args.images) == bool(args.data):
         raise ConfigError("glance explain: give image files or --data DIR (exactly one)")
@@ -158,9 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         )
     x = _inputs(args, model)
     significance = {"n_random": args.significance} if args.significance else {}
-    exp = explain(
-        model, x, args.target, explainer=args.method, batch_size=args.batch_size, **significance
-    )
+    with compute(args.threads):
+        exp = explain(
+            model, x, args.target, explainer=args.method, batch_size=args.batch_size, **significance
+        )
     graph = None if args.no_pngs else getattr(model, "graph_", None)
     path = exp.save(out, pngs=not args.no_pngs, graph=graph, replace=True)
     valid = exp.counterfactual.valid.mean() if exp.counterfactual is not None else float("nan")

@@ -19,6 +19,7 @@ from typing import Any
 
 from glance.cli._common import (
     add_classifier_args,
+    add_threads_arg,
     check_new_file,
     classifier_from_args,
     load_run_model,
@@ -39,6 +40,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="dataset directory (training split is used)")
     add_classifier_args(p, file_option=True)
+    add_threads_arg(p)
     p.add_argument("--contexts", default="", help="comma-separated context columns, in order")
     p.add_argument("--preset", default="fast", help="tiny | fast | default | paper")
     p.add_argument("--out", required=True, help="run directory (must be new unless --resume)")
@@ -78,6 +80,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--device", default="cpu")
     add_classifier_args(e)
+    add_threads_arg(e)
     e.set_defaults(func=_cmd_evaluate)
 
 
@@ -137,6 +140,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         random_state=args.seed,
         device=args.device,
         quiet=args.quiet,
+        n_threads=args.threads,
     )
     with _stop_on_signals() as seen:
         try:

@@ -22,6 +22,7 @@ from glance.causal.options import (
 )
 from glance.cli._common import (
     add_classifier_args,
+    add_threads_arg,
     check_new_output,
     half_open_unit,
     int_at_least,
@@ -138,6 +139,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="replace an existing --out outside the run"
     )
     add_classifier_args(p)
+    add_threads_arg(p)
     p.set_defaults(func=_cmd_graph)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from glance.cli._common import (
     add_classifier_args,
+    add_threads_arg,
     classifier_from_args,
     describe_os_error,
     port,
@@ -77,11 +78,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default=1 << 20,
         help="largest accepted upload (bytes)",
     )
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=1,
-        help="torch threads per request (1: fastest for one image)",
-    )
+    add_threads_arg(p)
     add_classifier_args(p)
     p.set_defaults(func=_run)

@@ -101,10 +101,10 @@ class ExplorerBackend:
     max_upload_bytes
         Largest accepted upload, in bytes.
     threads
-        Torch intra-op threads for the explorer's requests (set in the thread that answers;
-        ``None`` leaves torch's setting alone). One explorer request is a batch of two images,
-        too small to gain from several threads: measured on a busy 2-core machine, one thread
-        answered a counterfactual in ~15 ms where two took ~1.3 s.
+        Torch intra-op threads for the explorer's requests (set in the thread that answers).
+        ``None`` (default): the cores other processes leave free, re-checked every few seconds
+        (:class:`glance.threads.ThreadPolicy`); on a busy 2-core machine two threads answered a
+        counterfactual in ~1.3 s where one took ~15 ms, so a shared machine gets one.
     """
 
     def __init__(
@@ -117,10 +117,14 @@ class ExplorerBackend:
         name: str = "glance",
         image_source: str = "",
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-        threads: int | None = 1,
+        threads: int | None = None,
     ) -> None:
+        from glance.threads import ThreadPolicy
+
         self.twin = twin
         self.threads = threads
+        self._threads = ThreadPolicy(threads)
+        self._threads.start(probe=0.1)
         self.images = images if images is not None else torch.zeros(0)
         self.labels = list(labels) if labels is not None else None
         self.graph = dict(graph) if graph is not None else None
@@ -152,7 +156,7 @@ class ExplorerBackend:
         data: str | os.PathLike[str] | None = None,
         n_images: int = 64,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-        threads: int | None = 1,
+        threads: int | None = None,
         classifier: Any = None,
     ) -> ExplorerBackend:
         """Load a fitted run (verified) and pick the images to explore.
@@ -383,8 +387,9 @@ class ExplorerBackend:
         ivs = self._interventions(interventions)
         std = torch.as_tensor(self.node_std, dtype=torch.float32)
         with self._lock, torch.no_grad():
-            if self.threads and torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)
+            n = self._threads.tick()  # set in this (the answering) thread
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
             z = self._z(image_id)
             p_f = self._factual.get(image_id)
             if p_f is None:  # the reconstruction's probabilities, once per image

@@ -207,8 +207,10 @@ class Trainer:
         dist: DistContext | None = None,
         quiet: bool = False,
         hooks: Hooks | None = None,
+        threads: Any = None,
     ) -> None:
         self.parts, self.data, self.config, self.seed = parts, data, config, int(seed)
+        self.threads = threads  # a glance.threads.ThreadPolicy re-checked between steps
         self.dist = dist or DistContext()
         self.device = self.dist.device
         self.hooks = hooks or Hooks()
@@ -680,6 +682,8 @@ def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
                 trainer.checkpoint(step)
             if trainer.hooks.on_step is not None:
                 trainer.hooks.on_step(step)
+            if trainer.threads is not None:
+                trainer.threads.tick()  # follow the machine's load as it changes
             if trainer._stop_requested or _STOP.is_set():
                 if trainer.last_checkpoint != trainer.ckpt.path_for(step):
                     trainer.checkpoint(step)
