@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             if case == "auto-idle":
                 expect = rows[-1]["fit_seconds"]
     judge(rows)
-    print(f"\n{'preset':8} {'case':14} {'wall s':>8} {'cpu s':>8} {'x pin':>6} {'dfig':>6}  threads")
+    head = f"{'preset':8} {'case':14} {'wall s':>8} {'cpu s':>8} {'x pin':>6} {'dfig':>6}"
+    print(f"\n{head}  threads")
     for r in rows:
         changes = " -> ".join(str(c[2]) for c in r["thread_changes"]) or "fixed"
         print(
