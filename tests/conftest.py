@@ -23,10 +23,14 @@ def _seed_everything():
 
 
 @pytest.fixture
-def one_torch_thread():
+def one_torch_thread(monkeypatch):
     """Run the test on one torch intra-op thread, then restore the setting.
 
     Directories of tiny-network tests request it from an autouse fixture of their conftest.py.
+    ``GLANCE_THREADS=1`` fixes glance's own choice too (also in subprocesses): tiny networks are
+    fastest on one thread, and the bit-identity tests need a thread count that does not follow
+    the machine's load.
     """
+    monkeypatch.setenv("GLANCE_THREADS", "1")
     with torch_threads(1):
         yield

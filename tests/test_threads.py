@@ -25,7 +25,6 @@ class FakeMachine:
             monkeypatch.delenv(var, raising=False)
         torch.set_num_threads(2)  # torch's default on 2 cores (restored by restore_threads)
         monkeypatch.setattr(threads, "_LAST", None)
-        monkeypatch.setattr(threads, "_APPLIED", None)
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
@@ -97,12 +96,6 @@ def test_an_explicit_choice_wins(monkeypatch, restore_threads):
     monkeypatch.setenv("GLANCE_THREADS", "many")
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert fixed_threads() is None  # ignored with a warning
-
-
-def test_a_program_that_limited_torch_keeps_its_limit(monkeypatch, restore_threads):
-    FakeMachine(monkeypatch, other=0.0)
-    torch.set_num_threads(1)
-    assert fixed_threads() == 1 and ThreadPolicy().start() == 1
 
 
 def test_nested_blocks_share_the_outer_policy(monkeypatch, restore_threads):

@@ -499,6 +499,54 @@ class Glance:
             result.save(out)
         return result.graph
 
+    def describe_concepts(
+        self,
+        dataset: Any,
+        *,
+        n_images: int = 64,
+        n_strip: int = 6,
+        out: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """The concept atlas: what every node is, measured on held-out images and described.
+
+        For every node: a traversal strip on the first ``n_strip`` images (the same for every
+        node), its correlation with each context and class, its effect on the real classifier
+        and a generated description; nodes ordered by global importance (the SCM's after
+        :meth:`global_explanation`, else the measured effect). See
+        :class:`glance.explain.ConceptAtlas` (``describe(node)``, ``class_attributes(cls)``).
+
+        Parameters
+        ----------
+        dataset : ImageDataset
+            Held-out images; the first ``n_images`` are used (their observed contexts too).
+        out : path, optional
+            Where to save it (``RUN/atlas`` seals it into the run).
+        """
+        from glance.explain.atlas import concept_atlas
+
+        self._check_fitted()
+        n = min(int(n_images), len(dataset))
+        idx = np.arange(n)
+        names = set(getattr(dataset, "attribute_names", []) or [])
+        contexts = {c: dataset.attribute(c)[idx] for c in self.context_names_ if c in names}
+        importance = None
+        if getattr(self, "global_importance_", None):
+            importance = {}
+            for effects in self.global_importance_.values():
+                for node, v in effects.items():
+                    importance[node] = importance.get(node, 0.0) + abs(float(v))
+        with compute(self.n_threads):
+            atlas = concept_atlas(
+                self.twin(),
+                dataset.load_images(idx).float(),
+                contexts=contexts,
+                importance=importance,
+                n_strip=n_strip,
+            )
+        if out is not None:
+            atlas.save(out)
+        return atlas
+
     def refit_scm(self, dataset: Any, *, max_images: int = 2000) -> None:
         """Fit the SCM of ``graph_`` again on ``dataset`` (for a run whose SCM was not saved,
         e.g. a gradient-boosted one); sets ``scm_``, ``scm_units_`` and ``global_importance_``."""

@@ -19,6 +19,7 @@ Layout (docs/architecture.md)::
                        samples.png)
     evaluations/NAME/  evaluations on other data, one folder per dataset measured
     graph/             causal graph, SCM, global importances
+    atlas/             the concept atlas (atlas.json, traversal strips, class attributes)
     explanations/      local explanations (any other sub-folder ``glance explain`` is told)
     report.html        the report
     checkpoints/       fit's working area (checkpoints, live log); never sealed
@@ -93,6 +94,7 @@ METRICS = "metrics.json"
 GRIDS = {"reconstructions": "reconstructions.png", "samples": "samples.png"}
 EVALUATIONS = "evaluations"
 GRAPH = "graph"
+ATLAS = "atlas"
 EXPLANATIONS = "explanations"
 REPORT = "report.html"
 CHECKPOINTS = "checkpoints"
@@ -113,6 +115,7 @@ RESERVED = (
     METRICS,
     EVALUATIONS,
     GRAPH,
+    ATLAS,
     REPORT,
     CHECKPOINTS,
     *GRIDS.values(),
@@ -837,7 +840,7 @@ class Run:
         """Replace the folder ``RUN/rel`` by what ``writer(staging_folder)`` writes, sealed."""
         rel = _check_rel(rel)
         top = rel.split("/")[0]
-        if top in RESERVED and top not in (GRAPH, EXPLANATIONS):
+        if top in RESERVED and top not in (GRAPH, ATLAS, EXPLANATIONS):
             raise ConfigError(f"{self.path / rel}: {top!r} is reserved for glance's own files")
         with self.writing(), self.transaction() as txn:
             return writer(txn.directory(rel))
@@ -851,6 +854,11 @@ class Run:
     def graph_dir(self) -> str:
         """Run-relative folder of the causal graph."""
         return GRAPH
+
+    @property
+    def atlas_dir(self) -> str:
+        """Run-relative folder of the concept atlas."""
+        return ATLAS
 
     @property
     def explanations_dir(self) -> str:

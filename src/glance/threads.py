@@ -15,9 +15,11 @@ idle machine 2 threads ran at 3.4 steps/s. So glance uses the cores nobody else 
   ends;
 - an explicit choice wins: ``threads=`` (``--threads N`` on the command line), else the
   ``GLANCE_THREADS`` environment variable, else ``OMP_NUM_THREADS`` (as PyTorch users expect),
-  else a program's own ``torch.set_num_threads(n)`` below the core count, else the automatic
-  rule. Where ``/proc/stat`` does not exist (macOS, Windows) the automatic rule uses every
-  allowed core. Nested :func:`compute` blocks share the outer block's policy.
+  else the automatic rule. Where ``/proc/stat`` does not exist (macOS, Windows) the automatic
+  rule uses every allowed core. Nested :func:`compute` blocks share the outer block's policy.
+
+Floating-point sums depend on the thread count, so results are bit-identical from run to run (and
+a resumed fit equals an uninterrupted one) only with a fixed count: give one when that matters.
 
 :func:`compute` also flushes denormal floats to zero for its duration: trained generator weights
 and their activations underflow into the denormal range, where x86 arithmetic is many times
@@ -54,9 +56,6 @@ RECENT = 10.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: The last (monotonic time, process CPU time, busy jiffies) any policy sampled.
 _LAST: tuple[float, float, int | None] | None = None
-#: The thread count a policy last set (a lower torch setting than the cores is the user's only
-#: when glance did not set it).
-_APPLIED: int | None = None
 
 
 def allowed_cores() -> int:
@@ -75,8 +74,8 @@ def allowed_cores() -> int:
 
 
 def fixed_threads(threads: int | None = None) -> int | None:
-    """The thread count the user fixed (argument, ``GLANCE_THREADS``, ``OMP_NUM_THREADS``, or
-    ``torch.set_num_threads`` below the core count), or ``None`` for the automatic rule."""
+    """The thread count the user fixed (argument, ``GLANCE_THREADS``, ``OMP_NUM_THREADS``), or
+    ``None`` for the automatic rule."""
     if threads is not None:
         return int(threads)
     for var in ("GLANCE_THREADS", "OMP_NUM_THREADS"):
@@ -86,9 +85,6 @@ def fixed_threads(threads: int | None = None) -> int | None:
                 return max(1, int(value))
             except ValueError:
                 logger.warning("ignoring %s=%r (not an integer)", var, value)
-    n = torch.get_num_threads()
-    if n < allowed_cores() and n != _APPLIED:  # the program limited torch itself, not glance
-        return n
     return None
 
 
@@ -210,10 +206,8 @@ class ThreadPolicy:
         self.threads_ = threads
 
     def _apply(self) -> None:
-        global _APPLIED
         if torch.get_num_threads() != self.threads_:
             torch.set_num_threads(self.threads_)
-        _APPLIED = self.threads_
 
 
 @contextlib.contextmanager

@@ -49,6 +49,7 @@ def make_real_run(root: Path) -> Path:
     est = Glance(clf, contexts=("area", "intensity"), preset="tiny", random_state=0, quiet=True)
     est.fit(train, out=run)  # a sealed run that records its data (data.json)
     est.global_explanation(train, n_resamples=0, random_state=0, out=run / "graph")
+    est.describe_concepts(test, n_images=32, out=run / "atlas")
     explain(est, test.load_images([0, 1])).save(run / "explanations")
     est.evaluate(test, out=run)  # the run's own held-out split: RUN/metrics.json
     return run

@@ -174,3 +174,41 @@ def test_glance_serve_command_serves_the_run(real_run: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.browser
+def test_every_node_of_the_explanations_links_to_its_atlas_entry(
+    real_run: Path, tmp_path: Path, browser
+) -> None:
+    from glance.report import write_report
+
+    out = write_report(real_run, tmp_path / "report.html")
+    page = browser.new_page()
+    page.goto(out.as_uri())
+    atlas = json.loads((real_run / "atlas" / "atlas.json").read_text())
+    nodes = [e["node"] for e in atlas["nodes"]]
+    for node in nodes:  # an entry with a strip and a description for every node
+        entry = page.locator(f'#concept-atlas article.atlas-entry[data-node="{node}"]')
+        assert entry.count() == 1
+        assert entry.locator("p.description").inner_text().strip()
+        assert entry.locator("img").evaluate("e => e.complete && e.naturalWidth") > 0
+    explained = json.loads((real_run / "explanations" / "explanations.json").read_text())
+    for i, _ in enumerate(explained["explanations"]):
+        article = page.locator(f"article#image-{i}")
+        for node in explained["nodes"]:  # every node name in the importance chart links
+            link = article.locator(f'svg.bar-chart a.node-link:has(text:text-is("{node}"))')
+            assert link.count() == 1, node
+            href = link.get_attribute("href")
+            assert page.locator(href).count() == 1 and href == f"#atlas-{node}"
+    first = page.locator("article#image-0 svg.bar-chart a.node-link").first
+    first.click()  # following it shows the entry
+    target = first.get_attribute("href")
+    page.wait_for_function("h => location.hash === h", arg=target)
+    assert page.locator(target).is_visible()
+    # the readable graph and its sentence by default, the full graph one click away
+    assert page.locator("#graph-story").is_visible()
+    assert page.locator("figure.graph-readable svg").is_visible()
+    assert not page.locator("#full-graph svg.graph").is_visible()
+    page.locator("#full-graph summary").click()
+    assert page.locator("#full-graph svg.graph").is_visible()
+    page.close()

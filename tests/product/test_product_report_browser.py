@@ -49,7 +49,14 @@ def test_report_renders_offline_in_chromium(fixture_run: Path, tmp_path: Path, b
     assert imgs.count() == 12
     widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth)")
     assert all(w and w > 0 for w in widths), widths
-    assert page.locator("svg.graph g.node").count() == 7
+    # the readable picture and its sentence by default; the full graph (7 nodes) one click away
+    assert page.locator("figure.graph-readable svg.graph").is_visible()
+    assert 0 < page.locator("figure.graph-readable svg.graph g.node").count() <= 7
+    assert page.locator("#graph-story").is_visible()
+    full = page.locator("#full-graph svg.graph")
+    assert not full.is_visible() and full.locator("g.node").count() == 7
+    page.locator("#full-graph summary").click()
+    assert full.is_visible()
     assert page.locator("article.explanation").count() == 3
     assert page.locator("#interactions svg rect.cell").count() > 0
 

@@ -60,6 +60,10 @@ def test_slider_changes_image_and_probabilities(toy_server: str, browser) -> Non
     _wait(page, "window.glanceExplorer.requests >= 1")
     assert page.locator("#sliders input[type=range]").count() == 3
     assert page.locator("#thumbs img").count() == 12
+    # the readable graph by default (the outputs' neighbourhood), the full one on request
+    readable = page.locator("#graph svg g.node").count()
+    assert 0 < readable < 5 and page.locator("#graph-story").inner_text().startswith("The ")
+    page.locator("#full-graph").check()
     assert page.locator("#graph svg g.node").count() == 5
     before = _state(page)
 

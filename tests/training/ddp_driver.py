@@ -37,6 +37,7 @@ CONFIG = {
 
 def main() -> None:
     torch.set_num_threads(1)
+    os.environ["GLANCE_THREADS"] = "1"  # glance's own choice too: bit-identical runs
     out, dump = sys.argv[1], sys.argv[2]
     rank = int(os.environ.get("RANK", "0"))
     torch.manual_seed(0)

@@ -34,6 +34,7 @@ CONFIG = {
 
 def main() -> None:
     torch.set_num_threads(1)
+    os.environ["GLANCE_THREADS"] = "1"  # glance's own choice too: bit-identical runs
     run, marker, stall = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     resume = len(sys.argv) > 4
     torch.manual_seed(0)

@@ -58,6 +58,7 @@ def fitted(tmp_path_factory):
             config=CONFIG,
             random_state=0,
             quiet=True,
+            n_threads=1,
         )
         assert est.fit(data, out=run) is est
     return est, data, run

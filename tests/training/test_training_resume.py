@@ -65,8 +65,9 @@ def reference(tmp_path_factory):
     clf, data = TinyCNN().eval(), make_dataset()
     out = tmp_path_factory.mktemp("ref") / "run"
     mp = pytest.MonkeyPatch()
+    mp.setenv("GLANCE_THREADS", "1")  # as the autouse fixture does for function-scoped tests
     seen: list = []
-    with torch_threads(1):  # as the autouse fixture does for function-scoped tests
+    with torch_threads(1):
         try:
             est = _fit(data, clf, out, seen=seen, monkeypatch=mp)
         finally:

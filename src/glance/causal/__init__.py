@@ -19,6 +19,7 @@ from glance.causal.graph import CausalGraph, Edge, Endpoint, Node
 from glance.causal.knowledge import BackgroundKnowledge
 from glance.causal.options import DiscoveryOptions
 from glance.causal.scm import StructuralCausalModel
+from glance.causal.story import graph_story, readable_graph
 
 __all__ = [
     "BackgroundKnowledge",
@@ -33,4 +34,6 @@ __all__ = [
     "discover",
     "discover_from_glance",
     "GlobalExplanation",
+    "graph_story",
+    "readable_graph",
 ]

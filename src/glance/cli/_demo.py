@@ -2,7 +2,8 @@
 
 From nothing to a report on the embedded Morpho-MNIST, as a thin orchestration over the public
 APIs of the other areas: generate the data, train (or reuse a cached) small-cnn digit
-classifier, fit the twin surrogate, discover the causal graph, explain a few held-out images
+classifier, fit the twin surrogate, discover the causal graph, describe every concept (the
+atlas), explain a few held-out images
 (significance against random concepts, the graph coloured by each image's importances),
 evaluate the surrogate's faithfulness and write the report. Every step seals what it adds into
 the run (:class:`glance.Run`). A step whose piece is unavailable fails with a one-line error;
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 CONTEXTS = ("thickness", "intensity")
 #: Random concepts the importances are tested against (smallest p: 1/50; docs/faithfulness.md).
 N_RANDOM = 49
-_STEPS = 7
+_STEPS = 8
 
 
 def _default_cache() -> Path:
@@ -153,6 +154,15 @@ def _explain(est: Any, data: Path, run: Path, n_explain: int) -> None:
     explanation.save(est.run_.path / est.run_.explanations_dir, graph=getattr(est, "graph_", None))
 
 
+def _atlas(est: Any, data: Path) -> None:
+    """The concept atlas on held-out digits, sealed into the run (the report links every node
+    name of the explanations to its entry)."""
+    from glance.data import load_dataset, test_split
+
+    test = load_dataset(data, split=test_split(data))
+    est.describe_concepts(test, out=est.run_.path / est.run_.atlas_dir)
+
+
 def _evaluate(est: Any, data: Path, run: Path) -> dict:
     from glance.data import load_dataset, test_split
 
@@ -205,6 +215,7 @@ def run_demo(
             f"discover the causal graph ({n_resamples} bootstrap resamples)",
             lambda: _graph(est, data, run, n_resamples, seed),
         )
+        p.step("describe every concept (the atlas)", lambda: _atlas(est, data))
         p.step(
             f"explain {n_explain} held-out images (significance vs {N_RANDOM} random concepts)",
             lambda: _explain(est, data, run, n_explain),

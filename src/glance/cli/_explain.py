@@ -78,6 +78,26 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     add_threads_arg(p)
     p.set_defaults(func=_run)
 
+    c = subparsers.add_parser(
+        "concepts",
+        help="the concept atlas: what every node is (strips, correlations, effect, description)",
+        description="Measure every node of a fitted run on held-out images — a traversal strip, "
+        "its correlation with each context and class, its effect on the real classifier — "
+        "describe it in words, and find the node moves that make each class (AttFind). Writes "
+        "RUN/atlas (sealed into the run) and prints the descriptions.",
+    )
+    c.add_argument("run", type=Path, help="run directory written by 'glance fit'")
+    c.add_argument("--data", type=Path, help="dataset (default: the run's held-out split)")
+    c.add_argument("--split", help="split of --data (default: its held-out split)")
+    c.add_argument(
+        "--n-images", type=positive_int, default=64, help="held-out images measured (64)"
+    )
+    c.add_argument("--n-strip", type=positive_int, default=6, help="images per strip (6)")
+    c.add_argument("--device", default="cpu")
+    add_classifier_args(c)
+    add_threads_arg(c)
+    c.set_defaults(func=_concepts)
+
 
 def parse_index(text: str, n: int) -> np.ndarray:
     """``"A:B"`` (Python slice, B may be omitted) or ``"i,j,k"`` → indices into ``n`` items."""
@@ -175,4 +195,22 @@ def _run(args: argparse.Namespace) -> int:
         100 * valid,
         path,
     )
+    return 0
+
+
+def _concepts(args: argparse.Namespace) -> int:
+    import sys
+
+    model = load_run_model(args, writes=True)
+    run = model.run_
+    dataset = run.dataset("test", args.data, args.split)
+    atlas = model.describe_concepts(
+        dataset,
+        n_images=args.n_images,
+        n_strip=args.n_strip,
+        out=run.path / run.atlas_dir,
+    )
+    for j in atlas.order:
+        sys.stdout.write(f"{atlas.nodes[j]}: {atlas.descriptions[j]}\n")
+    sys.stdout.write(f"atlas written to {run.path / run.atlas_dir}\n")
     return 0

@@ -36,7 +36,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "fit",
         help="fit the concept encoder and generator of a classifier",
         description="Fit GLANCE's twin surrogate (concept encoder, surrogate head, generator) of "
-        "a classifier on a dataset. Same seed, same data, same machine: same result.",
+        "a classifier on a dataset. Same seed, same data, same machine and a fixed --threads: "
+        "the same result.",
     )
     p.add_argument("--data", required=True, help="dataset directory (training split is used)")
     add_classifier_args(p, file_option=True)

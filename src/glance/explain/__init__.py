@@ -8,12 +8,15 @@ Public API
 - :class:`Twin`: the protocol the explainers run on (built from a fitted ``glance.Glance``).
 - :mod:`glance.explain.soundness`: counterfactual soundness and randomisation sanity metrics.
 - :mod:`glance.explain.toy`: an analytic world where the right explanation is known.
+- :func:`concept_atlas` / :class:`ConceptAtlas`: what every node is (strips, correlations, effect
+  on the classifier, a description), and AttFind-style class attributes.
 - ``EXPLAINERS``: the registry (``"local"``, ``"importance"``, ``"counterfactual"``).
 """
 
 from __future__ import annotations
 
 from glance.explain._twin import GlanceSCMAdapter, Twin, ZSpaceSCM
+from glance.explain.atlas import ConceptAtlas, concept_atlas
 from glance.explain.base import EXPLAINERS, Explainer
 from glance.explain.counterfactual import CounterfactualSearch
 from glance.explain.explanation import Counterfactuals, Interactions, LocalExplanation
@@ -22,6 +25,7 @@ from glance.explain.local import LocalExplainer, explain
 
 __all__ = [
     "EXPLAINERS",
+    "ConceptAtlas",
     "Counterfactuals",
     "CounterfactualSearch",
     "Explainer",
@@ -32,5 +36,6 @@ __all__ = [
     "LocalExplanation",
     "Twin",
     "ZSpaceSCM",
+    "concept_atlas",
     "explain",
 ]

@@ -45,6 +45,8 @@ class RunArtifacts:
         ``global_importance_source``.
     explanations : dict or None
         ``explanations/explanations.json`` (``glance explain``).
+    atlas : dict or None
+        ``atlas/atlas.json`` (``glance concepts``).
     config_text : str or None
         ``config.yaml`` as written.
     state : dict or None
@@ -61,6 +63,7 @@ class RunArtifacts:
     global_importance: dict | None = None
     global_importance_source: str | None = None
     explanations: dict | None = None
+    atlas: dict | None = None
     config_text: str | None = None
     state: dict | None = None
     surrogate_pictures: list[str] = field(default_factory=list)
@@ -139,6 +142,7 @@ def load_run_artifacts(run_dir: str | os.PathLike[str], *, verify: bool = True) 
         if obj is not None:
             art.global_importance, art.global_importance_source = obj, _GLOBAL_IMPORTANCE
         art.explanations = _expect(run, f"{layout.EXPLANATIONS}/explanations.json")
+        art.atlas = _expect(run, f"{layout.ATLAS}/atlas.json")
         art.state = _expect(run, layout.STATE)
         art.config_text = run.read_text(layout.CONFIG)
         art.surrogate_pictures = [v for v in layout.GRIDS.values() if art.has(v)]

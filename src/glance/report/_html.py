@@ -131,6 +131,18 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
 
 
 # ---------------------------------------------------------------- graph and importances
+def _readable(graph: Mapping[str, Any]) -> tuple[dict | None, str | None]:
+    """The readable default picture (outputs and their neighbourhood) and the sentence."""
+    from glance.causal import CausalGraph, graph_story, readable_graph
+    from glance.exceptions import GlanceError
+
+    try:
+        full = CausalGraph.from_dict(graph)
+    except (GlanceError, KeyError, TypeError, ValueError):
+        return None, None  # an older or hand-made graph.json: the full drawing only
+    return readable_graph(full).to_dict(), graph_story(full)
+
+
 def _graph_section(art: RunArtifacts) -> dict:
     if art.graph is None:
         return {"computed": False}
@@ -161,10 +173,16 @@ def _graph_section(art: RunArtifacts) -> dict:
                 or frozenset((str(e.get("source")), str(e.get("target")))) in assumed,
             }
         )
+    readable, story = _readable(art.graph)
     return {
         "computed": True,
         "png": _data_uri(art, png, "graph picture") if art.has(png) else None,
         "svg": graph_svg(art.graph, title="Causal graph (drawn from graph.json)"),
+        "readable_svg": graph_svg(readable, title="The outputs and their causal neighbourhood")
+        if readable
+        else None,
+        "readable_edges": len(readable.get("edges", [])) if readable else 0,
+        "story": story,
         "edges": edges,
         "n_nodes": len(art.graph.get("nodes", [])),
         "n_undirected": sum(not e["directed"] for e in edges),
@@ -224,6 +242,64 @@ def _global_importance(art: RunArtifacts, explanations: list[dict]) -> dict:
             "chart": bar_chart({"mean |total effect|": mean}, title="Global importance"),
         }
     return {"computed": False}
+
+
+# ---------------------------------------------------------------- concept atlas
+def atlas_anchor(node: str) -> str:
+    """The report's anchor of a node's concept-atlas entry."""
+    return "atlas-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in str(node))
+
+
+def _atlas_section(art: RunArtifacts) -> dict:
+    """Atlas entries (strip pictures inlined) and ``links``: node → ``#anchor``."""
+    if not isinstance(art.atlas, Mapping) or not isinstance(art.atlas.get("nodes"), list):
+        return {"computed": False, "links": {}, "entries": [], "attributes": []}
+    folder = layout.ATLAS
+    entries = []
+    for e in art.atlas["nodes"]:
+        if not isinstance(e, Mapping):
+            continue
+        node = str(e.get("node"))
+        strip = f"{folder}/{e.get('strip')}"
+        ctx = e.get("context_r") if isinstance(e.get("context_r"), Mapping) else {}
+        entries.append(
+            {
+                "node": node,
+                "anchor": atlas_anchor(node),
+                "kind": str(e.get("kind", "")),
+                "description": str(e.get("description", "")),
+                "moves_output": bool(e.get("moves_output")),
+                "importance": _fmt(e.get("importance")),
+                "strip": _data_uri(art, strip, "atlas strip") if art.has(strip) else None,
+                "contexts": [{"name": k, "r": _fmt(v)} for k, v in ctx.items()],
+            }
+        )
+    attributes = []
+    found = art.atlas.get("class_attributes")
+    for cls, items in (found.items() if isinstance(found, Mapping) else []):
+        rows = []
+        for a in items if isinstance(items, list) else []:
+            rel = f"{folder}/{a.get('pairs')}"
+            rows.append(
+                {
+                    "node": str(a.get("node")),
+                    "anchor": atlas_anchor(str(a.get("node"))),
+                    "direction": str(a.get("direction")),
+                    "gain": _fmt(a.get("mean_gain")),
+                    "pairs": _data_uri(art, rel, "class attribute") if art.has(rel) else None,
+                }
+            )
+        attributes.append({"class": str(cls), "rows": rows})
+    deltas = art.atlas.get("deltas") or []
+    return {
+        "computed": True,
+        "entries": entries,
+        "attributes": attributes,
+        "deltas": ", ".join(f"{float(d):+g}" for d in deltas),
+        "n_images": art.atlas.get("n_images"),
+        "order": art.atlas.get("importance_source"),
+        "links": {e["node"]: "#" + e["anchor"] for e in entries},
+    }
 
 
 # ---------------------------------------------------------------- local explanations
@@ -394,7 +470,7 @@ def _significance_summary(raw: dict | None) -> list[dict]:
     return rows
 
 
-def _local(art: RunArtifacts) -> tuple[list[dict], dict, dict]:
+def _local(art: RunArtifacts, links: Mapping[str, str]) -> tuple[list[dict], dict, dict]:
     items = _explanation_items(art.explanations)
     test = _significance_test(art.explanations)
     out = []
@@ -415,7 +491,9 @@ def _local(art: RunArtifacts) -> tuple[list[dict], dict, dict]:
                 "target": item.get("target"),
                 "probability": _fmt(item.get("probability", item.get("confidence"))),
                 "importance": imp,
-                "chart": bar_chart(series, title=f"Importance, image {i}") if imp else "",
+                "chart": bar_chart(series, title=f"Importance, image {i}", links=links)
+                if imp
+                else "",
                 "interactions": inter,
                 "heat_map": heat_map(inter_nodes, inter, title=f"Interactions, image {i}")
                 if inter
@@ -530,7 +608,8 @@ def render_report(run_dir: str | os.PathLike[str], *, verify: bool = True) -> st
         The run was written in a newer format.
     """
     art = load_run_artifacts(run_dir, verify=verify)
-    local, interactions, significance = _local(art)
+    atlas = _atlas_section(art)
+    local, interactions, significance = _local(art, atlas["links"])
     surrogate = [
         {"caption": name, "uri": _data_uri(art, name, "surrogate picture")}
         for name in art.surrogate_pictures
@@ -545,6 +624,7 @@ def render_report(run_dir: str | os.PathLike[str], *, verify: bool = True) -> st
         "graph": _graph_section(art),
         "global_importance": _global_importance(art, local),
         "local": local,
+        "atlas": atlas,
         "significance": significance,
         "interactions": interactions,
         "surrogate": surrogate,

@@ -33,6 +33,7 @@ def bar_chart(
     title: str,
     width: int = 560,
     row: int = 18,
+    links: Mapping[str, str] | None = None,
 ) -> str:
     """Horizontal bars, one row per key, one bar per series (e.g. total and direct effect).
 
@@ -42,6 +43,8 @@ def bar_chart(
         ``{series name: {label: value}}``; labels are ordered by the first series' |value|.
     title
         Accessible title of the chart (``<title>`` and ``aria-label``).
+    links
+        ``{label: href}``: labels drawn as links (e.g. to a node's concept-atlas entry).
     """
     names = list(series)
     if not names:
@@ -68,10 +71,12 @@ def bar_chart(
     ]
     for i, label in enumerate(labels):
         y = i * row + 2
-        out.append(
+        text = (
             f'<text x="{label_w - 6}" y="{y + row / 2 + 3}" text-anchor="end" '
             f'class="label">{escape(label)}</text>'
         )
+        href = (links or {}).get(label)
+        out.append(f'<a href="{escape(href)}" class="node-link">{text}</a>' if href else text)
         for j, name in enumerate(names):
             v = series[name].get(label)
             if not _finite(v):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import logging
@@ -100,6 +101,9 @@ class ExplorerBackend:
         Where ``images`` came from, for the page (e.g. the held-out split's path).
     max_upload_bytes
         Largest accepted upload, in bytes.
+    atlas
+        The concept atlas entries, most important first (``atlas/atlas.json``'s ``nodes`` with
+        each ``strip`` as a ``data:`` URI), shown next to the sliders.
     threads
         Torch intra-op threads for the explorer's requests (set in the thread that answers).
         ``None`` (default): the cores other processes leave free, re-checked every few seconds
@@ -118,6 +122,7 @@ class ExplorerBackend:
         image_source: str = "",
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         threads: int | None = None,
+        atlas: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         from glance.threads import ThreadPolicy
 
@@ -128,6 +133,7 @@ class ExplorerBackend:
         self.images = images if images is not None else torch.zeros(0)
         self.labels = list(labels) if labels is not None else None
         self.graph = dict(graph) if graph is not None else None
+        self.atlas = [dict(a) for a in atlas] if atlas else []
         self.name = name
         self.image_source = image_source
         self.max_upload_bytes = int(max_upload_bytes)
@@ -198,6 +204,7 @@ class ExplorerBackend:
             image_source=source,
             max_upload_bytes=max_upload_bytes,
             threads=threads,
+            atlas=_atlas_entries(art),
         )
         backend.has_scm = has_scm
         return backend
@@ -223,8 +230,16 @@ class ExplorerBackend:
         ]
 
     def info(self) -> dict:
-        """Nodes (name, kind, slider range), classes, image shape, graph, limits."""
+        """Nodes (name, kind, slider range), classes, image shape, graph (the readable one, its
+        story and the full one), the concept atlas, limits."""
+        from glance.causal import CausalGraph, graph_story, readable_graph
         from glance.report._svg import graph_svg
+
+        readable = story = None
+        if self.graph:
+            with contextlib.suppress(GlanceError, KeyError, TypeError, ValueError):
+                full = CausalGraph.from_dict(self.graph)
+                readable, story = readable_graph(full).to_dict(), graph_story(full)
 
         return {
             "name": self.name,
@@ -245,6 +260,9 @@ class ExplorerBackend:
             "image_source": self.image_source,
             "graph": self.graph,
             "graph_svg": graph_svg(self.graph) if self.graph else None,
+            "graph_readable_svg": graph_svg(readable) if readable else None,
+            "graph_story": story,
+            "atlas": self.atlas,
             "max_upload_bytes": self.max_upload_bytes,
             "propagates": bool(self.has_scm),
         }
@@ -414,6 +432,31 @@ class ExplorerBackend:
             },
             "interventions": {self.nodes[j]: v for j, v in ivs.items()},
         }
+
+
+def _atlas_entries(art: Any) -> list[dict]:
+    """The run's concept atlas entries with their strips inlined (empty without an atlas)."""
+    from glance.report._artifacts import read_image_file
+
+    nodes = (art.atlas or {}).get("nodes") if isinstance(art.atlas, Mapping) else None
+    out = []
+    for e in nodes if isinstance(nodes, list) else []:
+        if not isinstance(e, Mapping):
+            continue
+        strip = art.run.file(f"{art.run.atlas_dir}/{e.get('strip')}")
+        uri = None
+        if strip is not None:
+            data, mime = read_image_file(strip)
+            uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+        out.append(
+            {
+                "node": str(e.get("node")),
+                "description": str(e.get("description", "")),
+                "moves_output": bool(e.get("moves_output")),
+                "strip": uri,
+            }
+        )
+    return out
 
 
 def _attach_scm(model: Any) -> bool:

@@ -33,6 +33,8 @@ function buildSliders() {
   for (const node of state.info.nodes) {
     const row = el("div", { class: "slider", "data-node": node.name, "data-kind": node.kind });
     const label = el("label", { for: `s-${node.name}` }, node.name);
+    const entry = (state.info.atlas || []).find((a) => a.node === node.name);
+    if (entry) label.title = entry.description;  // what the node is, from the concept atlas
     // A discrete node (a flag, a category) moves between its levels only.
     const lv = node.levels;
     const gap = lv ? Math.min(...lv.slice(1).map((v, i) => v - lv[i])) : 0.05;
@@ -66,6 +68,7 @@ function buildProbabilities() {
 }
 
 function render(result) {
+  state.last = result;  // to re-highlight the graph when the full / readable view switches
   document.getElementById("counterfactual").src = `data:image/png;base64,${result.image}`;
   result.probabilities.forEach((p, k) => {
     const fill = document.getElementById(`p-${k}`);
@@ -89,7 +92,10 @@ function highlight(result) {
   const pf = result.factual_probabilities || [];
   result.probabilities.forEach((p, k) => {
     const d = p - (pf[k] ?? p);
-    if (Math.abs(d) > 1e-3) changed[`output_${state.info.classes[k]}`] = d * 3;
+    if (Math.abs(d) > 1e-3) {
+      changed[`output_${state.info.classes[k]}`] = d * 3;
+      changed.outputs = Math.max(changed.outputs || 0, Math.abs(d) * 3);  // grouped outputs
+    }
   });
   const max = Math.max(1e-9, ...Object.values(changed).map(Math.abs));
   document.querySelectorAll("#graph g.node").forEach((g) => {
@@ -170,15 +176,40 @@ async function upload(file) {
   }
 }
 
+// The readable graph (the outputs and their neighbourhood) by default; the full one on request.
+function showGraph(full) {
+  const svg = full ? state.info.graph_svg : (state.info.graph_readable_svg || state.info.graph_svg);
+  const box = document.getElementById("graph");
+  if (svg) box.innerHTML = svg;
+  else box.textContent = "No causal graph in this run (run glance graph RUN).";
+  if (state.last) highlight(state.last);
+}
+
+function buildAtlas() {
+  const box = document.getElementById("atlas");
+  box.replaceChildren();
+  const entries = state.info.atlas || [];
+  if (!entries.length) {
+    box.textContent = "No concept atlas in this run (run glance concepts RUN).";
+    return;
+  }
+  for (const a of entries) {
+    const item = el("div", { class: "atlas-entry", id: `atlas-${a.node}`, "data-node": a.node });
+    item.append(el("h3", {}, a.node + (a.moves_output ? " · moves the output" : "")));
+    item.append(el("p", { class: "description" }, a.description));
+    if (a.strip) item.append(el("img", { src: a.strip, alt: `traversal strip of ${a.node}` }));
+    box.append(item);
+  }
+}
+
 async function init() {
   state.info = await api("/api/info");
   document.getElementById("run-name").textContent = state.info.name;
   document.getElementById("image-source").textContent = state.info.image_source;
-  if (state.info.graph_svg) {
-    document.getElementById("graph").innerHTML = state.info.graph_svg;
-  } else {
-    document.getElementById("graph").textContent = "No causal graph in this run (run glance graph RUN).";
-  }
+  showGraph(false);
+  document.getElementById("full-graph").addEventListener("change", (e) => showGraph(e.target.checked));
+  document.getElementById("graph-story").textContent = state.info.graph_story || "";
+  buildAtlas();
   if (!state.info.propagates) {
     document.getElementById("propagation-note").textContent =
       "No causal model for this run: moving a node changes only that node.";
