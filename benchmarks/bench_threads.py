@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             if case == "auto-idle":
                 expect = rows[-1]["fit_seconds"]
     judge(rows)
+    done = {r["preset"] for r in rows}
+    if RESULTS.is_file():  # keep the rows of presets not re-run this time
+        old = json.loads(RESULTS.read_text(encoding="utf-8")).get("rows", [])
+        rows = [r for r in old if r["preset"] not in done] + rows
     head = f"{'preset':8} {'case':14} {'wall s':>8} {'cpu s':>8} {'x pin':>6} {'dfig':>6}"
     print(f"\n{head}  threads")
     for r in rows:
