@@ -176,6 +176,24 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                     "yes" if r["pass"] else "**no**",
                 )
             )
+    threads = _load("threads")
+    for r in threads.get("rows", []) if threads else []:
+        case, preset = r["case"], r["preset"]
+        changes = " -> ".join(str(c[2]) for c in r.get("thread_changes", [])) or "pinned"
+        fig = f"{preset}: fit wall time, {case} (threads {changes}) (s)"
+        target = r.get("target", "(reference)" if case == "pinned-1" else "(info)")
+        met = "" if "met" not in r else ("yes" if r["met"] else "**no**")
+        out.append(("threads", fig, _fmt(r["fit_seconds"]), target, met))
+        if case != "pinned-1":
+            out.append(
+                (
+                    "threads",
+                    f"{preset}: {case} / pinned-1 wall time; largest figure difference",
+                    f"{r['ratio_to_pinned_1']:.2f}; {r['largest_figure_difference']:.3f}",
+                    "(info)",
+                    "",
+                )
+            )
     explain = _load("explain")
     for r in explain.get("must_reach", []) if explain else []:
         met = "" if r.get("pass") is None else ("yes" if r["pass"] else "**no**")
