@@ -1,4 +1,4 @@
-"""CLI of the data area: ``glance data morpho-mnist|shapes`` and ``glance measure``."""
+"""CLI of the data area: ``glance data morpho-mnist|shapes|pendulum`` and ``glance measure``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data`` (``morpho-mnist``, ``shapes``) and ``measure``."""
-    data = subparsers.add_parser("data", help="generate datasets (Morpho-MNIST, causal shapes)")
+    """Add ``data`` (``morpho-mnist``, ``shapes``, ``pendulum``) and ``measure``."""
+    data = subparsers.add_parser(
+        "data", help="generate datasets (Morpho-MNIST, causal shapes, pendulum)"
+    )
     sub = data.add_subparsers(dest="data_command", metavar="DATASET")
     data.set_defaults(func=lambda args: data.print_help() or 2)
 
@@ -49,6 +51,19 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     sh.add_argument("--jobs", type=positive_int, default=None, help="worker processes")
     sh.add_argument("--force", action="store_true", help="replace a dataset at --out")
     sh.set_defaults(func=_shapes)
+
+    pe = sub.add_parser(
+        "pendulum",
+        help="pendulum and light casting a shadow (CausalVAE scene): angles -> shadow -> label",
+        description="Write train/test splits; the label is the shadow's length (long vs short).",
+    )
+    pe.add_argument("--out", required=True, type=Path, help="output directory")
+    pe.add_argument("--n", type=positive_int, default=10_000, help="images (default: 10000)")
+    pe.add_argument("--size", type=int, choices=(64, 128), default=64, help="image side (px)")
+    pe.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    pe.add_argument("--jobs", type=positive_int, default=None, help="worker processes")
+    pe.add_argument("--force", action="store_true", help="replace a dataset at --out")
+    pe.set_defaults(func=_pendulum)
 
     me = subparsers.add_parser(
         "measure",
@@ -95,6 +110,22 @@ def _shapes(args: argparse.Namespace) -> int:
         force=args.force,
     )
     logger.info("causal shapes written to %s", args.out)
+    return 0
+
+
+def _pendulum(args: argparse.Namespace) -> int:
+    from glance.data.pendulum import generate_pendulum
+
+    generate_pendulum(
+        args.out,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        progress=not args.quiet,
+        force=args.force,
+    )
+    logger.info("pendulum written to %s", args.out)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Datasets: the embedded Morpho-MNIST digits, causal shapes and any image folder + CSV."""
+"""Datasets: the embedded Morpho-MNIST digits, causal shapes, pendulum, any image folder + CSV."""
 
 from glance.data.base import ArrayDataset, ImageDataset
 from glance.data.folder import ImageFolderDataset

@@ -42,12 +42,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from glance._io import atomic_directory, atomic_write_json
-from glance.data._csv import write_csv
 from glance.data._output import check_output_dir
-from glance.data._parallel import run_chunks
+from glance.data._render import (
+    SUPERSAMPLE,
+    box_average,
+    check_n_and_seed,
+    dag_truth,
+    sample_centres,
+    split_tables,
+    to_uint8,
+    write_splits,
+)
 from glance.exceptions import DataValidationError
 
 __all__ = [
@@ -68,7 +75,6 @@ _BASE_HUE = np.array([0.12, 0.42, 0.72])
 SIZE_RANGE, SIZE_THRESHOLD = (0.25, 0.6), 0.425
 TRAIN_FRACTION = 0.8
 GENERATOR = "glance.data.shapes"
-_SUPERSAMPLE = 4
 # Circumradius / (area-equivalent diameter / 2) per shape: sqrt(pi / area of unit circumradius).
 _CIRCUMRADIUS_PER_RADIUS = np.sqrt(np.pi / np.array([np.pi, 2.0, 3.0 * np.sqrt(3.0) / 4.0]))
 _EDGES = [("shape", "hue"), ("pos_y", "brightness"), ("size", "label")]
@@ -98,8 +104,8 @@ def render_shape(factors: Mapping[str, float], size: int) -> np.ndarray:
 
     The object is drawn on a ``4 size`` grid of pixel-centre samples and area-averaged down.
     """
-    m = size * _SUPERSAMPLE
-    coords = (np.arange(m) + 0.5) / m  # sample centres in [0, 1]
+    coords = sample_centres(size)
+    m = len(coords)
     shape = int(factors["shape"])
     # Circumradius of the shape whose area equals that of a circle of diameter ``size``.
     radius = float(factors["size"]) / 2.0 * float(_CIRCUMRADIUS_PER_RADIUS[shape])
@@ -118,30 +124,20 @@ def render_shape(factors: Mapping[str, float], size: int) -> np.ndarray:
         for angle in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3):
             inside &= np.cos(angle) * u + np.sin(angle) * v <= 0.5
     if "cue" in factors and int(factors["cue"]):
-        side = max(m // 8, _SUPERSAMPLE)
+        side = max(m // 8, SUPERSAMPLE)
         cue = np.zeros((m, m), dtype=bool)
-        cue[_SUPERSAMPLE : _SUPERSAMPLE + side, _SUPERSAMPLE : _SUPERSAMPLE + side] = True
+        cue[SUPERSAMPLE : SUPERSAMPLE + side, SUPERSAMPLE : SUPERSAMPLE + side] = True
     else:
         cue = None
-    cover = inside.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))
+    cover = box_average(inside, size)
     colour = _hsv_to_rgb(float(factors["hue"]), 0.8, float(factors["brightness"]))
     image = float(factors["background"]) + cover[..., None] * (
         colour - float(factors["background"])
     )
     if cue is not None:
-        mark = cue.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))
+        mark = box_average(cue, size)
         image = image + mark[..., None] * (np.ones(3) - image)
-    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _render_chunk(chunk: tuple[Path, int, dict[str, np.ndarray]], kw: Mapping[str, Any]) -> int:
-    folder, start, factors = chunk
-    n = len(factors["shape"])
-    for k in range(n):
-        img = render_shape({name: col[k] for name, col in factors.items()}, kw["size"])
-        # Written directly: the whole dataset directory is renamed into place only when complete.
-        Image.fromarray(img).save(folder / f"{start + k:06d}.png", optimize=False)
-    return n
+    return to_uint8(image)
 
 
 def _truth(variant: str, size: int, cue_agreement: float, seed: int, n: int) -> dict:
@@ -153,10 +149,7 @@ def _truth(variant: str, size: int, cue_agreement: float, seed: int, n: int) -> 
         "image_size": size,
         "seed": seed,
         "n": n,
-        "factors": factors,
-        "nodes": factors + ["label"],
-        "edges": [{"source": a, "target": b} for a, b in edges],
-        "roots": [f for f in factors if all(t != f for _, t in edges)],
+        **dag_truth(factors, edges),
         "label_rule": {
             "factors": ["size"],
             "expression": f"label = 1 if size >= {SIZE_THRESHOLD} else 0",
@@ -232,14 +225,11 @@ def generate_shapes(
     DataValidationError
         Invalid ``n``, ``size``, ``variant``, ``seed`` or ``cue_agreement``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise DataValidationError(f"n must be an integer >= 2 (one image per split); got {n!r}")
+    check_n_and_seed(n, seed)
     if size not in (32, 64):
         raise DataValidationError(f"size must be 32 or 64; got {size!r}")
     if variant not in ("plain", "spurious"):
         raise DataValidationError(f"variant must be 'plain' or 'spurious'; got {variant!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise DataValidationError(f"seed must be a non-negative integer; got {seed!r}")
     if not 0.5 <= cue_agreement <= 1.0:
         raise DataValidationError(f"cue_agreement must lie in [0.5, 1]; got {cue_agreement!r}")
     check_output_dir(out, "truth.json", GENERATOR, force=force)
@@ -248,32 +238,21 @@ def generate_shapes(
     if variant == "spurious":
         agree = rng.random(n) < cue_agreement
         factors["cue"] = np.where(agree, factors["label"], 1 - factors["label"])
-    n_train = min(max(int(round(TRAIN_FRACTION * n)), 1), n - 1)
-    splits = {"train": slice(0, n_train), "test": slice(n_train, n)}
+    tables = split_tables(factors, n, TRAIN_FRACTION)
+    if variant == "spurious":
+        tables["test_reversed"] = dict(tables["test"], cue=1 - tables["test"]["cue"])
     with atomic_directory(out) as tmp:
-        jobs = []
-        tables = {}
-        for split, sl in splits.items():
-            tables[split] = {k: v[sl] for k, v in factors.items()}
-        if variant == "spurious":
-            tables["test_reversed"] = dict(tables["test"], cue=1 - tables["test"]["cue"])
-        for split, table in tables.items():
-            folder = tmp / split / "images"
-            folder.mkdir(parents=True)
-            m = len(table["label"])
-            for i in range(0, m, chunk_size):
-                jobs.append((folder, i, {k: v[i : i + chunk_size] for k, v in table.items()}))
-            _write_factors(tmp / split / "factors.csv", table)
-        run_chunks(_render_chunk, jobs, {"size": size}, n_jobs, progress=progress, desc="shapes")
+        write_splits(
+            tmp,
+            tables,
+            render_shape,
+            size=size,
+            integer_columns=("shape", "cue"),
+            n_jobs=n_jobs,
+            chunk_size=chunk_size,
+            progress=progress,
+            desc="shapes",
+        )
         atomic_write_json(tmp / "truth.json", _truth(variant, size, cue_agreement, seed, n))
     logger.info("wrote %d %s shapes (%d px) to %s", n, variant, size, out)
     return Path(out)
-
-
-def _write_factors(path: Path, table: Mapping[str, np.ndarray]) -> None:
-    names = [k for k in table if k != "label"]
-    m = len(table["label"])
-    files = [f"images/{k:06d}.png" for k in range(m)]
-    columns = [files, table["label"]]
-    columns += [table[k] if k in ("shape", "cue") else table[k].astype(np.float64) for k in names]
-    write_csv(path, ["filename", "label", *names], columns)
