@@ -499,8 +499,13 @@ class Trainer:
         for name, out in (("generator", g_out), ("discriminator", d_out)):
             self.optimizers[name].zero_grad(set_to_none=True)
             self.precision.step(name, self.optimizers[name], out["loss"])
-        update_ema(p.generator_ema, p.generator, t.ema_beta)
+        update_ema(p.generator_ema, p.generator, ema_beta_at(t, self._generator_steps_done(step)))
         return {**g_out, **{k: v for k, v in d_out.items() if k != "loss"}, "d_loss": d_out["loss"]}
+
+    def _generator_steps_done(self, step: int) -> int:
+        """Generator steps done once ``step`` ends, counted from the first generator stage."""
+        first = next(s.start for s in self.stages if s.name != "encoder")
+        return step - first + 1
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step of the stage that ``step`` belongs to."""
@@ -637,6 +642,16 @@ def encode_features(
         for i in range(0, len(features), batch)
     ]
     return torch.cat(out) if out else torch.zeros(0, encoder.z_dim)
+
+
+def ema_beta_at(train: Any, steps_done: int) -> float:
+    """The EMA decay after ``steps_done`` generator steps: ``train.ema_beta``, or less while the
+    half-life ``ln 0.5 / ln beta`` (in steps) would exceed ``train.ema_rampup × steps_done``."""
+    beta = float(train.ema_beta)
+    rampup = getattr(train, "ema_rampup", None)
+    if rampup is None or beta == 0.0:
+        return beta
+    return min(beta, 0.5 ** (1.0 / max(rampup * steps_done, 1e-8)))
 
 
 @torch.no_grad()
