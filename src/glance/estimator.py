@@ -453,7 +453,13 @@ class Glance:
         Returns a dict with ``fidelity``, ``reconstruction_fidelity``, ``sampled_fidelity``,
         ``alignment_r2`` and ``generated_alignment`` (context → value, None where it cannot be
         measured), ``mig``, ``dci``, ``fid``, ``kid``, ``fit_seconds``,
-        ``counterfactual_soundness`` and ``data`` (what was measured).
+        ``reconstruction_ssim``, ``readback_r2`` (context → R² of the context read back from
+        ``G(E(x))``, None with the reason in ``readback_r2_unmeasured`` where it cannot be
+        read), ``readers`` (each context reader's held-out R² and source) and
+        ``readers_training``, ``counterfactual_soundness`` (composition, reversibility,
+        effectiveness and specificity) and ``data`` (what was measured). The context readers
+        (:mod:`glance.metrics.readers`) are fitted on the run's training data and cached in
+        the run (refitted when the data or contexts change).
 
         ``out`` records them: given a run directory (e.g. this estimator's), the figures and
         the reconstruction/sample grids are sealed into it — as the run's own evaluation when

@@ -18,13 +18,19 @@ import numpy as np
 import torch
 
 from glance._io import atomic_open
+from glance.metrics.readers import MORPHOMETRIC_CONTEXTS
 
 __all__ = ["evaluate", "measure", "save_grid", "MEASURABLE_CONTEXTS"]
 
 logger = logging.getLogger(__name__)
 
 #: Contexts that can be measured on a generated single-channel image (glance morphometrics).
-MEASURABLE_CONTEXTS = ("area", "length", "thickness", "slant", "width", "height", "intensity")
+MEASURABLE_CONTEXTS = MORPHOMETRIC_CONTEXTS
+#: Fewer other images than this in the evaluation data: the context readers (fitted there when
+#: the training data is unknown) are fitted on the evaluation images themselves.
+MIN_READER_IMAGES = 200
+#: Reconstruction SSIM is the mean over at most this many evaluation images (bounded cost).
+SSIM_IMAGES = 2000
 
 
 def _clean(value: float) -> float | None:
@@ -71,44 +77,162 @@ def _generated_alignment(est: Any, z: torch.Tensor, images: torch.Tensor) -> dic
 #: Images the counterfactual soundness figures are measured on (the first of the evaluation set).
 SOUNDNESS_IMAGES = 64
 
+_NO_GRAPH = (
+    "no causal graph in the run: every other context counts as a non-descendant (run 'glance "
+    "graph RUN' so that effects through the graph are not counted as cross-talk)"
+)
 
-def _soundness(est: Any, images: torch.Tensor) -> dict[str, Any]:
-    """Counterfactual soundness (Monteiro et al. 2023): composition, reversibility, and
-    effectiveness of every aligned context that can be measured on a generated image.
 
-    Effectiveness needs a measurement of the context on images that does not come from the twin
-    itself (else it would be circular): glance's morphometrics for the Morpho-MNIST contexts on
-    single-channel images; other contexts get ``None`` with the reason.
+def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
+    """Counterfactual soundness (Monteiro et al. 2023): composition, reversibility, and the
+    effectiveness and specificity of an intervention on every aligned context that can be read.
+
+    Both need a measurement of the contexts on images that does not come from the twin itself
+    (else they would be circular): the context reader (:mod:`glance.metrics.readers`), i.e.
+    glance's morphometrics for Morpho-MNIST contexts on single-channel images and a CNN trained
+    on real images for the others. A context the reader cannot read gets ``None`` with the
+    reason. Specificity of ``do(k)``: the mean absolute read change of each other readable
+    context that is not a descendant of ``k`` in the twin's causal graph, as a fraction of the
+    read change of ``k`` (both in context std units).
     """
     from glance.explain import Twin, soundness
 
     twin = Twin.from_glance(est)
+    names = list(est.context_names_)
     res: dict[str, Any] = {
         "composition": soundness.composition(twin, images),
-        "reversibility": soundness.reversibility(
-            twin, images, nodes=list(est.context_names_) or None
-        ),
+        "reversibility": soundness.reversibility(twin, images, nodes=names or None),
         "effectiveness": {},
+        "specificity": {},
     }
-    for k, name in enumerate(est.context_names_):
-        if name not in MEASURABLE_CONTEXTS or images.shape[1] != 1:
-            res["effectiveness"][name] = None
-            res.setdefault("effectiveness_unmeasured", {})[name] = (
-                "no measurement of this context on generated images (glance measures the "
-                "Morpho-MNIST morphometrics on single-channel images)"
-            )
+    if not names:
+        return res
+    if twin.scm is None:
+        res["specificity_note"] = _NO_GRAPH
+    unreadable = [c for c in names if not reader.readable(c)]
+    for k, name in enumerate(names):
+        if name in unreadable:
+            for key in ("effectiveness", "specificity"):
+                res[key][name] = None
+                res.setdefault(f"{key}_unmeasured", {})[name] = reader.reason(name)
             continue
-
-        def measure_one(imgs: torch.Tensor, name: str = name) -> np.ndarray:
-            from glance.data.morphometrics import measure
-
-            u8 = (imgs[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-            return np.asarray(measure(u8)[name], dtype=np.float64)
-
-        res["effectiveness"][name] = soundness.effectiveness(
-            twin, images, name, measure_one, unit=float(est.context_std_[k])
+        readout = soundness.read_interventions(twin, images, k, reader.read)
+        res["effectiveness"][name] = soundness.effectiveness_from(
+            readout, column=k, unit=float(est.context_std_[k])
         )
+        descendants = [names[d] for d in twin.descendants(k) if d < len(names)]
+        spec = soundness.specificity_from(
+            readout, names, scale=reader.std, exclude=[*descendants, *unreadable]
+        )
+        spec["excluded"] = sorted(set(descendants) & set(names))
+        spec["unreadable"] = [c for c in unreadable if c != name]
+        res["specificity"][name] = spec
     return res
+
+
+def _context_reader(est: Any, dataset: Any, idx: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The context reader of the run's contexts and where it was fitted (``None`` without
+    contexts): cached in the estimator's run when it has one."""
+    from glance.metrics.readers import load_or_fit_reader
+
+    names = list(est.context_names_)
+    if not names:
+        return None, {}
+    data, exclude, note = _reader_data(est, dataset, idx)
+    reader = load_or_fit_reader(
+        data,
+        names,
+        run=getattr(est, "run_", None),
+        random_state=int(getattr(est, "random_state", 0) or 0),
+        exclude=exclude,
+    )
+    rec = reader.record
+    info = {
+        "data": note,
+        "fingerprint": rec.get("fingerprint"),
+        "n_images": rec.get("n_images"),
+        "n_heldout": rec.get("n_heldout"),
+        "seconds": rec.get("seconds"),
+        "cached": rec.get("cached"),
+        "settings": rec.get("settings"),
+    }
+    return reader, info
+
+
+def _reader_data(est: Any, dataset: Any, idx: np.ndarray) -> tuple[Any, Any, str]:
+    """(dataset, indices to leave out, description) the context readers are fitted on: the
+    run's training data when it is recorded and unchanged, else the evaluation data."""
+    from glance.exceptions import CheckpointError, DataValidationError
+
+    record = getattr(est, "train_data_", None)
+    if isinstance(record, dict) and isinstance(record.get("data"), str):
+        try:
+            return (
+                _training_dataset(est, record),
+                None,
+                f"training data of the run ({record['data']}, split {record.get('train_split')})",
+            )
+        except (DataValidationError, CheckpointError, OSError) as exc:
+            logger.warning("context readers fitted on the evaluation data: %s", exc)
+    if len(dataset) - len(idx) >= MIN_READER_IMAGES:
+        return dataset, idx, "evaluation data without the images measured (no training data)"
+    return dataset, None, "evaluation data, images measured included (no training data)"
+
+
+def _training_dataset(est: Any, record: dict[str, Any]) -> Any:
+    """The recorded training split, refused if it changed since the fit."""
+    run = getattr(est, "run_", None)
+    if run is not None:
+        return run.dataset("train")
+    from glance.data import load_dataset
+    from glance.exceptions import DataValidationError
+
+    split = record.get("train_split")
+    ds = load_dataset(record["data"], split)
+    expected = (record.get("fingerprints") or {}).get(str(split))
+    if expected is not None and _fingerprint(ds) != expected:
+        raise DataValidationError(f"{record['data']} (split {split}) changed since the fit")
+    return ds
+
+
+def _readback(reader: Any, x: torch.Tensor, x_rec: torch.Tensor, raw: np.ndarray) -> dict:
+    """``readback_r2`` (the reader on ``G(E(x))`` against ``x``'s own contexts), the reasons
+    where it is not given, and the reader's R² on the real evaluation images beside it."""
+    from glance.metrics.readers import r2_score
+
+    real, recon = reader.read(x), reader.read(x_rec)
+    summary = reader.summary()
+    out: dict[str, Any] = {"readback_r2": {}, "readers": {}}
+    for j, c in enumerate(reader.contexts):
+        out["readers"][c] = {**summary[c], "evaluation_r2": _opt(r2_score(raw[:, j], real[:, j]))}
+        value = _opt(r2_score(raw[:, j], recon[:, j])) if reader.readable(c) else None
+        out["readback_r2"][c] = value
+        if value is None:
+            out.setdefault("readback_r2_unmeasured", {})[c] = reader.reason(c) or (
+                f"fewer than 2 evaluation images with {c!r} known, or {c!r} constant there"
+            )
+    return out
+
+
+def _opt(value: float | None) -> float | None:
+    return None if value is None else _clean(value)
+
+
+def _ssim(x: torch.Tensor, x_rec: torch.Tensor) -> float | None:
+    """Mean SSIM (Wang et al. 2004; scikit-image, 7x7 window, data range 1) of each image and
+    its reconstruction, over the first :data:`SSIM_IMAGES`; ``None`` for images under 7 px."""
+    from skimage.metrics import structural_similarity
+
+    n = min(len(x), SSIM_IMAGES)
+    if n == 0 or min(x.shape[-2:]) < 7:
+        return None
+    a = x[:n].clamp(0, 1).double().numpy()
+    b = x_rec[:n].detach().cpu().clamp(0, 1).double().numpy()
+    if a.shape[1] == 1:
+        vals = [structural_similarity(a[i, 0], b[i, 0], data_range=1.0) for i in range(n)]
+    else:
+        vals = [structural_similarity(a[i], b[i], channel_axis=0, data_range=1.0) for i in range(n)]
+    return _clean(float(np.mean(vals)))
 
 
 def evaluate(
@@ -228,7 +352,13 @@ def measure(
         "fit_seconds": _clean(getattr(est, "fit_seconds_", float("nan"))),
     }
     result.update(_disentanglement(raw, z.numpy(), random_state))
-    result["counterfactual_soundness"] = _soundness(est, x[:SOUNDNESS_IMAGES])
+    result["reconstruction_ssim"] = _ssim(x, x_rec)
+    reader, result["readers_training"] = _context_reader(est, dataset, idx)
+    if reader is not None:
+        result.update(_readback(reader, x, x_rec, raw))
+    else:
+        result.update({"readback_r2": {}, "readers": {}})
+    result["counterfactual_soundness"] = _soundness(est, x[:SOUNDNESS_IMAGES], reader)
     return result, (x, x_rec, x_s)
 
 

@@ -20,6 +20,8 @@ Layout (docs/architecture.md)::
     evaluations/NAME/  evaluations on other data, one folder per dataset measured
     graph/             causal graph, SCM, global importances
     atlas/             the concept atlas (atlas.json, traversal strips, class attributes)
+    readers/           the context readers evaluate measures generated images with (a cache:
+                       reader.json + reader.safetensors, refitted when the data change)
     explanations/      local explanations (any other sub-folder ``glance explain`` is told)
     report.html        the report
     checkpoints/       fit's working area (checkpoints, live log); never sealed
@@ -95,6 +97,7 @@ GRIDS = {"reconstructions": "reconstructions.png", "samples": "samples.png"}
 EVALUATIONS = "evaluations"
 GRAPH = "graph"
 ATLAS = "atlas"
+READERS = "readers"
 EXPLANATIONS = "explanations"
 REPORT = "report.html"
 CHECKPOINTS = "checkpoints"
@@ -116,6 +119,7 @@ RESERVED = (
     EVALUATIONS,
     GRAPH,
     ATLAS,
+    READERS,
     REPORT,
     CHECKPOINTS,
     *GRIDS.values(),
@@ -840,7 +844,7 @@ class Run:
         """Replace the folder ``RUN/rel`` by what ``writer(staging_folder)`` writes, sealed."""
         rel = _check_rel(rel)
         top = rel.split("/")[0]
-        if top in RESERVED and top not in (GRAPH, ATLAS, EXPLANATIONS):
+        if top in RESERVED and top not in (GRAPH, ATLAS, READERS, EXPLANATIONS):
             raise ConfigError(f"{self.path / rel}: {top!r} is reserved for glance's own files")
         with self.writing(), self.transaction() as txn:
             return writer(txn.directory(rel))
@@ -859,6 +863,11 @@ class Run:
     def atlas_dir(self) -> str:
         """Run-relative folder of the concept atlas."""
         return ATLAS
+
+    @property
+    def readers_dir(self) -> str:
+        """Run-relative folder of the context readers (:mod:`glance.metrics.readers`)."""
+        return READERS
 
     @property
     def explanations_dir(self) -> str:

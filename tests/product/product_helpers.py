@@ -51,8 +51,10 @@ def make_fixture_run(
     with_graph: bool = True,
     with_explanations: bool = True,
     n_images: int = 3,
+    metrics_extra: dict | None = None,
 ) -> Path:
-    """Write a small run directory with the artefacts of every area, and its manifest."""
+    """Write a small run directory with the artefacts of every area, and its manifest
+    (``metrics_extra`` updates the figures of ``metrics.json``)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text("preset: fast\nseed: 0\ncontexts: [thickness, intensity]\n")
     (root / "state.json").write_text(
@@ -91,6 +93,7 @@ def make_fixture_run(
                 "effectiveness": {"thickness": {"spearman": 0.88}, "intensity": None},
             },
         }
+        metrics.update(metrics_extra or {})
         (root / "metrics.json").write_text(json.dumps(metrics))
     if with_graph:
         nodes = (

@@ -103,6 +103,60 @@ def test_changed_metrics_change_the_report(tmp_path: Path) -> None:
     assert "low-fidelity" in doc.ids
 
 
+READBACK = {
+    "reconstruction_ssim": 0.81,
+    "readback_r2": {"thickness": 0.9, "intensity": None},
+    "readback_r2_unmeasured": {"intensity": "the reader CNN read 'intensity' with R² 0.12"},
+    "readers": {
+        "thickness": {"heldout_r2": 0.97, "source": "cnn"},
+        "intensity": {"heldout_r2": 0.12, "source": "cnn"},
+    },
+}
+
+
+def test_reconstruction_figures_below_their_floor_stamp_the_report(tmp_path: Path) -> None:
+    html = render_report(make_fixture_run(tmp_path / "good", metrics_extra=READBACK))
+    doc = _parse(html)
+    assert doc.rows["reconstruction_ssim"]["grade"] == "pass"
+    assert doc.rows["readback_r2.thickness"]["grade"] == "pass"
+    assert doc.rows["readback_r2.intensity"]["grade"] == "missing"
+    assert "R² 0.12" in html and "held-out R² 0.97" in html  # the reason; the reader's own R²
+    assert "low-fidelity" not in doc.ids
+    for i, (change, shown) in enumerate(
+        (
+            ({"reconstruction_ssim": 0.41}, "Reconstruction SSIM is 0.41"),
+            (
+                {"readback_r2": {"thickness": 0.35, "intensity": None}},
+                "Readback R²: thickness is 0.35",
+            ),
+        )
+    ):
+        run = make_fixture_run(tmp_path / f"bad{i}", metrics_extra={**READBACK, **change})
+        html = render_report(run)
+        doc = _parse(html)
+        assert {"low-fidelity", "low-reconstruction"} <= doc.ids
+        assert shown in html and "the surrogate agrees" not in html  # fidelity itself passes
+
+
+def test_specificity_rows_grade_the_worst_cross_talk(tmp_path: Path) -> None:
+    cs = {
+        "effectiveness": {"thickness": {"spearman": 0.9}, "intensity": {"spearman": 0.85}},
+        "specificity": {
+            "thickness": {"worst": 0.04, "worst_context": "intensity"},
+            "intensity": {"worst": 0.3, "worst_context": "thickness"},
+        },
+        "specificity_note": "no causal graph in the run",
+    }
+    html = render_report(
+        make_fixture_run(tmp_path / "run", metrics_extra={"counterfactual_soundness": cs})
+    )
+    doc = _parse(html)
+    assert doc.rows["counterfactual_specificity.thickness"]["grade"] == "pass"
+    assert doc.rows["counterfactual_specificity.intensity"]["grade"] == "fail"
+    assert "worst: thickness" in html and "no causal graph in the run" in html
+    assert "low-fidelity" not in doc.ids  # counterfactual figures do not stamp the run
+
+
 def test_report_is_self_contained(fixture_run: Path) -> None:
     html = render_report(fixture_run)
     doc = _parse(html)

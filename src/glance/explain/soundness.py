@@ -4,7 +4,9 @@ Counterfactual soundness follows Monteiro et al. (2023, "Measuring axiomatic sou
 counterfactual image models"):
 
 - :func:`effectiveness` — intervening on an aligned context changes the context *measured on the
-  generated image* the right way (on Morpho-MNIST, with :mod:`glance.data.morphometrics`);
+  generated image* the right way (with glance's morphometrics, or a context reader of
+  :mod:`glance.metrics.readers`); :func:`specificity_from` — and leaves the contexts that are not
+  its descendants alone (cross-talk);
 - :func:`composition` — the null intervention reproduces the reconstruction (and re-encoding the
   reconstruction comes back to it);
 - :func:`reversibility` — undoing an intervention comes back to the reconstruction.
@@ -35,7 +37,12 @@ from glance.explain.explanation import LocalExplanation
 from glance.explain.importance import InterventionalImportance
 
 __all__ = [
+    "DELTAS",
+    "InterventionReadout",
+    "read_interventions",
     "effectiveness",
+    "effectiveness_from",
+    "specificity_from",
     "composition",
     "reversibility",
     "randomisation_sanity",
@@ -63,6 +70,98 @@ def _pred(twin: Twin, x: torch.Tensor) -> np.ndarray:
     return twin.classify(x).argmax(1).cpu().numpy()
 
 
+#: Shifts (node std units) of the effectiveness and specificity interventions.
+DELTAS = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionReadout:
+    """What a measurement read on ``G(z')`` for ``do(node = node + δ)``, every image and shift.
+
+    Built by :func:`read_interventions`; summarised by :func:`effectiveness_from` (the node's own
+    column) and :func:`specificity_from` (the other columns).
+
+    Attributes
+    ----------
+    node
+        The node intervened on.
+    deltas
+        The shifts asked for (node std units), length ``G``.
+    shifts
+        The shift actually made in ``z`` units, shape (N, G) (an intervention is clipped to the
+        node's support).
+    base
+        The measurement on ``G(E(x))``, shape (N, m).
+    after
+        The measurement on ``G(z')``, shape (N, G, m).
+    """
+
+    node: str
+    deltas: tuple[float, ...]
+    shifts: np.ndarray
+    base: np.ndarray
+    after: np.ndarray
+
+    @property
+    def change(self) -> np.ndarray:
+        """Measured change ``after - base``, shape (N, G, m)."""
+        return self.after - self.base[:, None, :]
+
+
+def _columns(values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[:, None] if arr.ndim == 1 else arr
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ShapeError(
+            f"'measure' must return shape (N,) or (N, m) for N = {n} images; got {arr.shape}"
+        )
+    return arr
+
+
+@torch.no_grad()
+def read_interventions(
+    model: Any,
+    images: torch.Tensor,
+    node: str | int,
+    measure: Callable[[torch.Tensor], np.ndarray],
+    *,
+    deltas: Sequence[float] = DELTAS,
+) -> InterventionReadout:
+    """Intervene ``do(node = node + δ)`` for every shift and read ``G(z')`` with ``measure``.
+
+    Parameters
+    ----------
+    model
+        A fitted :class:`glance.Glance` or a :class:`~glance.explain.Twin`.
+    images
+        Float images in ``[0, 1]``, shape (N, C, H, W).
+    node
+        The node (name or index).
+    measure
+        ``images -> values`` of shape (N,) or (N, m): one attribute, or several read at once
+        (e.g. every context, by a :class:`glance.metrics.readers.ContextReader`).
+    deltas
+        Shifts in node std units (total interventions: the SCM moves the descendants).
+    """
+    twin = _twin(model)
+    j = _node(twin, node, "read_interventions")
+    z = twin.encode(images).float()
+    base = _columns(measure(twin.generate(z)), len(z))
+    shifts, after = [], []
+    for dl in deltas:
+        zp = twin.intervene(z, {j: twin.shift(j, z[:, j], torch.full_like(z[:, j], float(dl)))})
+        after.append(_columns(measure(twin.generate(zp)), len(z)))
+        # The shift actually made (an intervention is clipped to the node's support).
+        shifts.append((zp[:, j] - z[:, j]).cpu().numpy().astype(np.float64))
+    return InterventionReadout(
+        node=twin.nodes[j],
+        deltas=tuple(float(d) for d in deltas),
+        shifts=np.stack(shifts, 1),
+        base=base,
+        after=np.stack(after, 1),
+    )
+
+
 @torch.no_grad()
 def effectiveness(
     model: Any,
@@ -70,7 +169,7 @@ def effectiveness(
     node: str | int,
     measure: Callable[[torch.Tensor], np.ndarray],
     *,
-    deltas: Sequence[float] = (-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0),
+    deltas: Sequence[float] = DELTAS,
     unit: float = 1.0,
 ) -> dict[str, Any]:
     """Does ``do(node = node + δ)`` change the measured attribute of ``G(z')`` the right way?
@@ -84,7 +183,8 @@ def effectiveness(
     node
         The aligned context node (name or index).
     measure
-        ``images -> values (N,)``: the attribute measured on images (e.g. morphometric thickness).
+        ``images -> values (N,)``: the attribute measured on images (e.g. morphometric thickness,
+        or a context reader's column).
     deltas
         Shifts in node std units.
     unit
@@ -93,36 +193,109 @@ def effectiveness(
     Returns
     -------
     dict
+        See :func:`effectiveness_from`.
+    """
+    readout = read_interventions(model, images, node, measure, deltas=deltas)
+    return effectiveness_from(readout, unit=unit)
+
+
+def effectiveness_from(
+    readout: InterventionReadout, *, column: int = 0, unit: float = 1.0
+) -> dict[str, Any]:
+    """Effectiveness of the intervention of ``readout``, measured by its column ``column``.
+
+    Returns
+    -------
+    dict
         ``spearman`` between the intended shift and the measured change (all images and shifts
         pooled), ``per_image_spearman`` (mean), ``slope`` of change on intended change (1 is
         perfect calibration), ``mean_abs_error`` of the change in attribute units, counts.
     """
-    twin = _twin(model)
-    j = _node(twin, node, "effectiveness")
-    z = twin.encode(images).float()
-    base = np.asarray(measure(twin.generate(z)), dtype=np.float64)
-    rows, changes = [], []
-    for dl in deltas:
-        zp = twin.intervene(z, {j: twin.shift(j, z[:, j], torch.full_like(z[:, j], float(dl)))})
-        m = np.asarray(measure(twin.generate(zp)), dtype=np.float64)
-        # The shift actually made (an intervention is clipped to the node's support).
-        rows.append((zp[:, j] - z[:, j]).cpu().numpy().astype(np.float64) * unit)
-        changes.append(m - base)
-    intended, change = np.stack(rows, 1), np.stack(changes, 1)  # [N, G]
+    intended = readout.shifts * unit  # [N, G]
+    change = readout.change[:, :, column]
     ok = np.isfinite(change).all(1)
-    per = [spearmanr(intended[i], change[i])[0] for i in np.flatnonzero(ok)]
+    per = [_rank_corr(intended[i], change[i]) for i in np.flatnonzero(ok)]
     per = [r for r in per if np.isfinite(r)]
     x, y = intended[ok].ravel(), change[ok].ravel()
     slope = float(np.polyfit(x, y, 1)[0]) if x.size > 1 else float("nan")
     return {
-        "node": twin.nodes[j],
-        "deltas": [float(d) for d in deltas],
-        "spearman": float(spearmanr(x, y)[0]) if x.size > 1 else float("nan"),
+        "node": readout.node,
+        "deltas": list(readout.deltas),
+        "spearman": _rank_corr(x, y),
         "per_image_spearman": float(np.mean(per)) if per else float("nan"),
         "slope": slope,
         "mean_abs_error": float(np.mean(np.abs(y - x))) if x.size else float("nan"),
         "n_images": int(ok.sum()),
         "n_unmeasurable": int((~ok).sum()),
+    }
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman of two vectors; NaN when either is constant (no ranking: nothing changed)."""
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b)[0])
+
+
+def specificity_from(
+    readout: InterventionReadout,
+    names: Sequence[str],
+    *,
+    scale: Sequence[float] | None = None,
+    exclude: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Cross-talk of an intervention: how much it moves the *other* measured attributes.
+
+    For the node ``k`` of ``readout`` (one of ``names``) and every other column ``j`` not in
+    ``exclude`` (the node's descendants, which *should* move): the mean absolute measured change
+    of ``j`` as a fraction of that of ``k``, both in units of ``scale`` (e.g. each context's
+    std), pooled over images and shifts. 0 is a perfectly specific intervention.
+
+    Parameters
+    ----------
+    readout
+        From :func:`read_interventions`, with one column per name.
+    names
+        Column names; the readout's node must be one of them.
+    scale
+        Per column, the size of one unit (default 1).
+    exclude
+        Columns left out (the node's descendants in the causal graph).
+
+    Returns
+    -------
+    dict
+        ``cross_talk`` {name: fraction}, the ``worst`` fraction and its ``worst_context``
+        (``None`` when no column is compared), ``change`` (mean absolute change of the node in
+        its units), ``excluded`` (the names left out), ``n_images``.
+    """
+    names = [str(n) for n in names]
+    if readout.node not in names or readout.change.shape[2] != len(names):
+        raise ConfigError(
+            f"'names' of specificity_from must name the readout's {readout.change.shape[2]} "
+            f"columns, including its node {readout.node!r}; got {names}"
+        )
+    unit = np.ones(len(names)) if scale is None else np.asarray(scale, dtype=np.float64)
+    change = np.abs(readout.change) / unit  # [N, G, m]
+    ok = np.isfinite(change).all(axis=(1, 2))
+    mean = change[ok].mean(axis=(0, 1)) if ok.any() else np.full(len(names), np.nan)
+    k = names.index(readout.node)
+    own = float(mean[k])
+    cross: dict[str, float | None] = {}
+    for j, name in enumerate(names):
+        if j == k or name in exclude:
+            continue
+        cross[name] = float(mean[j] / own) if own > 0 and np.isfinite(own) else None
+    valid = {n: v for n, v in cross.items() if v is not None and np.isfinite(v)}
+    worst = max(valid, key=valid.__getitem__) if valid else None
+    return {
+        "node": readout.node,
+        "cross_talk": cross,
+        "worst": valid[worst] if worst is not None else None,
+        "worst_context": worst,
+        "change": own,
+        "excluded": [n for n in names if n in exclude and n != readout.node],
+        "n_images": int(ok.sum()),
     }
 
 

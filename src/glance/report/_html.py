@@ -27,7 +27,7 @@ from glance.report._artifacts import (
     safe_run_path,
 )
 from glance.report._svg import bar_chart, graph_svg, heat_map
-from glance.report._thresholds import FIDELITY_FLOOR, THRESHOLDS, grade
+from glance.report._thresholds import FIDELITY_FLOOR, RECONSTRUCTION_STAMPS, THRESHOLDS, grade
 
 __all__ = ["render_report", "write_report", "normalise_interactions"]
 
@@ -74,11 +74,14 @@ def _soundness_rows(cs: Any) -> list[dict]:
         return []
     rows = []
     eff = cs.get("effectiveness")
+    why = cs.get("effectiveness_unmeasured")
     for ctx, e in eff.items() if isinstance(eff, Mapping) else []:
         value = e.get("spearman") if isinstance(e, Mapping) else None
         label = f"{THRESHOLDS['counterfactual_effectiveness'].label}: {ctx}"
-        rows.append(_metric_row(f"counterfactual_effectiveness.{ctx}", label, value,
-                                "counterfactual_effectiveness"))  # fmt: skip
+        row = _metric_row(f"counterfactual_effectiveness.{ctx}", label, value,
+                          "counterfactual_effectiveness")  # fmt: skip
+        rows.append(_with_reason(row, why, ctx))
+    rows += _specificity_rows(cs)
     comp, rev = cs.get("composition"), cs.get("reversibility")
     if isinstance(comp, Mapping):
         key = "counterfactual_composition"
@@ -89,9 +92,73 @@ def _soundness_rows(cs: Any) -> list[dict]:
     return rows
 
 
+def _specificity_rows(cs: Mapping[str, Any]) -> list[dict]:
+    """One row per context intervened on: its worst cross-talk (runs before it: none)."""
+    spec = cs.get("specificity")
+    why = cs.get("specificity_unmeasured")
+    key = "counterfactual_specificity"
+    rows = []
+    for ctx, sp in spec.items() if isinstance(spec, Mapping) else []:
+        worst = sp.get("worst") if isinstance(sp, Mapping) else None
+        row = _with_reason(
+            _metric_row(f"{key}.{ctx}", f"{THRESHOLDS[key].label}: {ctx}", worst, key), why, ctx
+        )
+        if isinstance(sp, Mapping) and sp.get("worst_context"):
+            row["description"] += f" (worst: {sp['worst_context']})"
+        rows.append(row)
+    if rows and isinstance(cs.get("specificity_note"), str):
+        rows[-1]["description"] += f". {cs['specificity_note']}"
+    return rows
+
+
+def _with_reason(row: dict, reasons: Any, ctx: str) -> dict:
+    """A row whose figure is not given says why (the reader cannot read the context...)."""
+    if row["value"] is None and isinstance(reasons, Mapping) and reasons.get(ctx):
+        row["description"] = f"not given: {reasons[ctx]}"
+    return row
+
+
+def _readback_rows(metrics: Mapping[str, Any]) -> list[dict]:
+    """Reconstruction SSIM and readback R² per context, with the reader's own held-out R²
+    (runs evaluated before they were measured show none)."""
+    rows = []
+    if "reconstruction_ssim" in metrics:
+        key = "reconstruction_ssim"
+        rows.append(_metric_row(key, THRESHOLDS[key].label, metrics.get(key)))
+    per = metrics.get("readback_r2")
+    readers = metrics.get("readers") if isinstance(metrics.get("readers"), Mapping) else {}
+    for ctx, v in per.items() if isinstance(per, Mapping) else []:
+        row = _metric_row(f"readback_r2.{ctx}", f"{THRESHOLDS['readback_r2'].label}: {ctx}", v,
+                          "readback_r2")  # fmt: skip
+        row = _with_reason(row, metrics.get("readback_r2_unmeasured"), ctx)
+        info = readers.get(ctx)
+        if row["value"] is not None and isinstance(info, Mapping):
+            row["description"] += (
+                f" (reader: {info.get('source', '?')}, held-out R² {_fmt(info.get('heldout_r2'))})"
+            )
+        rows.append(row)
+    return rows
+
+
+def _reconstruction_failures(rows: list[dict]) -> list[str]:
+    """The reconstruction figures below their floor, as sentences for the banner."""
+    return [
+        f"{r['label']} is {r['text']} (floor {THRESHOLDS[k].floor:g})"
+        for r in rows
+        for k in RECONSTRUCTION_STAMPS
+        if r["grade"] == "fail" and (r["key"] == k or r["key"].startswith(k + "."))
+    ]
+
+
 def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
     if metrics is None:
-        return {"computed": False, "rows": [], "low_fidelity": False, "extra": []}
+        return {
+            "computed": False,
+            "rows": [],
+            "low_fidelity": False,
+            "reconstruction_failures": [],
+            "extra": [],
+        }
     rows = [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _SCALAR_METRICS]
     for key in _PER_CONTEXT_METRICS:
         per = metrics.get(key)
@@ -108,9 +175,11 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
         value = dci.get(part) if isinstance(dci, Mapping) else None
         rows.append(_metric_row(f"dci.{part}", f"DCI {part}", value, "dci"))
     rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS[1:]]
-    rows += _soundness_rows(metrics.get("counterfactual_soundness"))
+    readback = _readback_rows(metrics)
+    rows += readback + _soundness_rows(metrics.get("counterfactual_soundness"))
     nested = ("dci", "counterfactual_soundness")
     known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _OTHER_METRICS + nested)
+    known.add("reconstruction_ssim")  # a row of its own (_readback_rows)
     extra = [
         {"key": k, "text": f"{_num(v):.4g}"}
         for k, v in sorted(metrics.items())
@@ -118,12 +187,16 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
     ]
     fid = _num(metrics.get("fidelity"))
     n_images = _num(metrics.get("n_images"))
+    failures = _reconstruction_failures(readback)
+    fidelity_low = fid is not None and fid < FIDELITY_FLOOR
     return {
         "computed": True,
         "data": str(metrics["data"]) if isinstance(metrics.get("data"), str) else None,
         "n_images": None if n_images is None else int(n_images),
         "rows": rows,
-        "low_fidelity": fid is not None and fid < FIDELITY_FLOOR,
+        "low_fidelity": fidelity_low or bool(failures),
+        "fidelity_low": fidelity_low,
+        "reconstruction_failures": failures,
         "fidelity": fid,
         "floor": FIDELITY_FLOOR,
         "extra": extra,
@@ -276,7 +349,7 @@ def _atlas_section(art: RunArtifacts) -> dict:
         )
     attributes = []
     found = art.atlas.get("class_attributes")
-    for cls, items in (found.items() if isinstance(found, Mapping) else []):
+    for cls, items in found.items() if isinstance(found, Mapping) else []:
         rows = []
         for a in items if isinstance(items, list) else []:
             rel = f"{folder}/{a.get('pairs')}"
