@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from toy_run import ToyRun
 
 from glance.causal import CausalGraph, StructuralCausalModel
+from glance.exceptions import ShapeError
 from glance.explain import GlanceSCMAdapter, InterventionalImportance, Twin, soundness, toy
 
 
@@ -96,9 +98,12 @@ def test_randomisation_sanity(toy_images):
     assert all(torch.equal(a, b) for a, b in zip(before, clf.parameters(), strict=True))
     assert len(res["per_image"]) == len(toy_images)
     assert res["mean_spearman"] <= 0.3
+    assert res["partial_spearman"] <= 0.3 and res["magnitude_ratio"] <= 0.1
+    assert res["partial_spearman_stats"]["n_nodes"] == twin.n_nodes
     # Control: "randomising" into the same function must correlate perfectly.
     same = soundness.randomisation_sanity(twin, toy_images, _Frozen(clf))
     assert same["mean_spearman"] > 0.9
+    assert same["partial_spearman"] == pytest.approx(1.0) and same["magnitude_ratio"] == 1.0
     # eMPRT: the same function explained twice is exactly as complex; entropy within [0, log V].
     assert same["complexity_ratio"] == pytest.approx(1.0)
     assert 0.0 <= same["complexity_trained"] <= np.log(twin.n_nodes) + 1e-9
@@ -112,6 +117,7 @@ def test_randomisation_sanity_cascade_and_diagnostics(toy_images):
     assert [c["layers_randomised"] for c in res["cascade"]] == list(range(1, len(layers) + 1))
     # Randomising every layer in the cascade is the full randomisation (same seed, same order).
     assert res["cascade"][-1]["mean_spearman"] == pytest.approx(res["mean_spearman"])
+    assert res["cascade"][-1]["partial_spearman"] == pytest.approx(res["partial_spearman"])
     assert len(res["image_change"]) == twin.n_nodes and min(res["image_change"]) >= 0
     assert 0 <= res["top1_agreement"] <= 1 and res["magnitude_ratio"] >= 0
     for key in ("spearman_trained_vs_image_change", "spearman_randomised_vs_image_change"):
@@ -120,6 +126,81 @@ def test_randomisation_sanity_cascade_and_diagnostics(toy_images):
     copy0 = soundness.randomised_copy(clf, 0, top_layers=0)
     x = torch.rand(4, *toy_images.shape[1:])
     assert torch.equal(copy0(x), clf(x))
+
+
+def _importances(seed: int = 0, n: int = 64, v: int = 10):
+    """Synthetic (n, v) importances: the image change of each node, spread widely as in the
+    benchmark's twins, a trained classifier's own signal on top, and the randomised
+    classifier's response to the image change alone (monotone, with its own noise)."""
+    rng = np.random.default_rng(seed)
+    change = np.exp(rng.normal(0.0, 1.0, (n, v)))
+    trained = change + rng.uniform(0.0, 1.0, (n, v))
+    randomised = 0.01 * change * np.exp(0.2 * rng.normal(size=(n, v)))
+    return change, trained, randomised
+
+
+def _plain_spearman(a, b) -> float:
+    return float(np.mean([spearmanr(u, w)[0] for u, w in zip(a, b, strict=True)]))
+
+
+def test_partial_rank_correlation_removes_the_shared_image_change():
+    change, trained, randomised = _importances()
+    # Both react most to the nodes that change the image most: the plain rank test fails...
+    assert _plain_spearman(trained, randomised) > 0.8
+    res = soundness.partial_rank_correlation(trained, randomised, change)
+    # ... and the partial one does not: nothing of the trained signal is shared.
+    assert res["pooled"] <= 0.3 and res["per_image_mean"] <= 0.3
+    lo, hi = res["pooled_ci95"]
+    assert lo <= res["pooled"] <= hi
+    assert (res["n_images"], res["n_nodes"], res["df"]) == (64, 10, 512)
+    # An image whose trained ranking is exactly the image change's has no residual to compare.
+    same_order = np.all(np.argsort(trained, 1) == np.argsort(change, 1), axis=1)
+    assert res["n_undefined"] == int(same_order.sum())
+    # A randomised classifier that follows the image change exactly shares nothing either.
+    exact = soundness.partial_rank_correlation(trained, 0.01 * change**1.5, change)
+    assert exact["pooled"] == 0.0 and exact["per_image_mean"] == 0.0
+
+
+def test_partial_rank_correlation_keeps_a_shared_signal():
+    change, trained, _ = _importances()
+    # The reverse: a "randomised" classifier that still carries the trained one's signal.
+    noise = np.exp(0.05 * np.random.default_rng(1).normal(size=trained.shape))
+    res = soundness.partial_rank_correlation(trained, 0.01 * trained * noise, change)
+    assert res["pooled"] > 0.8 and res["pooled_ci95"][0] > 0.7
+
+
+def test_partial_rank_correlation_matches_the_textbook_formula():
+    rng = np.random.default_rng(2)
+    a, b, c = rng.normal(size=(3, 1, 12))
+    b = b + a  # correlated beyond c
+    r_ab, r_ac, r_bc = (spearmanr(u[0], w[0])[0] for u, w in ((a, b), (a, c), (b, c)))
+    expected = (r_ab - r_ac * r_bc) / np.sqrt((1 - r_ac**2) * (1 - r_bc**2))
+    res = soundness.partial_rank_correlation(a, b, c, n_bootstrap=0)
+    assert res["pooled"] == pytest.approx(expected)
+    assert res["per_image_mean"] == pytest.approx(expected)
+    assert np.isnan(res["pooled_ci95"]).all()
+    # Ranks only: monotone transforms of any input change nothing.
+    again = soundness.partial_rank_correlation(np.exp(a), b**3, 2 * c + 1, n_bootstrap=0)
+    assert again["pooled"] == pytest.approx(expected)
+
+
+def test_partial_rank_correlation_degenerate_cases():
+    change, trained, randomised = _importances(n=8)
+    # A "trained" ranking that image change explains entirely leaves nothing to compare:
+    # NaN, so that a check reading it fails (an explainer blind to the classifier lands here).
+    blind = soundness.partial_rank_correlation(change**2, randomised, change)
+    assert np.isnan(blind["pooled"]) and blind["n_undefined"] == 8
+    with_nan = change.copy()
+    with_nan[0, 0] = np.nan
+    res = soundness.partial_rank_correlation(trained, randomised, with_nan)
+    assert res["df"] == 7 * 8 and np.isfinite(res["pooled"])
+    with pytest.raises(ShapeError, match="partial_rank_correlation"):
+        soundness.partial_rank_correlation(change, randomised[:, :3], change)
+
+
+def test_magnitude_ratio():
+    assert soundness.magnitude_ratio([[1.0, 2.0]], [[-0.1, 0.2]]) == pytest.approx(0.1)
+    assert np.isnan(soundness.magnitude_ratio(np.zeros((2, 3)), np.ones((2, 3))))
 
 
 class _Frozen(torch.nn.Module):
