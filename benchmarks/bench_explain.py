@@ -63,6 +63,8 @@ from glance.explain import (  # noqa: E402
     InterventionalImportance,
     LocalExplainer,
     Twin,
+    deletion,
+    randomisation,
     soundness,
 )
 
@@ -491,7 +493,7 @@ N_RANDOM = 49  # random concepts for the significance test (RELIABILITY c.13): p
 def _significance_and_deletion(twin: Twin, x: torch.Tensor, exp: Any) -> dict[str, Any]:
     """Significance against random concepts (c.13) and concept deletion/insertion (c.6)."""
     sig = exp.significance_summary()
-    di = soundness.deletion_insertion(twin, x, exp)
+    di = deletion.deletion_insertion(twin, x, exp)
     return {
         "significance": {
             "n_random": N_RANDOM,
@@ -556,7 +558,7 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
     res["reversibility"] = soundness.reversibility(twin, x, nodes=["thickness", "intensity"])
     res["sanity"] = {
         k: v
-        for k, v in soundness.randomisation_sanity(
+        for k, v in randomisation.randomisation_sanity(
             twin, x, est.adapter_.model, cascade=True
         ).items()
         if k != "per_image"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from glance.exceptions import ConfigError
-from glance.explain import InterventionalImportance, soundness, toy
+from glance.explain import InterventionalImportance, deletion, toy
 
 
 def _p_target(twin, z, target):
@@ -22,7 +22,7 @@ def _p_target(twin, z, target):
 @pytest.mark.parametrize("direct", [True, False])
 def test_curves_have_length_and_endpoints(size_twin, toy_images, direct):
     x = toy_images[:8]
-    res = soundness.deletion_insertion(size_twin, x, n_random_orders=3, direct=direct)
+    res = deletion.deletion_insertion(size_twin, x, n_random_orders=3, direct=direct)
     d = size_twin.n_nodes
     curves = res["per_image"]
     for key in ("deletion_curve", "insertion_curve", "random_deletion_curve"):
@@ -47,7 +47,7 @@ def test_curves_have_length_and_endpoints(size_twin, toy_images, direct):
 def test_deletion_follows_the_ranking(size_twin, toy_images):
     x = toy_images[:4]
     exp = InterventionalImportance(size_twin, keep_images=False).explain(x)
-    res = soundness.deletion_insertion(size_twin, x, exp, n_random_orders=2)
+    res = deletion.deletion_insertion(size_twin, x, exp, n_random_orders=2)
     z = size_twin.encode(x).float()
     base = z.mean(0)
     target = exp.target
@@ -64,7 +64,7 @@ def test_deletion_follows_the_ranking(size_twin, toy_images):
 @pytest.mark.parametrize("direct", [True, False])
 def test_our_order_beats_random_on_toy(toy_images, clf, direct):
     twin = toy.make_twin(clf())
-    res = soundness.deletion_insertion(twin, toy_images, direct=direct)
+    res = deletion.deletion_insertion(twin, toy_images, direct=direct)
     assert res["deletion_below_random"] >= 0.8
     assert res["deletion_auc"]["ours"] < res["deletion_auc"]["random"]
     assert res["insertion_auc"]["ours"] > res["insertion_auc"]["random"]
@@ -74,9 +74,9 @@ def test_our_order_beats_random_on_toy(toy_images, clf, direct):
 
 def test_deterministic_for_a_seed(size_twin, toy_images):
     x = toy_images[:10]
-    a = soundness.deletion_insertion(size_twin, x, n_random_orders=4, random_state=7)
-    b = soundness.deletion_insertion(size_twin, x, n_random_orders=4, random_state=7)
-    c = soundness.deletion_insertion(size_twin, x, n_random_orders=4, random_state=8)
+    a = deletion.deletion_insertion(size_twin, x, n_random_orders=4, random_state=7)
+    b = deletion.deletion_insertion(size_twin, x, n_random_orders=4, random_state=7)
+    c = deletion.deletion_insertion(size_twin, x, n_random_orders=4, random_state=8)
     assert json.dumps(a) == json.dumps(b)
     assert a["per_image"]["random_deletion_curve"] != c["per_image"]["random_deletion_curve"]
     assert a["per_image"]["deletion_curve"] == c["per_image"]["deletion_curve"]
@@ -91,14 +91,14 @@ def test_renders_in_one_batched_pass(size_twin, toy_images):
         return toy.render(z)
 
     twin = dataclasses.replace(size_twin, generate=generate)
-    res = soundness.deletion_insertion(twin, toy_images, exp, n_random_orders=10)
+    res = deletion.deletion_insertion(twin, toy_images, exp, n_random_orders=10)
     # 24 images x 2^3 distinct node masks, one chunk, not one call per image.
     assert calls == [res["n_rendered"]] and res["n_rendered"] <= 24 * 8
 
 
 def test_all_zero_differences_give_p_one(size_twin, toy_images):
     flat = dataclasses.replace(size_twin, classify=lambda x: torch.zeros(x.shape[0], 2))
-    res = soundness.deletion_insertion(flat, toy_images[:6], n_random_orders=3)
+    res = deletion.deletion_insertion(flat, toy_images[:6], n_random_orders=3)
     assert res["wilcoxon_p"] == {"deletion": 1.0, "insertion": 1.0}
     assert res["deletion_below_random"] == 0.0 and res["both_beat_random"] == 0.0
 
@@ -106,10 +106,10 @@ def test_all_zero_differences_give_p_one(size_twin, toy_images):
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "3", None])
 def test_bad_n_random_orders(size_twin, toy_images, bad):
     with pytest.raises(ConfigError, match="n_random_orders"):
-        soundness.deletion_insertion(size_twin, toy_images[:2], n_random_orders=bad)
+        deletion.deletion_insertion(size_twin, toy_images[:2], n_random_orders=bad)
 
 
 def test_mismatched_explanation(size_twin, toy_images):
     exp = InterventionalImportance(size_twin, keep_images=False).explain(toy_images[:3])
     with pytest.raises(ConfigError, match="explanation"):
-        soundness.deletion_insertion(size_twin, toy_images[:5], exp)
+        deletion.deletion_insertion(size_twin, toy_images[:5], exp)

@@ -10,7 +10,14 @@ from toy_run import ToyRun
 
 from glance.causal import CausalGraph, StructuralCausalModel
 from glance.exceptions import ShapeError
-from glance.explain import GlanceSCMAdapter, InterventionalImportance, Twin, soundness, toy
+from glance.explain import (
+    GlanceSCMAdapter,
+    InterventionalImportance,
+    Twin,
+    randomisation,
+    soundness,
+    toy,
+)
 
 
 def _fitted_scm(z: np.ndarray, offset=(0.0, 0.0, 0.0), scale=(1.0, 1.0, 1.0)):
@@ -94,14 +101,14 @@ def test_randomisation_sanity(toy_images):
     clf = toy.BrightnessClassifier()
     twin = toy.make_twin(clf)
     before = [p.clone() for p in clf.parameters()]
-    res = soundness.randomisation_sanity(twin, toy_images, clf)
+    res = randomisation.randomisation_sanity(twin, toy_images, clf)
     assert all(torch.equal(a, b) for a, b in zip(before, clf.parameters(), strict=True))
     assert len(res["per_image"]) == len(toy_images)
     assert res["mean_spearman"] <= 0.3
     assert res["partial_spearman"] <= 0.3 and res["magnitude_ratio"] <= 0.1
     assert res["partial_spearman_stats"]["n_nodes"] == twin.n_nodes
     # Control: "randomising" into the same function must correlate perfectly.
-    same = soundness.randomisation_sanity(twin, toy_images, _Frozen(clf))
+    same = randomisation.randomisation_sanity(twin, toy_images, _Frozen(clf))
     assert same["mean_spearman"] > 0.9
     assert same["partial_spearman"] == pytest.approx(1.0) and same["magnitude_ratio"] == 1.0
     # eMPRT: the same function explained twice is exactly as complex; entropy within [0, log V].
@@ -112,7 +119,7 @@ def test_randomisation_sanity(toy_images):
 def test_randomisation_sanity_cascade_and_diagnostics(toy_images):
     clf = toy.BrightnessClassifier()
     twin = toy.make_twin(clf)
-    res = soundness.randomisation_sanity(twin, toy_images, clf, cascade=True)
+    res = randomisation.randomisation_sanity(twin, toy_images, clf, cascade=True)
     layers = [m for m in clf.modules() if any(True for _ in m.parameters(recurse=False))]
     assert [c["layers_randomised"] for c in res["cascade"]] == list(range(1, len(layers) + 1))
     # Randomising every layer in the cascade is the full randomisation (same seed, same order).
@@ -123,7 +130,7 @@ def test_randomisation_sanity_cascade_and_diagnostics(toy_images):
     for key in ("spearman_trained_vs_image_change", "spearman_randomised_vs_image_change"):
         assert -1 <= res[key] <= 1
     # No layer randomised: an exact copy, so the importances rank the same.
-    copy0 = soundness.randomised_copy(clf, 0, top_layers=0)
+    copy0 = randomisation.randomised_copy(clf, 0, top_layers=0)
     x = torch.rand(4, *toy_images.shape[1:])
     assert torch.equal(copy0(x), clf(x))
 
@@ -147,7 +154,7 @@ def test_partial_rank_correlation_removes_the_shared_image_change():
     change, trained, randomised = _importances()
     # Both react most to the nodes that change the image most: the plain rank test fails...
     assert _plain_spearman(trained, randomised) > 0.8
-    res = soundness.partial_rank_correlation(trained, randomised, change)
+    res = randomisation.partial_rank_correlation(trained, randomised, change)
     # ... and the partial one does not: nothing of the trained signal is shared.
     assert res["pooled"] <= 0.3 and res["per_image_mean"] <= 0.3
     lo, hi = res["pooled_ci95"]
@@ -157,7 +164,7 @@ def test_partial_rank_correlation_removes_the_shared_image_change():
     same_order = np.all(np.argsort(trained, 1) == np.argsort(change, 1), axis=1)
     assert res["n_undefined"] == int(same_order.sum())
     # A randomised classifier that follows the image change exactly shares nothing either.
-    exact = soundness.partial_rank_correlation(trained, 0.01 * change**1.5, change)
+    exact = randomisation.partial_rank_correlation(trained, 0.01 * change**1.5, change)
     assert exact["pooled"] == 0.0 and exact["per_image_mean"] == 0.0
 
 
@@ -165,7 +172,7 @@ def test_partial_rank_correlation_keeps_a_shared_signal():
     change, trained, _ = _importances()
     # The reverse: a "randomised" classifier that still carries the trained one's signal.
     noise = np.exp(0.05 * np.random.default_rng(1).normal(size=trained.shape))
-    res = soundness.partial_rank_correlation(trained, 0.01 * trained * noise, change)
+    res = randomisation.partial_rank_correlation(trained, 0.01 * trained * noise, change)
     assert res["pooled"] > 0.8 and res["pooled_ci95"][0] > 0.7
 
 
@@ -175,12 +182,12 @@ def test_partial_rank_correlation_matches_the_textbook_formula():
     b = b + a  # correlated beyond c
     r_ab, r_ac, r_bc = (spearmanr(u[0], w[0])[0] for u, w in ((a, b), (a, c), (b, c)))
     expected = (r_ab - r_ac * r_bc) / np.sqrt((1 - r_ac**2) * (1 - r_bc**2))
-    res = soundness.partial_rank_correlation(a, b, c, n_bootstrap=0)
+    res = randomisation.partial_rank_correlation(a, b, c, n_bootstrap=0)
     assert res["pooled"] == pytest.approx(expected)
     assert res["per_image_mean"] == pytest.approx(expected)
     assert np.isnan(res["pooled_ci95"]).all()
     # Ranks only: monotone transforms of any input change nothing.
-    again = soundness.partial_rank_correlation(np.exp(a), b**3, 2 * c + 1, n_bootstrap=0)
+    again = randomisation.partial_rank_correlation(np.exp(a), b**3, 2 * c + 1, n_bootstrap=0)
     assert again["pooled"] == pytest.approx(expected)
 
 
@@ -188,19 +195,19 @@ def test_partial_rank_correlation_degenerate_cases():
     change, trained, randomised = _importances(n=8)
     # A "trained" ranking that image change explains entirely leaves nothing to compare:
     # NaN, so that a check reading it fails (an explainer blind to the classifier lands here).
-    blind = soundness.partial_rank_correlation(change**2, randomised, change)
+    blind = randomisation.partial_rank_correlation(change**2, randomised, change)
     assert np.isnan(blind["pooled"]) and blind["n_undefined"] == 8
     with_nan = change.copy()
     with_nan[0, 0] = np.nan
-    res = soundness.partial_rank_correlation(trained, randomised, with_nan)
+    res = randomisation.partial_rank_correlation(trained, randomised, with_nan)
     assert res["df"] == 7 * 8 and np.isfinite(res["pooled"])
     with pytest.raises(ShapeError, match="partial_rank_correlation"):
-        soundness.partial_rank_correlation(change, randomised[:, :3], change)
+        randomisation.partial_rank_correlation(change, randomised[:, :3], change)
 
 
 def test_magnitude_ratio():
-    assert soundness.magnitude_ratio([[1.0, 2.0]], [[-0.1, 0.2]]) == pytest.approx(0.1)
-    assert np.isnan(soundness.magnitude_ratio(np.zeros((2, 3)), np.ones((2, 3))))
+    assert randomisation.magnitude_ratio([[1.0, 2.0]], [[-0.1, 0.2]]) == pytest.approx(0.1)
+    assert np.isnan(randomisation.magnitude_ratio(np.zeros((2, 3)), np.ones((2, 3))))
 
 
 class _Frozen(torch.nn.Module):

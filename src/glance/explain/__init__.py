@@ -6,7 +6,9 @@ Public API
 - :class:`InterventionalImportance`, :class:`CounterfactualSearch`: the parts on their own.
 - :class:`LocalExplanation`: the batched, frozen result with ``to_dict()``, ``plot()``, ``save()``.
 - :class:`Twin`: the protocol the explainers run on (built from a fitted ``glance.Glance``).
-- :mod:`glance.explain.soundness`: counterfactual soundness and randomisation sanity metrics.
+- :mod:`glance.explain.soundness`: counterfactual soundness metrics.
+- :mod:`glance.explain.randomisation`: the model-parameter randomisation sanity check.
+- :mod:`glance.explain.deletion`: concept-level deletion / insertion faithfulness.
 - :mod:`glance.explain.toy`: an analytic world where the right explanation is known.
 - :func:`concept_atlas` / :class:`ConceptAtlas`: what every node is (strips, correlations, effect
   on the classifier, a description), and AttFind-style class attributes.
