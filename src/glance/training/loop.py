@@ -132,7 +132,12 @@ class _NonFinite(Exception):
 
 @dataclass
 class _Precision:
-    """Autocast + GradScaler on CUDA (bf16 or fp16); plain fp32 elsewhere."""
+    """Autocast + GradScaler on CUDA (bf16 or fp16); bf16 autocast on CPU when asked for.
+
+    On CPU only an explicit ``"bf16"`` autocasts (``torch.autocast("cpu", torch.bfloat16)``):
+    ``"auto"`` stays fp32 there, since bf16 is faster only on CPUs with bf16 matrix units, and
+    ``"fp16"`` (which would need a gradient scaler) runs in fp32 with a warning.
+    """
 
     device: torch.device
     mode: str
@@ -140,12 +145,20 @@ class _Precision:
     skipped: int = 0
 
     def __post_init__(self) -> None:
-        self.enabled = self.device.type == "cuda" and self.mode != "off"
+        cuda = self.device.type == "cuda"
+        cpu_bf16 = self.device.type == "cpu" and self.mode == "bf16"
+        self.enabled = (cuda and self.mode != "off") or cpu_bf16
         use_bf16 = self.mode == "bf16" or (
             self.mode == "auto" and self.enabled and torch.cuda.is_bf16_supported()
         )
         self.dtype = torch.bfloat16 if use_bf16 else torch.float16
         self.use_scaler = self.enabled and self.dtype == torch.float16
+        if self.mode == "fp16" and not cuda:
+            logger.warning(
+                "mixed_precision='fp16' runs only on CUDA; training on %s in fp32 "
+                "(use 'bf16' for mixed precision on CPU)",
+                self.device,
+            )
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if not self.enabled:
