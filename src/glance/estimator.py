@@ -710,6 +710,8 @@ def build_networks(
             channel_base=g.channel_base,
             channel_max=g.channel_max,
             use_noise=g.use_noise,
+            mapping_lr_multiplier=g.mapping_lr_multiplier,
+            styled_input=g.styled_input,
         ),
         "discriminator": Discriminator(
             h,

@@ -245,3 +245,33 @@ def test_grouped_and_scaled_generators_agree():
         torch.testing.assert_close(
             g1(z, noise_mode="const"), g2(z, noise_mode="const"), rtol=1e-4, atol=1e-5
         )
+
+
+def test_styled_input_gives_each_image_its_own_starting_layout():
+    torch.manual_seed(0)
+    g = Generator(5, 28, 1, styled_input=True, use_noise=False, **SMALL)
+    block = g.synthesis.blocks[0]
+    assert block.input_proj is not None
+    seen = []
+    hook = block.conv1.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    g(torch.randn(2, 5))
+    hook.remove()
+    x = seen[0]
+    assert not torch.allclose(x[0], x[1])  # the constant alone would be the same for both
+    z = torch.randn(3, 5, requires_grad=True)
+    g(z).square().mean().backward()
+    assert block.input_proj.weight.grad.abs().sum() > 0
+
+
+def test_styled_input_flops_are_counted():
+    g = Generator(7, 28, 1, styled_input=True, **SMALL)
+    with FlopCounterMode(display=False) as counter:
+        g(torch.randn(2, 7), noise_mode="const")
+    assert g.flops_per_image() * 2 == counter.get_total_flops()
+
+
+def test_generator_without_noise_has_no_noise_parameters():
+    g = Generator(5, 28, 1, use_noise=False, **SMALL)
+    assert not any("noise" in name for name, _ in g.named_parameters())
+    z = torch.randn(2, 5)
+    torch.testing.assert_close(g(z, noise_mode="random"), g(z, noise_mode="const"))

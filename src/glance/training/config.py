@@ -76,10 +76,15 @@ class GeneratorConfig(ConfigBase):
     d_channel_max: int = 64
     mbstd_group: int = 4
     use_noise: bool = True
+    # StyleGAN's 0.01 suits millions of images; a CPU schedule of 20k images barely moves the
+    # mapping network at that rate.
+    mapping_lr_multiplier: float = 0.01
+    styled_input: bool = False
 
     def validate(self) -> None:
         _positive(
             self,
+            "mapping_lr_multiplier",
             "w_dim",
             "mapping_layers",
             "channel_base",
@@ -239,6 +244,11 @@ PRESETS.register(
 )
 
 # The CPU presets share one generator/discriminator width; they differ in training length.
+# Measured on the embedded digits (fast preset, 600 generator steps, same seed): FID on the
+# classifier's features 2.74 with StyleGAN's settings (two threads; the rest with one); 2.48
+# with the mapping network at the full learning rate; 2.36 without per-pixel noise (it only
+# adds speckle to a twin whose reconstructions must be deterministic); 2.33 with a styled input;
+# 1.87 with all three, at reconstruction fidelity 0.981 (0.974 before).
 _CPU_GENERATOR = GeneratorConfig(
     w_dim=64,
     mapping_layers=2,
@@ -246,6 +256,9 @@ _CPU_GENERATOR = GeneratorConfig(
     channel_max=48,
     d_channel_base=1024,
     d_channel_max=48,
+    use_noise=False,
+    mapping_lr_multiplier=1.0,
+    styled_input=True,
 )
 
 PRESETS.register(
