@@ -10,7 +10,8 @@ fixed EMA decay) written as overrides of today's preset, so both run the same co
 
 Also draws, per setting, held-out digits, their reconstructions and two counterfactuals
 (thickness moved by -2 and +2 training standard deviations in the concept space) into
-``benchmarks/results/twin-<preset>-<setting>.png``. Prints a table and merges its rows into
+``benchmarks/results/twin-<preset>-<setting>.png`` (and both, before above now, into
+``twin-<preset>-before-after.png``). Prints a table and merges its rows into
 ``benchmarks/results/twin.json``.
 
 Usage::
@@ -58,6 +59,22 @@ def _picture(est: Any, test: Any, path: Path, n: int = 12) -> None:
             zc[:, j] += delta
             rows.append(est.generate(zc))
     save_grid(torch.cat(rows), path, ncol=n)
+
+
+def side_by_side(preset: str) -> Path | None:
+    """``twin-<preset>-before-after.png``: the two settings' pictures, one above the other."""
+    from PIL import Image
+
+    paths = [ROOT / "results" / f"twin-{preset}-{name}.png" for name in ("before", "now")]
+    if not all(p.is_file() for p in paths):
+        return None
+    a, b = (Image.open(p) for p in paths)
+    out = Image.new(a.mode, (max(a.width, b.width), a.height + b.height + 6), 255)
+    out.paste(a, (0, 0))
+    out.paste(b, (0, a.height + 6))
+    path = ROOT / "results" / f"twin-{preset}-before-after.png"
+    out.resize((out.width * 2, out.height * 2), Image.NEAREST).save(path)
+    return path
 
 
 def run_setting(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -145,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_json(RESULTS, result)
     print(f"wrote {RESULTS}")
+    both = side_by_side(args.preset)
+    if both is not None:
+        print(f"wrote {both}")
     return 0
 
 
