@@ -226,6 +226,42 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             ("data", "50,000 images at 128 px: streaming peak RSS (GiB)", _fmt(rss), "<= 2",
              _check(rss, "<= 2"))  # fmt: skip
         )
+    feats = _load("fit_features")
+    if feats:
+        f = feats["features"]
+        out.append(
+            (
+                "data",
+                f"{feats['n_images']:,} images at 128 px: fit's classifier features cached, "
+                "small-cnn, 1 thread (images/s)",
+                _fmt(f["cache"]["images_per_s"]),
+                "(info)",
+                "",
+            )
+        )
+        rss = feats["peak_rss_bytes"] / 2**30
+        out.append(
+            (
+                "data",
+                f"{feats['n_images']:,} images at 128 px: fit's feature phases peak RSS (GiB)",
+                _fmt(rss),
+                "<= 2",
+                _check(rss, "<= 2"),
+            )
+        )
+    whole = _load("fit_features_fit")
+    if whole:
+        rss, preset = whole["fit"]["peak_rss_bytes"] / 2**30, whole["fit"]["preset"]
+        out.append(
+            (
+                "data",
+                f"{whole['n_images']:,} images at 128 px: whole Glance.fit ({preset}) peak RSS "
+                "(GiB)",
+                _fmt(rss),
+                "<= 2",
+                _check(rss, "<= 2"),
+            )
+        )
     explain = _load("explain")
     for r in explain.get("must_reach", []) if explain else []:
         met = "" if r.get("pass") is None else ("yes" if r["pass"] else "**no**")

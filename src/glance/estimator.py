@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from glance.threads import compute
 from glance.training.checkpoint import dataset_fingerprint, load_module_state
 from glance.training.config import GlanceConfig, config_hash, resolve_config
 from glance.training.tasks import ConceptMixture
+
+if TYPE_CHECKING:
+    from glance.classifiers.features import Features
 
 __all__ = ["Glance", "load"]
 
@@ -236,6 +239,7 @@ class Glance:
         TrainingDivergedError
             Non-finite losses persisted through the rollback budget.
         """
+        from glance.classifiers.features import close_features, discard_feature_cache
         from glance.training.distributed import DistContext
         from glance.training.loop import Trainer, fit_loop
 
@@ -255,17 +259,19 @@ class Glance:
             run = _open_run_collective(
                 out, dist, lambda: _open_run(out, resume, self.identity_, config, text, stack)
             )
-            data = self._prepare_data(dataset, config, dist.device)
-            parts = self._build_parts(config, dataset, data.features, dist.device)
             tmp = None
             if run is None:
-                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="glance-fit-"))
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="glance-fit-")))
+            cache_dir = _feature_cache_dir(run, tmp, dist)
+            data = self._prepare_data(dataset, config, dist.device, cache_dir)
+            stack.callback(close_features, data.features)  # before the temporary dir goes
+            parts = self._build_parts(config, dataset, data.features, dist.device)
             trainer = Trainer(
                 parts,
                 data,
                 config,
-                checkpoint_dir=run.checkpoint_dir if run else Path(tmp) / "checkpoints",
-                metrics_path=run.live_training_log if run else Path(tmp) / "metrics.jsonl",
+                checkpoint_dir=run.checkpoint_dir if run else tmp / "checkpoints",
+                metrics_path=run.live_training_log if run else tmp / "metrics.jsonl",
                 seed=int(self.random_state),
                 fingerprint=fingerprint,
                 dist=dist,
@@ -276,6 +282,7 @@ class Glance:
             self.history_ = fit_loop(trainer, resume=resume)
             self.thread_history_ = list(policy.history_)
             self._set_fitted(parts, trainer, dataset)
+            discard_feature_cache(data.features, cache_dir)  # spent: kept only for a resume
             self.train_data_ = _data_record(dataset, fingerprint)
             self.fit_seconds_ = time.perf_counter() - t0
             self.run_ = run
@@ -301,7 +308,10 @@ class Glance:
         for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
             delattr(self, key)
 
-    def _prepare_data(self, dataset: Any, config: GlanceConfig, device: torch.device) -> Any:
+    def _prepare_data(
+        self, dataset: Any, config: GlanceConfig, device: torch.device, cache_dir: Path
+    ) -> Any:
+        from glance.classifiers.features import classifier_outputs
         from glance.training.loop import TrainData
 
         raw = (
@@ -313,13 +323,21 @@ class Glance:
         self.context_names_ = list(self.contexts)
         self.context_mean_, self.context_std_ = mean, std
         self.context_levels_ = context_levels(raw)
-        logits, feats = _classifier_outputs(self.adapter_, dataset, device, quiet=self.quiet)
+        logits, feats = classifier_outputs(
+            self.adapter_,
+            dataset,
+            device,
+            cache_dir=cache_dir,
+            identity={k: self.identity_[k] for k in ("data_fingerprint", "classifier", "layer")},
+            quiet=self.quiet,
+        )
         ctx = torch.from_numpy(((raw - mean) / std).astype(np.float32))
         return TrainData(dataset=dataset, features=feats, logits=logits, contexts=ctx)
 
     def _build_parts(
-        self, config: GlanceConfig, dataset: Any, features: torch.Tensor, device: torch.device
+        self, config: GlanceConfig, dataset: Any, features: Features, device: torch.device
     ) -> Any:
+        from glance.classifiers.features import feature_stats
         from glance.training.loop import Parts, make_ema
 
         torch.manual_seed(int(self.random_state))  # the networks' initial weights
@@ -330,8 +348,7 @@ class Glance:
             self.adapter_.n_classes,
             dataset.image_shape,
         )
-        flat = features.transpose(0, 1).reshape(features.shape[1], -1)
-        nets["encoder"].set_feature_stats(flat.mean(1), flat.std(1))
+        nets["encoder"].set_feature_stats(*feature_stats(features))
         nets = {k: v.to(device) for k, v in nets.items()}
         adapter = self.adapter_
         return Parts(
@@ -869,23 +886,11 @@ def _context_stats(raw: np.ndarray, names: list[str], source: str) -> tuple[np.n
     return mean, std
 
 
-@torch.no_grad()
-def _classifier_outputs(
-    adapter: Any, dataset: Any, device: torch.device, *, quiet: bool = True, batch: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, K) and features (N, C, h, w) of every image, on CPU (computed once)."""
-    from tqdm.auto import tqdm
-
-    logits, feats = [], []
-    for s in tqdm(
-        _batches(len(dataset), batch), desc="classifier features", disable=quiet, leave=False
-    ):
-        lo, fe = adapter.forward_features(
-            dataset.load_images(np.arange(s.start, s.stop)).to(device)
-        )
-        logits.append(lo.float().cpu())
-        feats.append(fe.float().cpu())
-    return torch.cat(logits), torch.cat(feats)
+def _feature_cache_dir(run: Run | None, tmp: Path | None, dist: Any) -> Path:
+    """Where a fit caches features too large for memory: the run's working area, else the
+    fit's temporary directory; one per rank when distributed (each rank computes its own)."""
+    path = run.feature_cache_dir if run is not None else Path(tmp) / "features"
+    return path.with_name(f"{path.name}-rank{dist.rank}") if dist.enabled else path
 
 
 def _classes(adapter: Any, dataset: Any) -> list[str]:

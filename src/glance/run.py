@@ -24,7 +24,8 @@ Layout (docs/architecture.md)::
                        reader.json + reader.safetensors, refitted when the data change)
     explanations/      local explanations (any other sub-folder ``glance explain`` is told)
     report.html        the report
-    checkpoints/       fit's working area (checkpoints, live log); never sealed
+    checkpoints/       fit's working area (checkpoints, live log, ``features/``: the training
+                       images' classifier features when too large for memory); never sealed
     .lock              the OS lock of writers; ``.txn-*/`` a write in progress
 
 Writes are transactions: new or replaced artefacts are staged in ``.txn-<id>/`` (the run is
@@ -101,6 +102,7 @@ READERS = "readers"
 EXPLANATIONS = "explanations"
 REPORT = "report.html"
 CHECKPOINTS = "checkpoints"
+FEATURE_CACHE = "features"
 LOCK = ".lock"
 _TXN_PREFIX = ".txn-"
 _TXN_RECORD = "TXN.json"
@@ -673,6 +675,12 @@ class Run:
     def checkpoint_dir(self) -> Path:
         """Where fit keeps its checkpoints (working area, not sealed)."""
         return self.path / CHECKPOINTS
+
+    @property
+    def feature_cache_dir(self) -> Path:
+        """Where fit caches the training images' classifier features when they are too large
+        for memory (working area; a finished fit removes it)."""
+        return self.path / CHECKPOINTS / FEATURE_CACHE
 
     @property
     def live_training_log(self) -> Path:

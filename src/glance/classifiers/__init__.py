@@ -3,7 +3,9 @@
 See ``docs/architecture.md``: :class:`ClassifierAdapter` turns any ``nn.Module`` classifier into
 features at a layer plus logits without changing it; :func:`load_classifier` /
 :func:`save_classifier` use safetensors + JSON; :func:`train_classifier` trains the registered
-reference architectures; :func:`cache_features` memory-maps a dataset's features.
+reference architectures; :func:`cache_features` memory-maps a dataset's features, and
+:class:`FeatureRows` reads them back by rows; :mod:`glance.classifiers.features` computes a
+fit's training features (in memory up to ``FEATURE_MEMORY_BUDGET``, else cached).
 """
 
 from glance.classifiers.adapter import (
@@ -18,7 +20,12 @@ from glance.classifiers.architectures import (
     SmallCNN,
     build_classifier,
 )
-from glance.classifiers.cache import FeatureCache, cache_features, load_feature_cache
+from glance.classifiers.cache import (
+    FeatureCache,
+    FeatureRows,
+    cache_features,
+    load_feature_cache,
+)
 from glance.classifiers.recipes import RECIPES, Recipe, train_recipe
 from glance.classifiers.serialization import load_classifier, read_classifier_meta, save_classifier
 from glance.classifiers.targets import apply_target, parse_target, resolve_target
@@ -28,6 +35,7 @@ __all__ = [
     "ARCHITECTURES",
     "ClassifierAdapter",
     "FeatureCache",
+    "FeatureRows",
     "Normalize",
     "RECIPES",
     "Recipe",

@@ -90,10 +90,17 @@ class Parts:
 
 @dataclass
 class TrainData:
-    """Training images plus the classifier outputs cached once (features, logits)."""
+    """Training images plus the classifier outputs computed once (features, logits).
+
+    ``features`` is a tensor, or a :class:`~glance.classifiers.FeatureRows` reading them from
+    the fit's feature cache when they exceed the memory budget (``FEATURE_MEMORY_BUDGET`` of
+    :mod:`glance.classifiers.features`); either is indexed like a tensor's first dimension
+    (``features[idx]``, ``features[a:b]``) and returns a tensor, so the loop reads only the
+    rows a step needs.
+    """
 
     dataset: Any  # glance.data.ImageDataset
-    features: torch.Tensor  # [N, C, h, w]
+    features: Any  # [N, C, h, w]: torch.Tensor or glance.classifiers.FeatureRows
     logits: torch.Tensor  # [N, K]
     contexts: torch.Tensor  # [N, m] standardised, NaN = missing
 
@@ -482,9 +489,10 @@ class Trainer:
         n_sampled -= n_sampled % self.dist.world_size
         z_sampled = p.mixture.sample(n_sampled, self.rng, self._share(n_sampled)).to(self.device)
         real = self.data.dataset.load_images(idx).to(self.device)
+        feats = self.data.features[idx]  # read once (from the feature cache, if any)
         if stage.name == "joint":
             self._latents = None  # the encoder moves: encode afresh
-            z_real = encode_features(p.encoder, self.data.features[idx], self.device)
+            z_real = encode_features(p.encoder, feats, self.device)
         else:
             z_real = self.latents()[idx].to(self.device)
         local = step - stage.start
@@ -493,7 +501,7 @@ class Trainer:
             p.discriminator.requires_grad_(False)
             g_out = self.gen_ddp(
                 real,
-                self.data.features[idx].to(self.device),
+                feats.to(self.device),
                 z_real,
                 z_sampled,
                 noise_rng,
@@ -645,11 +653,22 @@ def _tensorboard(metrics_path: Path | None) -> Any:
     return SummaryWriter(log_dir=str(metrics_path.parent / "tensorboard"))
 
 
+#: Bytes of features per batch of :func:`encode_features`, at most (the encoder's activations
+#: grow with them: 512 rows of 96 x 32 x 32 take ~1 GB through the encoder).
+ENCODE_BATCH_BYTES = 64 << 20
+
+
 @torch.no_grad()
 def encode_features(
-    encoder: nn.Module, features: torch.Tensor, device: torch.device, batch: int = 512
+    encoder: nn.Module, features: Any, device: torch.device, batch: int = 512
 ) -> torch.Tensor:
-    """Posterior means ``mu`` of ``features`` in batches (no gradients), on CPU."""
+    """Posterior means ``mu`` of ``features`` in batches (no gradients), on CPU.
+
+    Batches hold at most ``batch`` rows and :data:`ENCODE_BATCH_BYTES` bytes. ``features`` may
+    be cached rows (:class:`~glance.classifiers.FeatureRows`): one batch is read at a time.
+    """
+    row_bytes = 4 * math.prod(features.shape[1:])
+    batch = max(1, min(batch, ENCODE_BATCH_BYTES // max(row_bytes, 1)))
     out = [
         encoder(features[i : i + batch].to(device))[0].float().cpu()
         for i in range(0, len(features), batch)
