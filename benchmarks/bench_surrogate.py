@@ -153,15 +153,18 @@ def throughput_only(runs: list[Path], out: Path, repeats: int = 3) -> int:
     """
     import glance
     from glance._io import atomic_write_json
+    from glance.threads import compute
 
     rows = {}
     for run in runs:
         est = glance.load(run)
         batch = int(est.config_.train.generator_batch)  # the preset's own training batch
         peaks, thr = [], []
-        for _ in range(repeats):
-            peaks.append(fp32_peak())
-            thr.append(generator_throughput(est, batch))
+        # As a fit computes: glance's compute block (denormals flushed), the same thread count.
+        with compute(torch.get_num_threads()):
+            for _ in range(repeats):
+                peaks.append(fp32_peak())
+                thr.append(generator_throughput(est, batch))
         peak = float(np.median([p["peak"] for p in peaks]))
         flops = float(np.median([t["flops_per_s"] for t in thr]))
         rows[run.name] = {
