@@ -39,8 +39,6 @@ is removed at the end unless ``--keep``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import time
@@ -54,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _machine import machine_info  # noqa: E402
 from bench_streaming import (  # noqa: E402
     PEAK_RSS_TARGET,
     _status_kib,
@@ -316,14 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks.append(res["fit"]["peak_rss_bytes"])
     res["peak_rss_bytes"] = max(peaks)
     res["targets"] = {"peak_rss": res["peak_rss_bytes"] <= PEAK_RSS_TARGET}
-    res["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_at_end": list(os.getloadavg()),
-        "python": sys.version.split()[0],
-    }
+    res["machine"] = machine_info()
     print(table(res))
     atomic_write_json(args.out, res)
     print(f"wrote {args.out}")

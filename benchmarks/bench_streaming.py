@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,6 +46,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -312,14 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "fit_feature_memory": res["fit_feature_memory"]["bytes_in_memory"] <= PEAK_RSS_TARGET,
     }
-    res["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_at_end": list(os.getloadavg()),
-        "python": sys.version.split()[0],
-    }
+    res["machine"] = machine_info()
     print(table(res))
     atomic_write_json(args.out, res)
     print(f"wrote {args.out}")

@@ -19,8 +19,6 @@ are cached under ``--work`` (default ``benchmarks/.cache``) and reused.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import sys
 import time
@@ -28,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "surrogate.json"
@@ -200,12 +201,7 @@ def throughput_only(runs: list[Path], out: Path, repeats: int = 3) -> int:
             "benchmark": "generator training throughput vs the attainable fp32 peak "
             "(max of a 1024^2 matmul and a 64-channel 3x3 convolution)",
             "command": "benchmarks/bench_surrogate.py " + " ".join(sys.argv[1:]),
-            "machine": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "torch": torch.__version__,
-                "load_average_at_end": list(os.getloadavg()),
-            },
+            "machine": machine_info(),
             "runs": merged,
         },
     )
@@ -342,14 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         {
             "benchmark": "surrogate",
-            "machine": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "load_average_at_end": list(os.getloadavg()),
-                "python": sys.version.split()[0],
-            },
+            "machine": machine_info(),
             "fp32_peak_flops": peak,
             "targets": TARGETS,
             "results": results,

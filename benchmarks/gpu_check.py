@@ -58,6 +58,9 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -726,12 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     res["paper_fit_64px"] = extrapolate(res.get("throughput", {}))
     res["elapsed_seconds"] = time.perf_counter() - t0
     res["targets"] = _targets(res)
-    res["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average_at_end": list(os.getloadavg()),
-        "python": sys.version.split()[0],
-    }
+    res["machine"] = machine_info()
     print(table(res))
     atomic_write_json(args.json, res)
     print(f"wrote {args.json}")
