@@ -139,3 +139,22 @@ def fit_argv(ws: tuple, out: Path, *extra: str) -> list[str]:
         "5",
         *extra,
     ]
+
+
+# A short fit for resume tests: 6 encoder steps then 8 generator steps; checkpoints at 0, 4,
+# 6 (stage end), 8, 12, 14.
+RESUME_CONFIG = {
+    "train": {
+        "encoder_steps": 6,
+        "generator_steps": 8,
+        "checkpoint_every": 4,
+        "encoder_batch": 16,
+        "generator_batch": 8,
+        "keep_checkpoints": 10,
+    },
+    "loss": {"r1_interval": 3, "disentangle_interval": 3},
+}
+
+
+class Crash(Exception):
+    """Stands in for a process killed at a step boundary."""

@@ -19,24 +19,8 @@ from glance.classifiers import features as features_mod
 from glance.classifiers.features import classifier_outputs, feature_stats
 from glance.estimator import Glance
 from glance.training.loop import Hooks
-from helpers import TinyCNN, make_dataset, torch_threads
-
-# 6 encoder steps then 8 generator steps; checkpoints at 0, 4, 6 (stage end), 8, 12, 14.
-CONFIG = {
-    "train": {
-        "encoder_steps": 6,
-        "generator_steps": 8,
-        "checkpoint_every": 4,
-        "encoder_batch": 16,
-        "generator_batch": 8,
-        "keep_checkpoints": 10,
-    },
-    "loss": {"r1_interval": 3, "disentangle_interval": 3},
-}
-
-
-class Crash(Exception):
-    """Stands in for a process killed at a step boundary."""
+from helpers import RESUME_CONFIG as CONFIG
+from helpers import Crash, TinyCNN, make_dataset, torch_threads
 
 
 def _classifier():
