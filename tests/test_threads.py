@@ -19,7 +19,7 @@ class FakeMachine:
         monkeypatch.setattr(threads, "allowed_cores", lambda: 2)
         monkeypatch.setattr(threads, "_busy_ticks", lambda cpus: self.ticks)
         monkeypatch.setattr(threads.time, "monotonic", lambda: self.t)
-        monkeypatch.setattr(threads.time, "process_time", lambda: self.cpu)
+        monkeypatch.setattr(threads, "_own_cpu_seconds", lambda: self.cpu)
         monkeypatch.setattr(threads.time, "sleep", self.advance)
         for var in ("GLANCE_THREADS", "OMP_NUM_THREADS"):
             monkeypatch.delenv(var, raising=False)
@@ -134,3 +134,32 @@ def test_bad_thread_counts_are_refused():
     with pytest.raises(ConfigError, match="positive integer"):
         with torch_threads(0):
             pass
+
+
+def _burn_then_wait(seconds: float, done, release) -> None:
+    import time
+
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    done.set()
+    release.wait(30)
+
+
+@pytest.mark.skipif(not threads.Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_own_worker_processes_are_not_other_load():
+    """CPU time of this process's own live children counts as its own, not as another
+    process's load (a demo's data-generation workers once made its fit start on one thread)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    done, release = ctx.Event(), ctx.Event()
+    before = threads._own_cpu_seconds()
+    child = ctx.Process(target=_burn_then_wait, args=(0.5, done, release))
+    child.start()
+    try:
+        assert done.wait(30)
+        assert threads._own_cpu_seconds() - before >= 0.4  # the live child's 0.5 CPU-s
+    finally:
+        release.set()
+        child.join(30)

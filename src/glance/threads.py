@@ -9,7 +9,8 @@ idle machine 2 threads ran at 3.4 steps/s. So glance uses the cores nobody else 
 
 - :class:`ThreadPolicy` counts the cores this process may run on (CPU affinity and a cgroup
   quota), measures how much of them other processes use (``/proc/stat`` minus this process's
-  own CPU time, over the last interval) and sets ``torch.set_num_threads`` to the free ones;
+  own CPU time and its children's, over the last interval) and sets
+  ``torch.set_num_threads`` to the free ones;
 - it re-checks every few seconds at step boundaries (:meth:`ThreadPolicy.tick`), so a long fit
   follows the load as it changes: down to one thread when another job starts, back up when it
   ends;
@@ -106,6 +107,43 @@ def _busy_ticks(cpus: set[int] | None) -> int | None:
     return total
 
 
+def _descendants(pid: int) -> list[int]:
+    """Live descendant processes of ``pid`` (Linux ``/proc/<pid>/task/*/children``)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children, live (``/proc``) or reaped.
+
+    Worker processes a program started itself (e.g. joblib's for data generation) are its own
+    work, not other processes' load: counting them once made a demo's fit start on one thread.
+    """
+    total = time.process_time()
+    times = os.times()
+    total += times.children_user + times.children_system
+    for pid in _descendants(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+    return total
+
+
 class ThreadPolicy:
     """Sets torch's intra-op threads to the cores other processes leave free, and keeps it so.
 
@@ -144,7 +182,7 @@ class ThreadPolicy:
 
     def _sample(self) -> tuple[float, float, int | None]:
         global _LAST
-        _LAST = (time.monotonic(), time.process_time(), _busy_ticks(self._cpus))
+        _LAST = (time.monotonic(), _own_cpu_seconds(), _busy_ticks(self._cpus))
         return _LAST
 
     def other_load(self, since: tuple[float, float, int | None]) -> float | None:
