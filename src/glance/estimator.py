@@ -550,8 +550,7 @@ class Glance:
         self._check_fitted()
         n = min(int(n_images), len(dataset))
         idx = np.arange(n)
-        names = set(getattr(dataset, "attribute_names", []) or [])
-        contexts = {c: dataset.attribute(c)[idx] for c in self.context_names_ if c in names}
+        contexts = {c: dataset.attribute(c)[idx] for c in self.context_names_ if _has(dataset, c)}
         importance = None
         if getattr(self, "global_importance_", None):
             importance = {}
@@ -850,6 +849,12 @@ def _make_adapter(classifier: Any, layer: str | None, dataset: Any, device: torc
 
 #: A context with at most this many distinct values is discrete (binary flags, categories).
 MAX_LEVELS = 10
+
+
+def _has(dataset: Any, name: str) -> bool:
+    """Whether ``dataset`` records the context ``name`` (a column or a derived periodic one)."""
+    has = getattr(dataset, "has_attribute", None)
+    return bool(has(name)) if has is not None else name in (dataset.attribute_names or [])
 
 
 def context_levels(raw: np.ndarray, max_levels: int = MAX_LEVELS) -> list[list[float] | None]:

@@ -120,6 +120,7 @@ class GlobalExplanation:
             scm = StructuralCausalModel.load(path.parent)
         return cls(CausalGraph.load_json(path), scm, importance)
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -185,6 +186,19 @@ def discovery_data(
     return x, names, kinds
 
 
+def _recorded(dataset: Any, name: str) -> np.ndarray | None:
+    """The recorded values of context ``name`` (a column or a derived periodic one, see
+    :meth:`glance.data.ImageDataset.attribute`), or ``None`` when the data lacks it."""
+    has = getattr(dataset, "has_attribute", None)
+    if has is not None:
+        return np.asarray(dataset.attribute(name), dtype=np.float64) if has(name) else None
+    names = list(getattr(dataset, "attribute_names", []) or [])  # a duck-typed dataset
+    attrs = getattr(dataset, "attributes", None)
+    if attrs is None or name not in names:
+        return None
+    return np.asarray(attrs, dtype=np.float64)[:, names.index(name)]
+
+
 def _contexts(
     glance: Any, dataset: Any, idx: np.ndarray, aligned: np.ndarray, contexts: list[str]
 ) -> np.ndarray:
@@ -192,14 +206,13 @@ def _contexts(
     mean = np.asarray(glance.context_mean_, dtype=np.float64)
     std = np.asarray(glance.context_std_, dtype=np.float64)
     read = mean + std * aligned
-    attr_names = list(getattr(dataset, "attribute_names", []) or [])
-    attrs = getattr(dataset, "attributes", None)
     out = read.copy()
     for j, name in enumerate(contexts):
-        if attrs is None or name not in attr_names:
+        column = _recorded(dataset, name)
+        if column is None:
             logger.info("context %r is not in the dataset; using the encoder's reading", name)
             continue
-        col = np.asarray(attrs, dtype=np.float64)[idx, attr_names.index(name)]
+        col = column[idx]
         known = np.isfinite(col)
         out[known, j] = col[known]
         if not known.all():

@@ -7,6 +7,7 @@ attributes (``NaN`` when missing, which makes the context weakly supervised).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,21 @@ import torch
 from torch.utils.data import Dataset
 
 from glance.exceptions import DataValidationError
+
+#: A periodic context (an angle, a time of day) as a derived column ``sin(COLUMN/PERIOD)`` or
+#: ``cos(COLUMN/PERIOD)``: the pair can be aligned and read out linearly where the raw value
+#: cannot (359° is next to 0°). Give both as contexts, e.g. ``sin(rotation/360)`` and
+#: ``cos(rotation/360)``.
+PERIODIC = re.compile(r"^(sin|cos)\((.+)/([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\)$")
+
+
+def periodic_column(name: str) -> tuple[str, str, float] | None:
+    """``(function, column, period)`` of a derived periodic column name, else ``None``."""
+    m = PERIODIC.match(name)
+    if m is None or float(m.group(3)) <= 0:
+        return None
+    return m.group(1), m.group(2), float(m.group(3))
+
 
 __all__ = ["ImageDataset", "ArrayDataset"]
 
@@ -56,14 +72,28 @@ class ImageDataset(Dataset):
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
         return torch.from_numpy(self._load_uint8(idx).astype(np.float32) / 255.0)
 
+    def has_attribute(self, name: str) -> bool:
+        """Whether :meth:`attribute` can give ``name`` (a column or a periodic derived one)."""
+        derived = periodic_column(name)
+        return name in self.attribute_names or (
+            derived is not None and derived[1] in self.attribute_names
+        )
+
     def attribute(self, name: str) -> np.ndarray:
-        """The column ``name`` of :attr:`attributes` (NaN where missing)."""
-        if name not in self.attribute_names:
-            raise DataValidationError(
-                f"{self.source}: no attribute column {name!r}; "
-                f"available: {', '.join(self.attribute_names) or '(none)'}"
-            )
-        return self.attributes[:, self.attribute_names.index(name)]
+        """The column ``name`` of :attr:`attributes` (NaN where missing), or a periodic derived
+        column ``sin(COLUMN/PERIOD)`` / ``cos(COLUMN/PERIOD)`` (see :data:`PERIODIC`)."""
+        if name in self.attribute_names:
+            return self.attributes[:, self.attribute_names.index(name)]
+        derived = periodic_column(name)
+        if derived is not None and derived[1] in self.attribute_names:
+            fn, column, period = derived
+            raw = np.asarray(self.attributes[:, self.attribute_names.index(column)], np.float64)
+            return (np.sin if fn == "sin" else np.cos)(2.0 * np.pi * raw / period)
+        raise DataValidationError(
+            f"{self.source}: no attribute column {name!r}; "
+            f"available: {', '.join(self.attribute_names) or '(none)'} "
+            "(a periodic one as sin(COLUMN/PERIOD) and cos(COLUMN/PERIOD))"
+        )
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ArrayDataset:
         """An in-memory :class:`ArrayDataset` holding the images ``indices``."""
