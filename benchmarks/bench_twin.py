@@ -35,6 +35,12 @@ RECON_TARGET = 0.96
 
 SETTINGS: dict[str, dict[str, Any] | None] = {
     "now": None,
+    # the fast preset's quick-learning generator and losses, on another preset (e.g. default)
+    "fast-generator": {
+        "generator": {"use_noise": False, "mapping_lr_multiplier": 1.0, "styled_input": True},
+        "loss": {"adversarial": 0.3},
+        "train": {"ema_rampup": 0.05},
+    },
     "before": {
         "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
         "loss": {"adversarial": 0.1},
