@@ -24,6 +24,7 @@ from torch import nn
 
 from glance._io import FORMAT_VERSION
 from glance._version import __version__
+from glance.data.base import recorded
 from glance.exceptions import (
     CheckpointError,
     CheckpointIncompatibleError,
@@ -550,7 +551,8 @@ class Glance:
         self._check_fitted()
         n = min(int(n_images), len(dataset))
         idx = np.arange(n)
-        contexts = {c: dataset.attribute(c)[idx] for c in self.context_names_ if _has(dataset, c)}
+        columns = {c: recorded(dataset, c) for c in self.context_names_}
+        contexts = {c: col[idx] for c, col in columns.items() if col is not None}
         importance = None
         if getattr(self, "global_importance_", None):
             importance = {}
@@ -849,12 +851,6 @@ def _make_adapter(classifier: Any, layer: str | None, dataset: Any, device: torc
 
 #: A context with at most this many distinct values is discrete (binary flags, categories).
 MAX_LEVELS = 10
-
-
-def _has(dataset: Any, name: str) -> bool:
-    """Whether ``dataset`` records the context ``name`` (a column or a derived periodic one)."""
-    has = getattr(dataset, "has_attribute", None)
-    return bool(has(name)) if has is not None else name in (dataset.attribute_names or [])
 
 
 def context_levels(raw: np.ndarray, max_levels: int = MAX_LEVELS) -> list[list[float] | None]:

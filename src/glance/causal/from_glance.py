@@ -29,6 +29,7 @@ from glance.causal.graph import CausalGraph
 from glance.causal.knowledge import BackgroundKnowledge
 from glance.causal.options import DiscoveryOptions, Mechanism
 from glance.causal.scm import StructuralCausalModel
+from glance.data.base import recorded
 from glance.exceptions import ConfigError, DataValidationError, NotFittedError
 
 __all__ = [
@@ -186,19 +187,6 @@ def discovery_data(
     return x, names, kinds
 
 
-def _recorded(dataset: Any, name: str) -> np.ndarray | None:
-    """The recorded values of context ``name`` (a column or a derived periodic one, see
-    :meth:`glance.data.ImageDataset.attribute`), or ``None`` when the data lacks it."""
-    has = getattr(dataset, "has_attribute", None)
-    if has is not None:
-        return np.asarray(dataset.attribute(name), dtype=np.float64) if has(name) else None
-    names = list(getattr(dataset, "attribute_names", []) or [])  # a duck-typed dataset
-    attrs = getattr(dataset, "attributes", None)
-    if attrs is None or name not in names:
-        return None
-    return np.asarray(attrs, dtype=np.float64)[:, names.index(name)]
-
-
 def _contexts(
     glance: Any, dataset: Any, idx: np.ndarray, aligned: np.ndarray, contexts: list[str]
 ) -> np.ndarray:
@@ -208,7 +196,7 @@ def _contexts(
     read = mean + std * aligned
     out = read.copy()
     for j, name in enumerate(contexts):
-        column = _recorded(dataset, name)
+        column = recorded(dataset, name)
         if column is None:
             logger.info("context %r is not in the dataset; using the encoder's reading", name)
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,20 @@ def periodic_column(name: str) -> tuple[str, str, float] | None:
 
 
 __all__ = ["ImageDataset", "ArrayDataset"]
+
+
+def recorded(dataset: Any, name: str) -> np.ndarray | None:
+    """The recorded values of context ``name`` in ``dataset`` (a column or a derived periodic
+    one, see :meth:`ImageDataset.attribute`), or ``None`` when the data lacks it. Duck-typed
+    datasets with ``attribute_names`` / ``attributes`` only are read by column."""
+    has = getattr(dataset, "has_attribute", None)
+    if has is not None:
+        return np.asarray(dataset.attribute(name), dtype=np.float64) if has(name) else None
+    names = list(getattr(dataset, "attribute_names", []) or [])
+    attrs = getattr(dataset, "attributes", None)
+    if attrs is None or name not in names:
+        return None
+    return np.asarray(attrs, dtype=np.float64)[:, names.index(name)]
 
 
 class ImageDataset(Dataset):

@@ -679,8 +679,7 @@ def encode_features(
 def ema_beta_at(train: Any, steps_done: int) -> float:
     """The EMA decay after ``steps_done`` generator steps: ``train.ema_beta``, or less while the
     half-life ``ln 0.5 / ln beta`` (in steps) would exceed ``train.ema_rampup × steps_done``."""
-    beta = float(train.ema_beta)
-    rampup = getattr(train, "ema_rampup", None)
+    beta, rampup = float(train.ema_beta), train.ema_rampup
     if rampup is None or beta == 0.0:
         return beta
     return min(beta, 0.5 ** (1.0 / max(rampup * steps_done, 1e-8)))
