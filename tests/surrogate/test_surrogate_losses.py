@@ -22,6 +22,7 @@ from glance.training.losses import (
     orthogonal_jacobian_penalty,
     r1_penalty,
     reconstruction_l1,
+    reconstruction_laplacian,
 )
 
 
@@ -159,6 +160,38 @@ def test_simple_regression_losses():
     assert reconstruction_l1(a, b).item() == pytest.approx(1.5)
     with pytest.raises(ShapeError):
         reconstruction_l1(a, b.t())
+
+
+def test_reconstruction_laplacian_weighs_every_band():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    assert reconstruction_laplacian(x, x).item() == pytest.approx(0.0, abs=1e-7)
+    # a uniform offset lives in the low-pass level alone: it costs what pixel L1 charges
+    assert reconstruction_laplacian(x + 0.3, x).item() == pytest.approx(0.3, rel=1e-5)
+    # a thin line (2% of the pixels) costs more than in pixel L1: its fine band counts as much
+    # as the flat background's coarse ones
+    line = x.clone()
+    line[..., 30, :] += 0.5
+    assert reconstruction_laplacian(line, x).item() > 1.5 * reconstruction_l1(line, x).item()
+    # smooth 32 px images have fewer levels than 64 px ones but the same contract
+    small = torch.rand(1, 1, 28, 28)
+    assert reconstruction_laplacian(small + 0.1, small).item() == pytest.approx(0.1, rel=1e-5)
+    with pytest.raises(ShapeError):
+        reconstruction_laplacian(x, x[:, :1])
+    y = x.clone().requires_grad_(True)
+    reconstruction_laplacian(y, torch.zeros_like(x)).backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_reconstruction_loss_is_a_config_choice():
+    from glance.exceptions import ConfigError
+    from glance.training.config import LossConfig
+    from glance.training.losses import RECONSTRUCTION_LOSSES
+
+    assert set(RECONSTRUCTION_LOSSES) == {"l1", "laplacian"}
+    assert LossConfig(reconstruction_loss="laplacian").reconstruction_loss == "laplacian"
+    with pytest.raises(ConfigError, match="reconstruction_loss"):
+        LossConfig.from_dict({"reconstruction_loss": "l2"})
 
 
 class _Linear(torch.nn.Module):

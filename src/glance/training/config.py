@@ -111,6 +111,8 @@ class LossConfig(ConfigBase):
     # the generated-image alignment from 0.63/0.78 to 0.77/0.86 (thickness/intensity) at the
     # same fidelity; sharper digits are measurable digits.
     reconstruction: float = 10.0
+    #: ``"l1"`` (pixels) or ``"laplacian"`` (every band of a Laplacian pyramid weighted alike).
+    reconstruction_loss: Literal["l1", "laplacian"] = "l1"
     feature_matching: float = 1.0
     distill_generated: float = 1.0
     latent_cycle: float = 1.0

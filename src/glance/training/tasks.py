@@ -199,7 +199,9 @@ class GeneratorTask(nn.Module):
         mu_back, _ = E(feats)
         terms = {
             "adversarial": L.g_nonsaturating(D(images)),
-            "reconstruction": L.reconstruction_l1(images[:n_real], real),
+            "reconstruction": L.RECONSTRUCTION_LOSSES[cfg.reconstruction_loss](
+                images[:n_real], real
+            ),
             "feature_matching": L.feature_matching(feats[:n_real], real_features),
             "distill_generated": L.adversarial_distillation(s_logits, logits),
             "latent_cycle": L.latent_cycle(mu_back, z),
