@@ -331,7 +331,8 @@ def _common(kind: str, contexts: list[str], args: argparse.Namespace) -> tuple:
         },
     }
     x = test.load_images(np.arange(min(args.n_explain, len(test)))).float()
-    _grid(est, x[:32], args.out.parent / f"resolution-{kind}-reconstructions.png")
+    tag = f"-{args.tag}" if args.tag else ""
+    _grid(est, x[:32], args.out.parent / f"resolution-{kind}{tag}-reconstructions.png")
     return data, model, est, test, x, res
 
 

@@ -41,6 +41,8 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
         "loss": {"adversarial": 0.3},
         "train": {"ema_rampup": 0.05},
     },
+    # every band of a Laplacian pyramid weighted alike instead of a pixel L1 (issue 12)
+    "laplacian": {"loss": {"reconstruction_loss": "laplacian"}},
     "before": {
         "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
         "loss": {"adversarial": 0.1},

@@ -143,6 +143,57 @@ for preset, tgt in (
         ("surrogate", f"{preset}: fit wall time (s)", "surrogate", f"{p}.fit_seconds", tgt["fit"]),
     ]
 
+# A user's torchvision ResNet-18 at 64 px RGB (benchmarks/bench_resolution.py, issue 12).
+KEYED += [
+    ("64 px", "pendulum: ResNet-18 test accuracy", "resolution",
+     "pendulum.classifier.test_accuracy", "(info)"),
+    ("64 px", "pendulum: fast fit wall (s)", "resolution", "pendulum.fit_wall_s", "<= 1200"),
+    ("64 px", "pendulum: fidelity", "resolution", "pendulum.metrics.fidelity", ">= 0.95"),
+    ("64 px", "pendulum: reconstruction fidelity", "resolution",
+     "pendulum.metrics.reconstruction_fidelity", ">= 0.90"),
+    ("64 px", "pendulum: sampled fidelity", "resolution",
+     "pendulum.metrics.sampled_fidelity", ">= 0.85"),
+    ("64 px", "pendulum: reconstruction SSIM", "resolution",
+     "pendulum.metrics.reconstruction_ssim", ">= 0.75"),
+]
+for _c in ("pendulum_angle", "light_angle", "shadow_length", "shadow_position"):
+    KEYED += [
+        ("64 px", f"pendulum: alignment R² {_c}", "resolution",
+         f"pendulum.metrics.alignment_r2.{_c}", ">= 0.80"),
+        ("64 px", f"pendulum: read-back R² {_c} from G(E(x))", "resolution",
+         f"pendulum.metrics.readback_r2.{_c}", ">= 0.80"),
+    ]
+KEYED += [
+    ("64 px", "pendulum: mediator first by direct importance", "resolution",
+     "pendulum.mediator_first_direct", ">= 0.90"),
+    ("64 px", "pendulum: mediator first by total importance (oracle says)", "resolution",
+     "pendulum.oracle.mediator_first", "(info)"),
+    ("64 px", "pendulum: mediator first by total importance", "resolution",
+     "pendulum.mediator_first", "(info)"),
+    ("64 px", "pendulum: pendulum_angle total / mediator", "resolution",
+     "pendulum.pendulum_angle_total_over_mediator", ">= 0.30"),
+    ("64 px", "pendulum: light_angle total / mediator", "resolution",
+     "pendulum.light_angle_total_over_mediator", ">= 0.30"),
+    ("64 px", "pendulum: pendulum_angle direct / total", "resolution",
+     "pendulum.pendulum_angle_direct_over_total", "<= 0.10"),
+    ("64 px", "pendulum: light_angle direct / total", "resolution",
+     "pendulum.light_angle_direct_over_total", "<= 0.10"),
+    ("64 px", "pendulum: agreement with the oracle (Spearman, total)", "resolution",
+     "pendulum.oracle.agreement.mean_spearman", "(info)"),
+    ("64 px", "pendulum: shadow_length -> output in bootstrap resamples", "resolution",
+     "pendulum.parents_of_output.shadow_length.directed_into_output", ">= 0.90"),
+    ("64 px", "pendulum: pendulum_angle adjacent to output (resamples)", "resolution",
+     "pendulum.parents_of_output.pendulum_angle.adjacent_to_output", "<= 0.10"),
+    ("64 px", "pendulum: light_angle adjacent to output (resamples)", "resolution",
+     "pendulum.parents_of_output.light_angle.adjacent_to_output", "<= 0.10"),
+    ("64 px", "pendulum: counterfactual validity", "resolution",
+     "pendulum.counterfactual_validity", ">= 0.90"),
+    ("64 px", "shapes: rule factor first", "resolution", "shapes.rule_factor_first", ">= 0.90"),
+    ("64 px", "shapes: counterfactual validity", "resolution",
+     "shapes.counterfactual_validity", ">= 0.90"),
+    ("64 px", "shapes: fast fit wall (s)", "resolution", "shapes.fit_wall_s", "(info)"),
+]  # fmt: skip
+
 
 def rows() -> list[tuple[str, str, str, str, str]]:
     out = []

@@ -198,7 +198,7 @@ class Glance:
             dataset.attribute(name)  # raises DataValidationError listing the columns
         if len(dataset) < 2:
             raise DataValidationError(f"{dataset.source}: {len(dataset)} images; need at least 2")
-        return resolve_config(self.preset, self.config)
+        return resolve_config(self.preset, self.config, resolution=dataset.image_shape[-1])
 
     def _check_fitted(self) -> None:
         if not hasattr(self, _FITTED):

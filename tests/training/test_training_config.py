@@ -33,6 +33,48 @@ def test_overrides_merge_into_preset():
     assert config_hash(cfg) != config_hash(PRESETS.get("tiny"))
 
 
+def test_resolution_overrides_apply_from_their_size_and_yield_to_the_user():
+    from glance.training.config import AT_RESOLUTION
+
+    fast = PRESETS.get("fast")
+    assert resolve_config("fast", resolution=28) == fast
+    assert resolve_config("fast") == fast  # resolution unknown: the preset as registered
+    side, changes = AT_RESOLUTION["fast"][0]
+    big = resolve_config("fast", resolution=side)
+    assert big.train.generator_steps == changes["train"]["generator_steps"]
+    assert big.loss.reconstruction_loss == "laplacian"
+    assert resolve_config("fast", resolution=2 * side) == big
+    # the caller's overrides win over the resolution's
+    mine = resolve_config("fast", {"train": {"generator_steps": 7}}, resolution=side)
+    assert mine.train.generator_steps == 7 and mine.loss.reconstruction_loss == "laplacian"
+    # every registered override is valid for its preset
+    for name, entries in AT_RESOLUTION.items():
+        for side, _ in entries:
+            GlanceConfig.from_dict(resolve_config(name, resolution=side).to_dict())
+
+
+def test_fit_resolves_the_preset_for_the_data_resolution(tmp_path):
+    from glance.cli.main import main
+    from glance.data.pendulum import generate_pendulum
+
+    data = generate_pendulum(tmp_path / "p", n=20, size=64, n_jobs=1)
+    import io
+    from contextlib import redirect_stdout
+
+    import yaml
+
+    buf = io.StringIO()
+    argv = ["-q", "fit", "--data", str(data), "--contexts", "light_angle", "--preset", "fast"]
+    with redirect_stdout(buf):
+        assert main([*argv, "--out", str(tmp_path / "r"), "--dry-run"]) == 0
+    printed = yaml.safe_load(buf.getvalue())
+    assert (
+        printed["train"]["generator_steps"]
+        == resolve_config("fast", resolution=64).train.generator_steps
+    )
+    assert printed["loss"]["reconstruction_loss"] == "laplacian"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

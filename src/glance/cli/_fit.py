@@ -76,9 +76,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="truth.json of a dataset with a known causal graph (glance data shapes writes "
         "one): adds SHD, edge precision/recall/F1 and orientation accuracy of RUN/graph",
     )
-    e.add_argument(
-        "--n-images", type=positive_int, help="images evaluated (default: the preset's)"
-    )
+    e.add_argument("--n-images", type=positive_int, help="images evaluated (default: the preset's)")
     e.add_argument("--device", default="cpu")
     add_classifier_args(e)
     add_threads_arg(e)
@@ -123,10 +121,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from glance.training.loop import TrainingInterrupted
 
     contexts = tuple(c.strip() for c in args.contexts.split(",") if c.strip())
-    config = resolve_config(args.preset, args.config)
+    resolve_config(args.preset, args.config)  # a bad preset or config fails before any loading
     if args.dry_run:
         import yaml
 
+        side = load_dataset(args.data, _training_split(args.data)).image_shape[-1]
+        config = resolve_config(args.preset, args.config, resolution=side)
         print(yaml.safe_dump({"preset": args.preset, **config.to_dict()}, sort_keys=False))
         return 0
     check_device(args.device)  # before anything is loaded or created
@@ -137,7 +137,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         layer=args.layer,
         contexts=contexts,
         preset=args.preset,
-        config=config,
+        # the overrides, not a resolved config: fit resolves them for the data's resolution
+        config=args.config,
         random_state=args.seed,
         device=args.device,
         quiet=args.quiet,
