@@ -46,7 +46,13 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _machine import machine_info  # noqa: E402
-from bench_explain import _oracle_importance, _rank, _support, agreement  # noqa: E402
+from bench_explain import (  # noqa: E402
+    _oracle_importance,
+    _rank,
+    _support,
+    agreement,
+    oracle_shapes,
+)
 
 from glance._io import atomic_write_json  # noqa: E402
 
@@ -358,14 +364,7 @@ def task_pendulum(args: argparse.Namespace) -> dict[str, Any]:
     res["mediator_first"] = float(np.mean(_rank(total, m) == 0))
     res["mean_total"] = dict(zip(contexts, total.mean(0).round(5).tolist(), strict=True))
     res["mean_direct"] = dict(zip(contexts, direct.mean(0).round(5).tolist(), strict=True))
-    for angle in ("pendulum_angle", "light_angle"):
-        a = contexts.index(angle)
-        res[f"{angle}_total_over_mediator"] = float(
-            total[:, a].mean() / max(total[:, m].mean(), 1e-12)
-        )
-        res[f"{angle}_direct_over_total"] = float(
-            direct[:, a].mean() / max(total[:, a].mean(), 1e-12)
-        )
+    res.update(_angle_ratios(total, direct, contexts))
     # The mediator is the only direct cause of the label: first by direct importance. By total
     # importance the angles may come first (they move the whole shadow); the oracle says which.
     res["mediator_first_direct"] = float(np.mean(_rank(direct, m) == 0))
@@ -381,7 +380,22 @@ def task_pendulum(args: argparse.Namespace) -> dict[str, Any]:
         "agreement": agreement(total, orc),
         "agreement_direct": agreement(direct, orc_direct),
     }
+    res["oracle"].update(_angle_ratios(orc, orc_direct, contexts))
     return res
+
+
+def _angle_ratios(total: np.ndarray, direct: np.ndarray, contexts: list[str]) -> dict[str, float]:
+    """Each angle's mean total importance over the mediator's, and its direct over its total."""
+    m, out = contexts.index("shadow_length"), {}
+    for angle in ("pendulum_angle", "light_angle"):
+        a = contexts.index(angle)
+        out[f"{angle}_total_over_mediator"] = float(
+            total[:, a].mean() / max(total[:, m].mean(), 1e-12)
+        )
+        out[f"{angle}_direct_over_total"] = float(
+            direct[:, a].mean() / max(total[:, a].mean(), 1e-12)
+        )
+    return out
 
 
 def task_shapes(args: argparse.Namespace) -> dict[str, Any]:
@@ -396,6 +410,12 @@ def task_shapes(args: argparse.Namespace) -> dict[str, Any]:
     res["rule_factor_first"] = float(np.mean(_rank(total, contexts.index(rule)) == 0))
     res["mean_total"] = dict(zip(contexts, total.mean(0).round(5).tolist(), strict=True))
     res["counterfactual_validity"] = float(exp.counterfactual.valid.mean())
+    orc = oracle_shapes(model, data, len(x), contexts)
+    res["oracle"] = {
+        "mean_importance": dict(zip(contexts, orc.mean(0).round(5).tolist(), strict=True)),
+        "rule_factor_first": float(np.mean(_rank(orc, contexts.index(rule)) == 0)),
+        "agreement": agreement(total, orc),
+    }
     return res
 
 
@@ -434,6 +454,8 @@ def _checks(name: str, r: dict[str, Any]) -> list[tuple[str, str, Any, bool | No
             t, d = r.get(f"{a}_total_over_mediator"), r.get(f"{a}_direct_over_total")
             add(f"{a} total / mediator", ">= 0.30", t, None if t is None else t >= 0.30)
             add(f"{a} direct / total", "<= 0.10", d, None if d is None else d <= 0.10)
+            o = r.get("oracle", {}).get(f"{a}_direct_over_total")
+            add(f"  the oracle's {a} direct / total", "report", o, None)
         p = r.get("parents_of_output", {})
         med = p.get("shadow_length", {}).get("directed_into_output")
         add("mediator -> output (resamples)", ">= 0.90", med, None if med is None else med >= 0.9)
@@ -443,6 +465,10 @@ def _checks(name: str, r: dict[str, Any]) -> list[tuple[str, str, Any, bool | No
     else:
         v = r.get("rule_factor_first")
         add("rule factor first", ">= 0.90", v, None if v is None else v >= 0.90)
+        o = r.get("oracle", {})
+        add("  the oracle's rule factor first", "report", o.get("rule_factor_first"), None)
+        v = o.get("agreement", {}).get("mean_spearman")
+        add("oracle agreement (Spearman)", "report", v, None)
     v = r.get("counterfactual_validity")
     add("counterfactual validity", ">= 0.90", v, None if v is None else v >= 0.90)
     return rows
@@ -461,6 +487,47 @@ def _print(results: dict[str, Any], tasks: list[str]) -> None:
             if target == "report":
                 mark = "(no target)" if value is not None else "not measured"
             print(f"  {fig:<36} {v:>10}  {target:<9} {mark}")
+
+
+def _setting_row(result: dict[str, Any], task: str) -> dict[str, Any]:
+    """The figures that compare twin settings, from one run's result file."""
+    r, m = result[task], result[task]["metrics"]
+    return {
+        "command": result["command"],
+        "threads": result["settings"].get("threads"),
+        "fit_wall_s": r.get("fit_wall_s"),
+        "readback_r2": m.get("readback_r2"),
+        "reconstruction_ssim": m.get("reconstruction_ssim"),
+        "fid": m.get("fid"),
+        "fidelity": m.get("fidelity"),
+        "reconstruction_fidelity": m.get("reconstruction_fidelity"),
+        "sampled_fidelity": m.get("sampled_fidelity"),
+        "oracle_agreement": r.get("oracle", {}).get("agreement"),
+    }
+
+
+def merge(files: list[Path], settings: list[Path], out: Path) -> int:
+    """Tasks taken from each result file into ``out``; ``settings``: runs of other twin settings,
+    summarised under ``settings`` (each row with its command)."""
+    merged: dict[str, Any] = {"merged_from": [str(f) for f in files], "runs": {}}
+    for f in files:
+        r = json.loads(f.read_text())
+        for name in TASKS:
+            if name in r:
+                merged[name] = r[name]
+                merged["runs"][name] = {k: r[k] for k in ("command", "machine", "settings")}
+    o = merged.get("pendulum", {}).get("oracle")
+    if o and "pendulum_angle_direct_over_total" not in o:  # a run from before the ratios
+        tot, dire = o["mean_importance"], o["mean_direct"]
+        for a in ("pendulum_angle", "light_angle"):
+            o[f"{a}_total_over_mediator"] = tot[a] / tot["shadow_length"]
+            o[f"{a}_direct_over_total"] = dire[a] / tot[a]
+        o["ratios_from"] = "the rounded per-factor means (mean over images, 5 decimals)"
+    merged["settings"] = {"preset": "fast"}
+    merged["pendulum_settings"] = [_setting_row(json.loads(f.read_text()), "pendulum")
+                                   for f in settings]  # fmt: skip
+    atomic_write_json(out, merged)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,7 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="glance threads (default: auto)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="merge the tasks of these result files into --out and exit",
+    )
+    ap.add_argument("--settings-from", type=Path, nargs="*", default=[],
+                    help="with --merge: pendulum runs of other settings to summarise")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.settings_from, args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
