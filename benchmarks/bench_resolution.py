@@ -191,7 +191,7 @@ def _grid(est: Any, x: torch.Tensor, path: Path) -> None:
     Image.fromarray(img).save(path)
 
 
-def _graph(est: Any, data: Path, args: argparse.Namespace, out_name: str) -> dict[str, Any]:
+def _graph(est: Any, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Bootstrap discovery; per edge into the output, its share of resamples.
 
     ``--knowledge truth`` gives discovery the data's DAG among the contexts as required edges
@@ -218,7 +218,6 @@ def _graph(est: Any, data: Path, args: argparse.Namespace, out_name: str) -> dic
         mechanism=args.mechanism,
     )
     freqs = graph.meta.get("bootstrap", {}).get("edge_frequencies", [])
-    _ = out_name
     return {
         "discovery_s": time.perf_counter() - t0,
         "edges": [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()],
@@ -226,25 +225,21 @@ def _graph(est: Any, data: Path, args: argparse.Namespace, out_name: str) -> dic
     }
 
 
-def _into_output(freqs: list[Any], node: str, outputs: list[str]) -> float:
-    """Share of resamples with an edge ``node -> output`` (any output node, directed into it)."""
-    best = 0.0
+def _output_edge_shares(freqs: list[Any], node: str, outputs: list[str]) -> dict[str, float]:
+    """Shares of resamples in which ``node`` is adjacent to an output, and has an edge directed
+    into one (the largest over the output nodes)."""
+    out = {"directed_into_output": 0.0, "adjacent_to_output": 0.0}
     for f in freqs:
         a, b = f.get("source"), f.get("target")
         if a == node and b in outputs:
-            best = max(best, float(f.get("forward", 0.0)))
+            into = float(f.get("forward", 0.0))
         elif b == node and a in outputs:
-            best = max(best, float(f.get("backward", 0.0)))
-    return best
-
-
-def _adjacent_output(freqs: list[Any], node: str, outputs: list[str]) -> float:
-    share = 0.0
-    for f in freqs:
-        a, b = f.get("source"), f.get("target")
-        if (a == node and b in outputs) or (b == node and a in outputs):
-            share = max(share, float(f.get("presence", 0.0)))
-    return share
+            into = float(f.get("backward", 0.0))
+        else:
+            continue
+        out["directed_into_output"] = max(out["directed_into_output"], into)
+        out["adjacent_to_output"] = max(out["adjacent_to_output"], float(f.get("presence", 0.0)))
+    return out
 
 
 def oracle_pendulum(
@@ -348,15 +343,11 @@ def task_pendulum(args: argparse.Namespace) -> dict[str, Any]:
 
     contexts = list(PENDULUM_FACTORS)
     data, model, est, test, x, res = _common("pendulum", contexts, args)
-    res.update(_graph(est, data, args, "pendulum"))
+    res.update(_graph(est, data, args))
     outputs = [n.name for n in est.graph_.nodes if n.kind == "output"]
     res["outputs"] = outputs
     res["parents_of_output"] = {
-        c: {
-            "directed_into_output": _into_output(res["edge_frequencies"], c, outputs),
-            "adjacent_to_output": _adjacent_output(res["edge_frequencies"], c, outputs),
-        }
-        for c in contexts
+        c: _output_edge_shares(res["edge_frequencies"], c, outputs) for c in contexts
     }
     exp, total, direct, explain_s = _explain(est, x, contexts, args)
     res["explain_s"] = explain_s
