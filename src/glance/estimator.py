@@ -267,6 +267,8 @@ class Glance:
             data = self._prepare_data(dataset, config, dist.device, cache_dir)
             stack.callback(close_features, data.features)  # before the temporary dir goes
             parts = self._build_parts(config, dataset, data.features, dist.device)
+            if config.loss.readback > 0 and self.contexts:
+                parts.readback = self._readback_spec(dataset, data.contexts, dist.device)
             trainer = Trainer(
                 parts,
                 data,
@@ -360,6 +362,28 @@ class Glance:
             discriminator=nets["discriminator"],
             classify=adapter.forward_features,
         )
+
+    def _readback_spec(self, dataset: Any, contexts: torch.Tensor, device: torch.device) -> Any:
+        """The frozen context reader of the read-back loss, fitted on the training images.
+
+        Its seed differs from the one ``evaluate``'s readers use, so that the evaluation's
+        effectiveness and specificity are read by a network the generator was not trained
+        against. Fitting is deterministic for a seed and thread count, so a resumed fit on the
+        same threads trains against the same reader.
+        """
+        import dataclasses
+
+        from glance.metrics.readers import ReaderConfig, fit_reader
+        from glance.training.tasks import ReadbackSpec
+
+        reader = fit_reader(
+            dataset,
+            list(self.contexts),
+            random_state=int(self.random_state) + 1,
+            config=ReaderConfig(morphometrics=False),
+        )
+        spec = ReadbackSpec.from_reader(reader, list(self.contexts), contexts)
+        return dataclasses.replace(spec, reader=spec.reader.to(device))
 
     def _set_fitted(self, parts: Any, trainer: Any, dataset: Any) -> None:
         for m in (parts.encoder, parts.head, parts.generator_ema, parts.discriminator):

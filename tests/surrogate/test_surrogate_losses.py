@@ -17,6 +17,7 @@ from glance.training.losses import (
     distillation_kl,
     feature_matching,
     g_nonsaturating,
+    intervention_readback,
     kl_standard_normal,
     latent_cycle,
     orthogonal_jacobian_penalty,
@@ -228,3 +229,58 @@ def test_orthogonal_jacobian_penalty_on_generator_is_differentiable():
     assert g.mapping.layers[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="at least 2"):
         orthogonal_jacobian_penalty(g, z, 0.1, dims=[1])
+
+
+def _readback_case(mix: torch.Tensor, moved, shift, weights=None):
+    """A linear 'generator' whose image is ``z @ mix`` and a reader that reads the image back:
+    moving dim k changes reader column c by ``shift * mix[k, c]``."""
+    z = torch.randn(len(moved), mix.shape[0])
+    gen = lambda zz: (zz @ mix).reshape(len(zz), 1, 1, -1)  # noqa: E731
+    read = lambda img: img.reshape(len(img), -1)  # noqa: E731
+    columns = torch.arange(mix.shape[1])
+    w = torch.ones(len(moved), mix.shape[1]) if weights is None else weights
+    return intervention_readback(gen, read, z, torch.tensor(moved), torch.tensor(shift), columns, w)
+
+
+def test_intervention_readback_zero_only_for_a_disentangled_calibrated_generator():
+    # three dims, two read columns (dims 0 and 1 aligned, dim 2 free)
+    clean = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    got = _readback_case(clean, [0, 1, 2], [1.0, -0.5, 1.2]).item()
+    assert got == pytest.approx(0.0, abs=1e-10)
+    # dim 0 leaks into column 1 by half its shift: one wrong entry of (1 * 0.5)^2 out of 6
+    leak = torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.0, 0.0]])
+    assert _readback_case(leak, [0, 1, 2], [1.0, 1.0, 1.0]).item() == pytest.approx(0.25 / 6)
+    # an under-drawn dim: column 0 moves by 0.5 of the asked 2.0 -> (1.5)^2 over 2 entries
+    weak = torch.tensor([[0.25, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    assert _readback_case(weak, [0], [2.0]).item() == pytest.approx(2.25 / 2)
+    # a free dim that moves a context is penalised too
+    free = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert _readback_case(free, [2], [1.0]).item() == pytest.approx(0.5)
+
+
+def test_intervention_readback_weights_leave_out_pairs():
+    leak = torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.0, 0.0]])
+    w = torch.tensor([[1.0, 0.0]])  # column 1 not compared when dim 0 moves (linked)
+    assert _readback_case(leak, [0], [1.0], w).item() == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ShapeError):
+        _readback_case(leak, [0, 1], [1.0], torch.ones(2, 2))
+
+
+def test_intervention_readback_reaches_the_generator():
+    g = Generator(4, 16, 1, w_dim=16, mapping_layers=1, channel_base=64, channel_max=8)
+    reader = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 2))
+    reader.requires_grad_(False)
+    z = torch.randn(3, 4)
+    loss = intervention_readback(
+        lambda zz: g(zz, noise_mode="const"),
+        reader,
+        z,
+        torch.tensor([0, 1, 3]),
+        torch.tensor([1.0, -1.0, 0.5]),
+        torch.tensor([0, 1]),
+        torch.ones(3, 2),
+    )
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert g.mapping.layers[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in reader.parameters())

@@ -35,6 +35,10 @@ class ReaderConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    #: Read Morpho-MNIST morphometric contexts of single-channel images with the morphometrics
+    #: (exact, not differentiable); ``False`` reads every context with the CNN (what a training
+    #: loss needs: a gradient through the reader).
+    morphometrics: bool = True
 
     def __post_init__(self) -> None:
         ints = ("width", "resolution", "max_images", "min_steps", "max_steps", "batch_size")

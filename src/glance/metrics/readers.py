@@ -303,7 +303,7 @@ def fit_reader(
     perm = np.random.default_rng(random_state).permutation(len(idx))
     n_hold = max(1, int(round(cfg.heldout_fraction * len(idx))))
     hold, train = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
-    one = native is not None
+    one = native is not None and cfg.morphometrics
     sources = {c: "morphometrics" if one and c in MORPHOMETRIC_CONTEXTS else "cnn" for c in names}
     mean, std, reasons = _standardisation(values[train], names)
     predicted = np.full_like(values, np.nan)

@@ -121,6 +121,12 @@ class LossConfig(ConfigBase):
     r1_interval: int = 16
     disentangle: float = 0.0
     disentangle_interval: int = 4
+    #: Interventions read back as asked: moving one concept dim of G's input by a shift must
+    #: change the context it is aligned to by that shift and leave every other context alone,
+    #: read from the generated image by a frozen context reader fitted on the real training
+    #: images (:func:`glance.training.losses.intervention_readback`). 0 = off.
+    readback: float = 0.0
+    readback_interval: int = 4
 
     def validate(self) -> None:
         _positive(
@@ -136,9 +142,10 @@ class LossConfig(ConfigBase):
             "latent_cycle",
             "r1_gamma",
             "disentangle",
+            "readback",
             allow_zero=True,
         )
-        _positive(self, "temperature", "r1_interval", "disentangle_interval")
+        _positive(self, "temperature", "r1_interval", "disentangle_interval", "readback_interval")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

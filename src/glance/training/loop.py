@@ -40,6 +40,7 @@ from glance.training.tasks import (
     EncoderTask,
     GeneratorTask,
     ParallelSlice,
+    ReadbackSpec,
 )
 
 __all__ = [
@@ -77,6 +78,8 @@ class Parts:
     discriminator: nn.Module
     classify: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     mixture: ConceptMixture | None = None
+    #: The read-back loss's frozen reader and columns (``LossConfig.readback``); None = off.
+    readback: ReadbackSpec | None = None
 
     def modules(self) -> dict[str, nn.Module]:
         return {
@@ -276,7 +279,7 @@ class Trainer:
         p, cfg = self.parts, self.config.loss
         self.enc_task = EncoderTask(p.encoder, p.head, self.n_aligned, cfg)
         self.gen_task = GeneratorTask(
-            p.generator, p.discriminator, p.encoder, p.head, p.classify, cfg
+            p.generator, p.discriminator, p.encoder, p.head, p.classify, cfg, p.readback
         )
         self.disc_task = DiscriminatorTask(p.discriminator, cfg)
         self.enc_ddp = self.dist.wrap(self.enc_task)
@@ -506,6 +509,7 @@ class Trainer:
                 z_sampled,
                 noise_rng,
                 disentangle=local % self.config.loss.disentangle_interval == 0,
+                readback=local % cfg.readback_interval == 0,
                 on_loss=self.hooks.on_loss,
             )
             p.discriminator.requires_grad_(True)

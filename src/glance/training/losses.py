@@ -28,6 +28,7 @@ __all__ = [
     "RECONSTRUCTION_LOSSES",
     "feature_matching",
     "orthogonal_jacobian_penalty",
+    "intervention_readback",
 ]
 
 
@@ -312,3 +313,61 @@ def orthogonal_jacobian_penalty(
     gram = torch.einsum("inp,jnp->nij", jac, jac) / jac.shape[2]  # [N, k, k]
     off = ~torch.eye(len(idx), dtype=torch.bool, device=z.device)
     return gram[:, off].square().mean()
+
+
+def intervention_readback(
+    generator: Callable[[torch.Tensor], torch.Tensor],
+    read: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    moved: torch.Tensor,
+    shift: torch.Tensor,
+    columns: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Single-dimension interventions on ``G``'s input, read back from the generated images.
+
+    Sample ``i`` moves dim ``moved[i]`` of ``z[i]`` by ``shift[i]``. A frozen context reader
+    (images to standardised contexts, fitted on real images) reads both images; column ``c`` of
+    the reader reads the context aligned to dim ``columns[c]`` of ``z``. The read change must be
+    ``shift[i]`` on the moved dim's own column and 0 on every other one (an intervention on one
+    concept changes that concept in the image, by as much as it was moved, and nothing else):
+    the mean squared error over the entries where ``weights[i, c]`` is nonzero, weighted by it.
+    Gradients reach ``G`` through the images; the reader's parameters should be frozen.
+
+    Parameters
+    ----------
+    generator : callable
+        Maps z (M, d) to images (M, C, H, W); deterministic.
+    read : callable
+        Maps images (M, C, H, W) to standardised contexts (M, R).
+    z : Tensor of shape (N, d)
+        Concept vectors to intervene on.
+    moved : long Tensor of shape (N,)
+        The dim of ``z`` moved in each sample.
+    shift : Tensor of shape (N,)
+        The shift of that dim, in the units of ``z`` (standardised contexts for aligned dims).
+    columns : long Tensor of shape (R,)
+        The dim of ``z`` each reader column is aligned to.
+    weights : Tensor of shape (N, R)
+        Which read changes count (0: not compared, e.g. an unreadable context or one the data
+        cannot tell apart from the moved one).
+    """
+    if z.ndim != 2:
+        raise ShapeError(f"z must have shape (N, d); got {tuple(z.shape)}")
+    n = z.shape[0]
+    if moved.shape != (n,) or shift.shape != (n,) or weights.shape != (n, columns.numel()):
+        raise ShapeError(
+            f"moved {tuple(moved.shape)}, shift {tuple(shift.shape)} and weights "
+            f"{tuple(weights.shape)} must be (N,), (N,), (N, R) for z {tuple(z.shape)} and "
+            f"{columns.numel()} reader columns"
+        )
+    rows = torch.arange(n, device=z.device)
+    z_moved = z.clone()
+    z_moved[rows, moved] = z_moved[rows, moved] + shift.to(z.dtype)
+    read_all = read(generator(torch.cat([z, z_moved])))
+    change = read_all[n:] - read_all[:n]  # [N, R]
+    target = torch.where(
+        columns.unsqueeze(0) == moved.unsqueeze(1), shift.unsqueeze(1), torch.zeros_like(change)
+    )
+    w = weights.to(change.dtype)
+    return ((change - target).square() * w).sum() / w.sum().clamp(min=1e-12)

@@ -26,6 +26,7 @@ __all__ = [
     "EncoderTask",
     "GeneratorTask",
     "DiscriminatorTask",
+    "ReadbackSpec",
 ]
 
 LossHook = Callable[[str, torch.Tensor], torch.Tensor]
@@ -154,6 +155,80 @@ class EncoderTask(nn.Module):
         return _weighted(terms, weights, on_loss)
 
 
+#: Pairs of contexts whose training values correlate beyond this (|Pearson r|) are not compared
+#: by the read-back loss: a reader fitted on observational data cannot tell them apart (on causal
+#: shapes it reads ``shape`` partly through ``hue``), so penalising one when the other moves
+#: would fight the intervention itself.
+READBACK_LINKED_R = 0.5
+#: Samples per read-back step, and the range of |shift| in standardised units.
+READBACK_SAMPLES = 8
+READBACK_SHIFT = (0.5, 1.5)
+
+
+@dataclass(frozen=True)
+class ReadbackSpec:
+    """What :func:`~glance.training.losses.intervention_readback` needs during training.
+
+    Attributes
+    ----------
+    reader
+        Frozen context reader network: images to standardised contexts (R columns).
+    columns
+        (R,) long: the aligned dim of ``z`` each reader column reads.
+    readable
+        (R,) bool: the reader reads that context (held-out R² at least ``READABLE_R2``).
+    linked
+        (m, R) bool: when aligned dim ``j`` moves, column ``c`` is not compared (the two contexts
+        correlate too strongly in the training data to be read apart).
+    """
+
+    reader: nn.Module
+    columns: torch.Tensor
+    readable: torch.Tensor
+    linked: torch.Tensor
+
+    @classmethod
+    def from_reader(cls, reader: object, contexts: list[str], values: torch.Tensor) -> ReadbackSpec:
+        """Spec of a fitted :class:`~glance.metrics.readers.ContextReader` whose CNN reads
+        ``contexts`` (the aligned dims, in order); ``values`` (N, m) are the training contexts
+        (NaN = unknown), from which the linked pairs are found."""
+        names = list(reader.cnn_contexts)  # type: ignore[attr-defined]
+        cols = torch.tensor([contexts.index(c) for c in names], dtype=torch.long)
+        readable = torch.tensor([reader.readable(c) for c in names], dtype=torch.bool)  # type: ignore[attr-defined]
+        v = values.double()
+        m = v.shape[1]
+        corr = torch.zeros(m, m, dtype=torch.float64)
+        for i in range(m):
+            for j in range(m):
+                ok = torch.isfinite(v[:, i]) & torch.isfinite(v[:, j])
+                if i != j and ok.sum() > 2:
+                    a, b = v[ok, i], v[ok, j]
+                    a, b = a - a.mean(), b - b.mean()
+                    corr[i, j] = (a @ b) / (a.norm() * b.norm()).clamp(min=1e-12)
+        linked = corr[:, cols].abs() > READBACK_LINKED_R
+        net = reader.net.eval().requires_grad_(False)  # type: ignore[attr-defined]
+        return cls(reader=net, columns=cols, readable=readable, linked=linked)
+
+    def draw(
+        self, z: torch.Tensor, rng: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Moves for ``z`` (N, d): the moved dim (any dim, aligned or free), a shift towards the
+        centre of ``|shift|`` in ``READBACK_SHIFT``, and the (N, R) weights of the comparisons."""
+        n, d = z.shape
+        moved = torch.randint(0, d, (n,), generator=rng)
+        lo, hi = READBACK_SHIFT
+        size = lo + (hi - lo) * torch.rand(n, generator=rng)
+        toward = -torch.sign(z.detach().cpu()[torch.arange(n), moved])
+        shift = size * torch.where(toward == 0, torch.ones_like(toward), toward)
+        m = self.linked.shape[0]
+        linked = torch.zeros(n, self.columns.numel(), dtype=torch.bool)
+        aligned = moved < m
+        linked[aligned] = self.linked[moved[aligned]]
+        weights = (self.readable.unsqueeze(0) & ~linked).float()
+        dev = z.device
+        return moved.to(dev), shift.to(dev), weights.to(dev)
+
+
 class GeneratorTask(nn.Module):
     """Stage 2 generator step (E, S, classifier and D frozen; gradients reach G only).
 
@@ -170,9 +245,11 @@ class GeneratorTask(nn.Module):
         head: nn.Module,
         classify: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         cfg: LossConfig,
+        readback: ReadbackSpec | None = None,
     ):
         super().__init__()
         self.G = generator
+        self.readback = readback  # a frozen dataclass: not registered, not seen by DDP
         # Frozen collaborators are kept out of the module tree (a tuple is not registered), so
         # DDP and the optimiser see only G's parameters.
         self._frozen = (discriminator, encoder, head)
@@ -187,6 +264,7 @@ class GeneratorTask(nn.Module):
         rng: torch.Generator,
         *,
         disentangle: bool = False,
+        readback: bool = False,
         on_loss: LossHook | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg, n_real = self.cfg, len(z_real)
@@ -213,9 +291,23 @@ class GeneratorTask(nn.Module):
             terms["disentangle"] = L.orthogonal_jacobian_penalty(
                 lambda zz: self.G(zz, noise_mode="const"), z[:4], dims=dims
             )
+        if readback and cfg.readback > 0 and self.readback is not None:
+            spec, z0 = self.readback, z_real[:READBACK_SAMPLES]
+            moved, shift, w = spec.draw(z0, rng)
+            terms["readback"] = L.intervention_readback(
+                lambda zz: self.G(zz, noise_mode="const"),
+                spec.reader,
+                z0,
+                moved,
+                shift,
+                spec.columns.to(z0.device),
+                w,
+            )
         weights = {k: getattr(cfg, k) for k in terms}
         if "disentangle" in weights:
             weights["disentangle"] *= cfg.disentangle_interval  # lazy: scale by the interval
+        if "readback" in weights:
+            weights["readback"] *= cfg.readback_interval
         out = _weighted(terms, weights, on_loss)
         out["_images"] = images.detach()
         return out

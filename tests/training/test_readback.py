@@ -1,0 +1,76 @@
+"""The intervention read-back loss in training: its reader, its comparisons, its place in a fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glance.estimator import Glance
+from glance.training.loop import Hooks
+from glance.training.tasks import READBACK_SHIFT, ReadbackSpec
+
+TRAIN = {"encoder_steps": 4, "generator_steps": 4, "checkpoint_every": 4, "generator_batch": 8}
+
+
+class _Reader:
+    """What ReadbackSpec reads from a fitted ContextReader."""
+
+    def __init__(self, names, readable):
+        self.cnn_contexts, self._readable = names, readable
+        self.net = torch.nn.Linear(2, len(names))
+
+    def readable(self, name):
+        return self._readable[name]
+
+
+def test_spec_links_correlated_contexts_and_skips_unreadable_ones():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    values = np.stack([a, a + 0.3 * rng.normal(size=500), rng.normal(size=500)], 1)
+    values[::7, 2] = np.nan  # unknown values do not break the correlation
+    spec = ReadbackSpec.from_reader(
+        _Reader(["a", "b", "c"], {"a": True, "b": True, "c": False}),
+        ["a", "b", "c"],
+        torch.as_tensor(values),
+    )
+    assert spec.linked.tolist() == [[False, True, False], [True, False, False], [False] * 3]
+    assert spec.readable.tolist() == [True, True, False]
+    assert not any(p.requires_grad for p in spec.reader.parameters())
+    z = torch.tensor([[1.0, -2.0, 0.0, 0.5]] * 64)  # 3 aligned dims and one free dim
+    moved, shift, w = spec.draw(z, torch.Generator().manual_seed(0))
+    assert set(moved.tolist()) == {0, 1, 2, 3}
+    lo, hi = READBACK_SHIFT
+    assert ((shift.abs() >= lo) & (shift.abs() <= hi)).all()
+    # every shift goes towards the centre of its dim
+    toward = -torch.sign(z[torch.arange(64), moved])
+    assert (torch.sign(shift)[toward != 0] == toward[toward != 0]).all()
+    for i, m in enumerate(moved.tolist()):
+        expect = [True, True, False]
+        if m < 3:
+            expect = [r and not spec.linked[m, c].item() for c, r in enumerate(expect)]
+        assert w[i].bool().tolist() == expect
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, weight):
+    seen: dict[str, list[float]] = {}
+
+    def record(name: str, value: torch.Tensor) -> torch.Tensor:
+        seen.setdefault(name, []).append(float(value.detach()))
+        return value
+
+    est = Glance(
+        tiny_classifier,
+        contexts=["thickness", "intensity"],
+        preset="tiny",
+        config={"train": TRAIN, "loss": {"readback": weight, "readback_interval": 2}},
+        random_state=1,
+        quiet=True,
+    )
+    est._hooks = Hooks(on_loss=record)
+    est.fit(tiny_data, out=tmp_path / "run")
+    assert ("readback" in seen) == (weight > 0)
+    if weight > 0:
+        assert len(seen["readback"]) == 2  # every second of 4 generator steps
+        assert all(np.isfinite(v) and v >= 0 for v in seen["readback"])
