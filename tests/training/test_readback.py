@@ -74,3 +74,5 @@ def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, 
     if weight > 0:
         assert len(seen["readback"]) == 2  # every second of 4 generator steps
         assert all(np.isfinite(v) and v >= 0 for v in seen["readback"])
+        # the lazy term is in the training log although it runs on other steps than logged ones
+        assert any("readback" in rec for rec in est.history_ if rec["stage"] == "generator")

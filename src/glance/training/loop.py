@@ -255,6 +255,8 @@ class Trainer:
         self._latents: torch.Tensor | None = None
         self._perm_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._stop_requested = False
+        self._log_stage: str | None = None
+        self._log_latest: dict[str, float] = {}
         self._tb = _tensorboard(self.metrics_path)
         self._build_tasks()
         self._build_optimizers()
@@ -608,9 +610,14 @@ class Trainer:
             bar.set_description(f"glance fit [{stage}]")
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(values.items())[:5]}, refresh=False)
             bar.update(1)
+        # Lazy terms (R1, the disentangle and read-back penalties) run every few steps, rarely
+        # on a logged one: each record carries the latest value of every term of its stage.
+        if stage != self._log_stage:
+            self._log_stage, self._log_latest = stage, {}
+        self._log_latest.update(values)
         if step % self.log_every and step != self.total_steps:
             return
-        rec = {"step": step, "stage": stage, "time": round(time.time(), 3), **values}
+        rec = {"step": step, "stage": stage, "time": round(time.time(), 3), **self._log_latest}
         self.history.append(rec)
         if self.metrics_path is not None:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
