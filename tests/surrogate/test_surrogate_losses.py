@@ -17,6 +17,7 @@ from glance.training.losses import (
     distillation_kl,
     feature_matching,
     g_nonsaturating,
+    hsic_dependence,
     intervention_readback,
     kl_standard_normal,
     latent_cycle,
@@ -284,3 +285,28 @@ def test_intervention_readback_reaches_the_generator():
     loss.backward()
     assert g.mapping.layers[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in reader.parameters())
+
+
+def test_hsic_dependence_sees_nonlinear_dependence_that_covariance_misses():
+    g = torch.Generator().manual_seed(0)
+    half = torch.randn(128, 2, generator=g)
+    a = torch.cat([half, -half])  # symmetric: |a0| has exactly zero covariance with a0
+    independent = hsic_dependence(a, torch.randn(256, 2, generator=g)).item()
+    # |a0| is uncorrelated with a0 (zero covariance) yet a function of it
+    folded = a[:, :1].abs()
+    assert abs(torch.cov(torch.cat([a[:, :1], folded], 1).t())[0, 1].item()) < 1e-6
+    dependent = hsic_dependence(a[:, :1], folded).item()
+    assert dependent > 3 * independent
+    assert hsic_dependence(a, a).item() == pytest.approx(1.0, abs=1e-5)
+    # invariant to the scale of either side (median-heuristic bandwidths)
+    assert hsic_dependence(a[:, :1], 10 * folded).item() == pytest.approx(dependent, rel=1e-4)
+
+
+def test_hsic_dependence_gradient_and_shapes():
+    a = torch.randn(32, 3, requires_grad=True)
+    hsic_dependence(a, a.detach()[:, :1] ** 2).backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    with pytest.raises(ShapeError):
+        hsic_dependence(torch.randn(3, 2), torch.randn(3, 2))
+    with pytest.raises(ShapeError):
+        hsic_dependence(torch.randn(8, 2), torch.randn(7, 2))

@@ -106,6 +106,9 @@ class LossConfig(ConfigBase):
     align: float = 4.0
     kl: float = 0.02
     covariance: float = 1.0
+    #: Normalised HSIC between the free dims and the contexts (nonlinear dependence, which the
+    #: covariance penalty cannot see); 0 = off.
+    independence: float = 0.0
     # Stage 2: generator G (+ discriminator D).
     adversarial: float = 0.1
     # Measured on Morpho-MNIST (fast preset, 600 generator steps): weight 10 instead of 1 raised
@@ -135,6 +138,7 @@ class LossConfig(ConfigBase):
             "align",
             "kl",
             "covariance",
+            "independence",
             "adversarial",
             "reconstruction",
             "feature_matching",

@@ -29,6 +29,7 @@ __all__ = [
     "feature_matching",
     "orthogonal_jacobian_penalty",
     "intervention_readback",
+    "hsic_dependence",
 ]
 
 
@@ -151,6 +152,38 @@ def covariance_penalty(
     if not terms:
         return z.sum() * 0.0
     return torch.cat(terms).square().mean()
+
+
+def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
+    """Gaussian kernel matrix of the rows of ``x``, bandwidth the median pairwise distance."""
+    d2 = torch.cdist(x, x).square()
+    med = d2.detach()[~torch.eye(len(x), dtype=torch.bool, device=x.device)].median()
+    return torch.exp(-d2 / (med.clamp(min=1e-12)))
+
+
+def hsic_dependence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Normalised HSIC between the rows of ``a`` and ``b`` with Gaussian kernels (RBF CKA).
+
+    0 when ``a`` and ``b`` are independent over the batch (in expectation), 1 when one is a
+    bijective function of the other; unlike a covariance it sees nonlinear dependence (Gretton
+    et al. 2005; Kornblith et al. 2019). Bandwidths: the median heuristic, without gradient.
+
+    Parameters
+    ----------
+    a : Tensor of shape (N, p)
+    b : Tensor of shape (N, q)
+        Paired rows (N >= 4).
+    """
+    if a.ndim != 2 or b.ndim != 2 or len(a) != len(b) or len(a) < 4:
+        raise ShapeError(
+            f"a and b must have shapes (N >= 4, p) and (N, q); got {tuple(a.shape)}, "
+            f"{tuple(b.shape)}"
+        )
+    n = len(a)
+    h = torch.eye(n, device=a.device, dtype=a.dtype) - 1.0 / n
+    k, m = h @ _rbf_gram(a) @ h, h @ _rbf_gram(b.to(a.dtype)) @ h
+    cross = (k * m).sum()
+    return cross / ((k * k).sum() * (m * m).sum()).sqrt().clamp(min=1e-12)
 
 
 def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -151,6 +151,13 @@ class EncoderTask(nn.Module):
             "kl": L.kl_standard_normal(mu, logvar),
             "covariance": L.covariance_penalty(z, self.n_aligned, z.shape[1] - self.n_aligned),
         }
+        m = self.n_aligned
+        if cfg.independence > 0 and 0 < m < mu.shape[1]:
+            # The free dims must not carry the contexts (nonlinearly either): a generator that
+            # can read a context from them too draws only part of an intervention on its
+            # aligned dim. Unknown contexts are stood in for by their aligned dims.
+            known = torch.where(torch.isfinite(contexts), contexts, mu[:, :m].detach())
+            terms["independence"] = L.hsic_dependence(mu[:, m:], known)
         weights = {k: getattr(cfg, k) for k in terms}
         return _weighted(terms, weights, on_loss)
 

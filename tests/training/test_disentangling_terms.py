@@ -1,4 +1,5 @@
-"""The intervention read-back loss in training: its reader, its comparisons, its place in a fit."""
+"""The terms against entanglement in training: intervention read-back (its reader, its
+comparisons, its place in a fit) and the free dims' independence from the contexts."""
 
 from __future__ import annotations
 
@@ -76,3 +77,27 @@ def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, 
         assert all(np.isfinite(v) and v >= 0 for v in seen["readback"])
         # the lazy term is in the training log although it runs on other steps than logged ones
         assert any("readback" in rec for rec in est.history_ if rec["stage"] == "generator")
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_independence_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, weight):
+    seen: dict[str, list[float]] = {}
+
+    def record(name: str, value: torch.Tensor) -> torch.Tensor:
+        seen.setdefault(name, []).append(float(value.detach()))
+        return value
+
+    est = Glance(
+        tiny_classifier,
+        contexts=["thickness", "intensity"],
+        preset="tiny",
+        config={"train": TRAIN, "loss": {"independence": weight}},
+        random_state=1,
+        quiet=True,
+    )
+    est._hooks = Hooks(on_loss=record)
+    est.fit(tiny_data, out=tmp_path / "run")
+    assert ("independence" in seen) == (weight > 0)
+    if weight > 0:
+        assert len(seen["independence"]) == TRAIN["encoder_steps"]
+        assert all(0.0 <= v <= 1.0 + 1e-6 for v in seen["independence"])
