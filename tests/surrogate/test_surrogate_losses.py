@@ -248,13 +248,15 @@ def test_intervention_readback_zero_only_for_a_disentangled_calibrated_generator
     clean = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     got = _readback_case(clean, [0, 1, 2], [1.0, -0.5, 1.2]).item()
     assert got == pytest.approx(0.0, abs=1e-10)
-    # dim 0 leaks into column 1 by half its shift: one wrong entry of (1 * 0.5)^2 out of 6
+    # dim 0 leaks into column 1 by half its shift: sample 0's "others" error (0.5)^2, of 3
     leak = torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.0, 0.0]])
-    assert _readback_case(leak, [0, 1, 2], [1.0, 1.0, 1.0]).item() == pytest.approx(0.25 / 6)
-    # an under-drawn dim: column 0 moves by 0.5 of the asked 2.0 -> (1.5)^2 over 2 entries
+    assert _readback_case(leak, [0, 1, 2], [1.0, 1.0, 1.0]).item() == pytest.approx(0.25 / 3)
+    # an under-drawn dim: column 0 moves by 0.5 of the asked 2.0 -> its own error (1.5)^2
     weak = torch.tensor([[0.25, 0.0], [0.0, 1.0], [0.0, 0.0]])
-    assert _readback_case(weak, [0], [2.0]).item() == pytest.approx(2.25 / 2)
-    # a free dim that moves a context is penalised too
+    assert _readback_case(weak, [0], [2.0]).item() == pytest.approx(2.25)
+    # drawing nothing at all is no way out: the own error is the whole shift
+    assert _readback_case(torch.zeros(3, 2), [0], [1.0]).item() == pytest.approx(1.0)
+    # a free dim that moves a context is penalised too (mean over the two columns it moves)
     free = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     assert _readback_case(free, [2], [1.0]).item() == pytest.approx(0.5)
 

@@ -363,9 +363,11 @@ def intervention_readback(
     (images to standardised contexts, fitted on real images) reads both images; column ``c`` of
     the reader reads the context aligned to dim ``columns[c]`` of ``z``. The read change must be
     ``shift[i]`` on the moved dim's own column and 0 on every other one (an intervention on one
-    concept changes that concept in the image, by as much as it was moved, and nothing else):
-    the mean squared error over the entries where ``weights[i, c]`` is nonzero, weighted by it.
-    Gradients reach ``G`` through the images; the reader's parameters should be frozen.
+    concept changes that concept in the image, by as much as it was moved, and nothing else).
+    Per sample, the squared error of the own column plus the mean squared error of the other
+    compared columns (so that drawing less of everything, which lowers the many "nothing else"
+    errors, does not pay); entries where ``weights[i, c]`` is 0 are not compared. The mean over
+    the samples. Gradients reach ``G`` through the images; the reader should be frozen.
 
     Parameters
     ----------
@@ -399,8 +401,9 @@ def intervention_readback(
     z_moved[rows, moved] = z_moved[rows, moved] + shift.to(z.dtype)
     read_all = read(generator(torch.cat([z, z_moved])))
     change = read_all[n:] - read_all[:n]  # [N, R]
-    target = torch.where(
-        columns.unsqueeze(0) == moved.unsqueeze(1), shift.unsqueeze(1), torch.zeros_like(change)
-    )
-    w = weights.to(change.dtype)
-    return ((change - target).square() * w).sum() / w.sum().clamp(min=1e-12)
+    own = columns.unsqueeze(0) == moved.unsqueeze(1)  # [N, R]
+    target = torch.where(own, shift.unsqueeze(1), torch.zeros_like(change))
+    err = (change - target).square() * weights.to(change.dtype)
+    other_w = weights.to(change.dtype) * (~own)
+    others = (err * (~own)).sum(1) / other_w.sum(1).clamp(min=1e-12)
+    return ((err * own).sum(1) + others).mean()

@@ -1,0 +1,283 @@
+"""Where the twin's entanglement enters, and what each fix against it does (issue 13).
+
+On causal shapes (plain classifier, the data and classifier of ``bench_explain.py``), for each
+``--settings`` entry (a name and preset overrides; ``now`` is the preset as it is), fit a twin on
+the same seed and measure, one stage at a time:
+
+- **encoder**: the renderer moves one factor of held-out scenes by one training std (nothing else
+  changes); the mean absolute change of every aligned dim of ``E`` per unit move
+  (``encoder_matrix[k][j]``: row = the factor moved). A specific encoder has 1 on the diagonal
+  and 0 elsewhere, except where the data tie two factors (shape → hue, pos_y → brightness);
+- **free dims**: the R² (3-fold cross-validated gradient boosting) of each context predicted from
+  the *free* dims alone: a context the free dims also carry is one the generator can draw from
+  them, so an intervention on its aligned dim alone is only partly drawn;
+- **generator**: ``do(dim k)`` without the graph (no descendants follow), the contexts read back
+  from the generated images by a context reader fitted on real images
+  (:mod:`glance.metrics.readers`): effectiveness (Spearman and slope, 1 = as much as asked) and
+  the cross-talk on every other readable context;
+- **explanation**: per image, the ranking of the 8 contexts by GLANCE's total importance (graph
+  with the data's DAG among the contexts given as knowledge, MLP mechanisms) against the oracle
+  (the same interventions made with the renderer, judged by the real classifier), beside the
+  TCAV-style baseline and the oracle's own mean importance used as a constant ranking; and each
+  context's mean importance over the oracle's (1 = the right size).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_entanglement.py --work /tmp/glance-bench-ent \\
+        --settings now readback-1='{"loss":{"readback":1}}' \\
+        independence-4='{"loss":{"independence":4}}'
+
+Prints a table and writes ``benchmarks/results/entanglement.json``. Fit times are recorded but are
+only comparable between settings fitted alone on the machine (``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _machine import machine_info  # noqa: E402
+from bench_explain import (  # noqa: E402
+    _classifier,
+    _data,
+    _relabelled,
+    _test_images,
+    agreement,
+    oracle_shapes,
+    tcav_ranking,
+)
+
+from glance._io import atomic_write_json  # noqa: E402
+
+logger = logging.getLogger("bench_entanglement")
+RESULTS = ROOT / "benchmarks" / "results" / "entanglement.json"
+# The renderer's bounds of each continuous factor (shape and rotation are not moved: one is
+# categorical, the other is not readable as a raw angle).
+_MOVABLE = {
+    "size": None,  # SIZE_RANGE, filled in at import of the renderer
+    "pos_x": (-1.0, 1.0),
+    "pos_y": (-1.0, 1.0),
+    "background": (0.0, 0.3),
+    "hue": (0.0, 1.0),
+    "brightness": (0.4, 1.0),
+}
+
+
+def _fit(clf: Any, data: Path, contexts: list[str], name: str, overrides: dict, args) -> Any:
+    import glance
+    from glance.data import load_dataset
+
+    run = args.work / f"run-{data.name}-{args.preset}-{name}"
+    if (run / "MANIFEST.json").is_file():
+        return glance.load(run, classifier=clf)
+    est = glance.Glance(
+        clf,
+        contexts=contexts,
+        preset=args.preset,
+        random_state=args.seed,
+        quiet=True,
+        config=overrides or None,
+    )
+    return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
+
+
+def encoder_matrix(est: Any, data: Path, contexts: list[str], n: int) -> np.ndarray:
+    """Mean |Δ aligned dim j| per unit (training std) renderer move of factor k; NaN rows for
+    the factors not moved."""
+    from glance.data import load_dataset
+    from glance.data.shapes import SIZE_RANGE, render_shape
+
+    test, train = load_dataset(data, split="test"), load_dataset(data, split="train")
+    names = list(test.attribute_names)
+    table = np.asarray(test.attributes, dtype=np.float64)[:n]
+    std = np.asarray(train.attributes, dtype=np.float64).std(0)
+    side = test.image_shape[-1]
+
+    def encode(rows: list[dict[str, float]]) -> np.ndarray:
+        imgs = np.stack([render_shape(r, side).transpose(2, 0, 1) for r in rows])
+        return est.encode(torch.as_tensor(imgs).float().div(255))[:, : len(contexts)].numpy()
+
+    base = [dict(zip(names, r, strict=True)) for r in table]
+    z0 = encode(base)
+    out = np.full((len(contexts), len(contexts)), np.nan)
+    for k, name in enumerate(contexts):
+        if name not in _MOVABLE:
+            continue
+        lo, hi = _MOVABLE[name] or SIZE_RANGE
+        step = std[names.index(name)]
+        moved_rows, moved = [], []
+        for f in base:
+            g = dict(f)  # one std up, or down where up would leave the renderer's range
+            g[name] = float(np.clip(f[name] + (step if f[name] + step <= hi else -step), lo, hi))
+            moved_rows.append(g)
+            moved.append(abs(g[name] - f[name]) / step)
+        dz = np.abs(encode(moved_rows) - z0).mean(0)
+        out[k] = dz / max(float(np.mean(moved)), 1e-12)
+    return out
+
+
+def free_dim_r2(est: Any, data: Path, contexts: list[str], n: int, seed: int) -> dict[str, float]:
+    """Cross-validated R² of each context from the free dims of E (gradient boosting)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import cross_val_score
+
+    from glance.data import load_dataset
+
+    ds = load_dataset(data, split="train")
+    idx = np.arange(min(n, len(ds)))
+    z = est.encode(ds.load_images(idx).float()).numpy()[:, len(contexts) :]
+    out = {}
+    for c in contexts:
+        y = np.asarray(ds.attribute(c), dtype=np.float64)[idx]
+        model = HistGradientBoostingRegressor(max_iter=100, random_state=seed)
+        out[c] = float(cross_val_score(model, z, y, cv=3, scoring="r2").mean())
+    return out
+
+
+def generator_soundness(est: Any, data: Path, x: torch.Tensor, seed: int) -> dict[str, Any]:
+    """Effectiveness and cross-talk of single-dim moves (no graph: nothing else follows)."""
+    from glance.data import load_dataset
+    from glance.evaluation import _soundness
+    from glance.metrics.readers import fit_reader
+
+    reader = fit_reader(load_dataset(data, split="train"), est.context_names_, random_state=seed)
+    s = _soundness(est, x, reader)
+    out = {}
+    for name in est.context_names_:
+        e, sp = s["effectiveness"].get(name), s["specificity"].get(name)
+        if e is None:
+            out[name] = {"unreadable": reader.reason(name)}
+            continue
+        out[name] = {
+            "effectiveness": e["spearman"],
+            "slope": e["slope"],
+            "worst_cross_talk": sp["worst"],
+            "worst_context": sp["worst_context"],
+            "cross_talk": sp["cross_talk"],
+        }
+    return out
+
+
+def explanation_agreement(
+    est: Any, clf: Any, data: Path, contexts: list[str], x: torch.Tensor, oracle: np.ndarray
+) -> dict[str, Any]:
+    from glance.causal import BackgroundKnowledge
+    from glance.data import load_dataset
+    from glance.explain import LocalExplainer, Twin
+
+    truth = json.loads((data / "truth.json").read_text())
+    knowledge = BackgroundKnowledge()
+    for e in truth["edges"]:
+        if e["source"] in contexts and e["target"] in contexts:
+            knowledge.require(e["source"], e["target"])
+    train = _relabelled(load_dataset(data, split="train"), clf)
+    est.global_explanation(
+        train, n_resamples=0, max_images=2000, knowledge=knowledge, mechanism="mlp"
+    )
+    exp = LocalExplainer(Twin.from_glance(est), batch_size=64).explain(x)
+    ours = exp.importance[:, [exp.nodes.index(c) for c in contexts]]
+    tcav = tcav_ranking(est, data, x, torch.as_tensor(exp.target), contexts)
+    constant = np.tile(oracle.mean(0), (len(oracle), 1))
+    ratio = ours.mean(0) / np.maximum(oracle.mean(0), 1e-12)
+    return {
+        "glance": agreement(ours, oracle),
+        "tcav": agreement(tcav, oracle),
+        "oracle_mean_as_constant": agreement(constant, oracle),
+        "importance_over_oracle": dict(zip(contexts, ratio.round(3).tolist(), strict=True)),
+        "mean_importance": dict(zip(contexts, ours.mean(0).round(4).tolist(), strict=True)),
+    }
+
+
+def _setting(text: str) -> tuple[str, dict[str, Any]]:
+    name, _, js = text.partition("=")
+    return name, (json.loads(js) if js else {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--settings", nargs="+", default=["now"], help="NAME or NAME=JSON overrides")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/glance-bench-entanglement"))
+    ap.add_argument("--n-shapes", type=int, default=4000)
+    ap.add_argument("--n-explain", type=int, default=64)
+    ap.add_argument("--n-probe", type=int, default=2000, help="images for the free-dim probe")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    from glance.data.shapes import SHAPES_FACTORS
+
+    data = _data("plain", args.work, args.n_shapes, args.seed)
+    contexts = list(SHAPES_FACTORS)
+    clf = _classifier(data, "label", args.work, args.epochs, args.seed)
+    x, _ = _test_images(data, args.n_explain, "test")
+    oracle = oracle_shapes(clf, data, len(x), contexts)
+    results: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "machine": machine_info(),
+        "preset": args.preset,
+        "data": str(data),
+        "classifier_accuracy": clf.meta.get("accuracy"),
+        "settings": {},
+    }
+    for text in args.settings:
+        name, overrides = _setting(text)
+        t0 = time.perf_counter()
+        est = _fit(clf, data, contexts, name, overrides, args)
+        results["settings"][name] = {
+            "overrides": overrides,
+            "fit_seconds": getattr(est, "fit_seconds_", None),
+            "encoder_matrix": encoder_matrix(est, data, contexts, 256).round(3).tolist(),
+            "free_dim_r2": free_dim_r2(est, data, contexts, args.n_probe, args.seed),
+            "generator": generator_soundness(est, data, x, args.seed),
+            "explanation": explanation_agreement(est, clf, data, contexts, x, oracle),
+            "wall_s": time.perf_counter() - t0,
+        }
+        results["contexts"] = contexts
+        atomic_write_json(args.out, results)
+    _print(results)
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"\ncausal shapes, {r['preset']} preset, 64 held-out images")
+    head = "setting            Spearman  cosine   (TCAV  const)  | slope per context"
+    print(head)
+    for name, s in r["settings"].items():
+        e = s["explanation"]
+        slopes = " ".join(
+            f"{c[:5]}={g['slope']:.2f}" for c, g in s["generator"].items() if "slope" in g
+        )
+        print(
+            f"{name:18s} {e['glance']['mean_spearman']:8.3f} {e['glance']['mean_cosine']:7.3f}"
+            f"   ({e['tcav']['mean_spearman']:.3f} "
+            f"{e['oracle_mean_as_constant']['mean_spearman']:.3f})"
+            f"  | {slopes}"
+        )
+    for name, s in r["settings"].items():
+        leak = " ".join(f"{c[:5]}={v:.2f}" for c, v in s["free_dim_r2"].items())
+        print(f"{name:18s} free-dim R2: {leak}")
+        over = s["explanation"]["importance_over_oracle"]
+        ratio = " ".join(f"{c[:5]}={v:.2f}" for c, v in over.items())
+        print(f"{'':18s} importance / oracle: {ratio}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
