@@ -57,6 +57,7 @@ from bench_explain import (  # noqa: E402
     agreement,
     oracle_shapes,
     tcav_ranking,
+    truth_knowledge,
 )
 
 from glance._io import atomic_write_json  # noqa: E402
@@ -173,15 +174,10 @@ def generator_soundness(est: Any, data: Path, x: torch.Tensor, seed: int) -> dic
 def explanation_agreement(
     est: Any, clf: Any, data: Path, contexts: list[str], x: torch.Tensor, oracle: np.ndarray
 ) -> dict[str, Any]:
-    from glance.causal import BackgroundKnowledge
     from glance.data import load_dataset
     from glance.explain import LocalExplainer, Twin
 
-    truth = json.loads((data / "truth.json").read_text())
-    knowledge = BackgroundKnowledge()
-    for e in truth["edges"]:
-        if e["source"] in contexts and e["target"] in contexts:
-            knowledge.require(e["source"], e["target"])
+    knowledge = truth_knowledge(data, contexts)
     train = _relabelled(load_dataset(data, split="train"), clf)
     est.global_explanation(
         train, n_resamples=0, max_images=2000, knowledge=knowledge, mechanism="mlp"

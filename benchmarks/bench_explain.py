@@ -175,6 +175,18 @@ def _relabelled(ds: Any, clf: Any) -> Any:
     )
 
 
+def truth_knowledge(data: Path, contexts: list[str]) -> Any:
+    """The data's DAG among ``contexts`` (its ``truth.json``) as required edges: what a user who
+    knows how the scenes are made can tell discovery. Edges into the outputs stay discovered."""
+    from glance.causal import BackgroundKnowledge
+
+    knowledge = BackgroundKnowledge()
+    for e in json.loads((data / "truth.json").read_text())["edges"]:
+        if e["source"] in contexts and e["target"] in contexts:
+            knowledge.require(e["source"], e["target"])
+    return knowledge
+
+
 def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any]]:
     """The explainers' twin, with the fitted run's SCM or one discovered here (PC, Fisher-z)."""
     if getattr(est, "scm_", None) is not None:

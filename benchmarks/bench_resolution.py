@@ -52,6 +52,7 @@ from bench_explain import (  # noqa: E402
     _support,
     agreement,
     oracle_shapes,
+    truth_knowledge,
 )
 
 from glance._io import atomic_write_json  # noqa: E402
@@ -197,17 +198,9 @@ def _graph(est: Any, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     ``--knowledge truth`` gives discovery the data's DAG among the contexts as required edges
     (what a user who knows how the scene is made can say); edges into the outputs are always
     left to discovery."""
-    from glance.causal import BackgroundKnowledge
     from glance.data import load_dataset
 
-    knowledge = None
-    if args.knowledge == "truth":
-        knowledge = BackgroundKnowledge()
-        truth = json.loads((data / "truth.json").read_text())
-        contexts = set(est.contexts)
-        for e in truth["edges"]:
-            if e["source"] in contexts and e["target"] in contexts:
-                knowledge.require(e["source"], e["target"])
+    knowledge = truth_knowledge(data, list(est.contexts)) if args.knowledge == "truth" else None
     t0 = time.perf_counter()
     graph = est.global_explanation(
         load_dataset(data, split="train"),

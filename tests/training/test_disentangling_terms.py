@@ -53,8 +53,8 @@ def test_spec_links_correlated_contexts_and_skips_unreadable_ones():
         assert w[i].bool().tolist() == expect
 
 
-@pytest.mark.parametrize("weight", [0.0, 1.0])
-def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, weight):
+def _fit_recording(clf, data, out, loss):
+    """A tiny fit with ``loss`` overrides; every loss term's values, by name."""
     seen: dict[str, list[float]] = {}
 
     def record(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -62,15 +62,23 @@ def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, 
         return value
 
     est = Glance(
-        tiny_classifier,
+        clf,
         contexts=["thickness", "intensity"],
         preset="tiny",
-        config={"train": TRAIN, "loss": {"readback": weight, "readback_interval": 2}},
+        config={"train": TRAIN, "loss": loss},
         random_state=1,
         quiet=True,
     )
     est._hooks = Hooks(on_loss=record)
-    est.fit(tiny_data, out=tmp_path / "run")
+    est.fit(data, out=out)
+    return est, seen
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, weight):
+    est, seen = _fit_recording(
+        tiny_classifier, tiny_data, tmp_path / "run", {"readback": weight, "readback_interval": 2}
+    )
     assert ("readback" in seen) == (weight > 0)
     if weight > 0:
         assert len(seen["readback"]) == 2  # every second of 4 generator steps
@@ -81,22 +89,7 @@ def test_readback_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, 
 
 @pytest.mark.parametrize("weight", [0.0, 2.0])
 def test_independence_term_only_when_weighted(tiny_classifier, tiny_data, tmp_path, weight):
-    seen: dict[str, list[float]] = {}
-
-    def record(name: str, value: torch.Tensor) -> torch.Tensor:
-        seen.setdefault(name, []).append(float(value.detach()))
-        return value
-
-    est = Glance(
-        tiny_classifier,
-        contexts=["thickness", "intensity"],
-        preset="tiny",
-        config={"train": TRAIN, "loss": {"independence": weight}},
-        random_state=1,
-        quiet=True,
-    )
-    est._hooks = Hooks(on_loss=record)
-    est.fit(tiny_data, out=tmp_path / "run")
+    _, seen = _fit_recording(tiny_classifier, tiny_data, tmp_path / "run", {"independence": weight})
     assert ("independence" in seen) == (weight > 0)
     if weight > 0:
         assert len(seen["independence"]) == TRAIN["encoder_steps"]
