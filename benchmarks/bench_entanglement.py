@@ -52,6 +52,7 @@ from _machine import machine_info  # noqa: E402
 from bench_explain import (  # noqa: E402
     _classifier,
     _data,
+    _fidelity,
     _relabelled,
     _test_images,
     agreement,
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     contexts = list(SHAPES_FACTORS)
     clf = _classifier(data, "label", args.work, args.epochs, args.seed)
     x, _ = _test_images(data, args.n_explain, "test")
+    x_fid, _ = _test_images(data, 1000, "test")
     oracle = oracle_shapes(clf, data, len(x), contexts)
     results: dict[str, Any] = {
         "command": " ".join(sys.argv),
@@ -240,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         results["settings"][name] = {
             "overrides": overrides,
             "fit_seconds": getattr(est, "fit_seconds_", None),
+            # No regression of the twin's agreement with the classifier (1000 held-out images).
+            **_fidelity(est, x_fid, None),
             "encoder_matrix": encoder_matrix(est, data, contexts, 256).round(3).tolist(),
             "free_dim_r2": free_dim_r2(est, data, contexts, args.n_probe, args.seed),
             "generator": generator_soundness(est, data, x, args.seed),
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(r: dict[str, Any]) -> None:
     print(f"\ncausal shapes, {r['preset']} preset, 64 held-out images")
-    head = "setting            Spearman  cosine   (TCAV  const)  | slope per context"
+    head = "setting            Spearman  cosine   (TCAV  const)  fid   rec  | slope per context"
     print(head)
     for name, s in r["settings"].items():
         e = s["explanation"]
@@ -265,7 +269,7 @@ def _print(r: dict[str, Any]) -> None:
             f"{name:18s} {e['glance']['mean_spearman']:8.3f} {e['glance']['mean_cosine']:7.3f}"
             f"   ({e['tcav']['mean_spearman']:.3f} "
             f"{e['oracle_mean_as_constant']['mean_spearman']:.3f})"
-            f"  | {slopes}"
+            f" {s['fidelity']:.3f} {s['reconstruction_fidelity']:.3f} | {slopes}"
         )
     for name, s in r["settings"].items():
         leak = " ".join(f"{c[:5]}={v:.2f}" for c, v in s["free_dim_r2"].items())
