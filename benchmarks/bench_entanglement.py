@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _machine import machine_info  # noqa: E402
 from bench_explain import (  # noqa: E402
+    SHAPES_BOUNDS,
     _classifier,
     _data,
     _fidelity,
@@ -65,16 +66,6 @@ from glance._io import atomic_write_json  # noqa: E402
 
 logger = logging.getLogger("bench_entanglement")
 RESULTS = ROOT / "benchmarks" / "results" / "entanglement.json"
-# The renderer's bounds of each continuous factor (shape and rotation are not moved: one is
-# categorical, the other is not readable as a raw angle).
-_MOVABLE = {
-    "size": None,  # SIZE_RANGE, filled in at import of the renderer
-    "pos_x": (-1.0, 1.0),
-    "pos_y": (-1.0, 1.0),
-    "background": (0.0, 0.3),
-    "hue": (0.0, 1.0),
-    "brightness": (0.4, 1.0),
-}
 
 
 def _fit(clf: Any, data: Path, contexts: list[str], name: str, overrides: dict, args) -> Any:
@@ -99,7 +90,7 @@ def encoder_matrix(est: Any, data: Path, contexts: list[str], n: int) -> np.ndar
     """Mean |Δ aligned dim j| per unit (training std) renderer move of factor k; NaN rows for
     the factors not moved."""
     from glance.data import load_dataset
-    from glance.data.shapes import SIZE_RANGE, render_shape
+    from glance.data.shapes import render_shape
 
     test, train = load_dataset(data, split="test"), load_dataset(data, split="train")
     names = list(test.attribute_names)
@@ -115,9 +106,9 @@ def encoder_matrix(est: Any, data: Path, contexts: list[str], n: int) -> np.ndar
     z0 = encode(base)
     out = np.full((len(contexts), len(contexts)), np.nan)
     for k, name in enumerate(contexts):
-        if name not in _MOVABLE:
+        if name not in SHAPES_BOUNDS:  # shape is categorical, a raw rotation not readable
             continue
-        lo, hi = _MOVABLE[name] or SIZE_RANGE
+        lo, hi = SHAPES_BOUNDS[name]
         step = std[names.index(name)]
         moved_rows, moved = [], []
         for f in base:

@@ -361,20 +361,29 @@ def _support(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _shapes_bounds() -> dict[str, tuple[float, float]]:
+    from glance.data.shapes import SIZE_RANGE
+
+    return {
+        "size": tuple(SIZE_RANGE), "pos_x": (-1.0, 1.0), "pos_y": (-1.0, 1.0),
+        "background": (0.0, 0.3), "hue": (0.0, 1.0), "brightness": (0.4, 1.0),
+    }  # fmt: skip
+
+
+#: The renderer's range of each continuous causal-shapes factor (shape is categorical and
+#: rotation periodic): interventions of the oracle and the benchmarks stay inside it.
+SHAPES_BOUNDS = _shapes_bounds()
+
+
 def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarray:
     """Ground-truth interventional importance of every shapes factor (N, F)."""
     from glance.data import load_dataset
-    from glance.data.shapes import _BASE_HUE, SIZE_RANGE, render_shape
+    from glance.data.shapes import _BASE_HUE, render_shape
 
     ds, train = load_dataset(data, split="test"), load_dataset(data, split="train")
     names = list(ds.attribute_names)
     table = np.asarray(ds.attributes, dtype=np.float64)[:n]
     std = np.asarray(train.attributes, dtype=np.float64).std(0)
-    bounds = {
-        "size": SIZE_RANGE, "pos_x": (-1.0, 1.0), "pos_y": (-1.0, 1.0),
-        "background": (0.0, 0.3), "hue": (0.0, 1.0),
-        "brightness": (0.4, 1.0),
-    }  # fmt: skip
     size = ds.image_shape[-1]
 
     def render(rows: list[dict[str, float]]) -> np.ndarray:
@@ -388,7 +397,8 @@ def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarra
         deltas = (-1, 1) if name in ("shape", "cue") else ORACLE_DELTAS
         if name not in ("shape", "cue", "rotation"):
             support = _support(train_table[:, names.index(name)])
-            lo, hi = max(support[0], bounds[name][0]), min(support[1], bounds[name][1])
+            b_lo, b_hi = SHAPES_BOUNDS[name]
+            lo, hi = max(support[0], b_lo), min(support[1], b_hi)
         for dl in deltas:
             rows, moved = [], []
             for f in base_rows:
@@ -804,7 +814,7 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, float | None, bool | None
         o = p.get("oracle")
         if o:
             add(f"{task}: ORACLE cue in top 2", "(reference)", o["cue_top2"], None)
-            _agreement_rows(add, f"{task}", o)
+            _agreement_rows(add, task, o)
         add(
             f"{task}: counterfactual validity",
             ">= 0.90",
