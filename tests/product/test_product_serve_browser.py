@@ -100,21 +100,25 @@ def test_slider_changes_image_and_probabilities(toy_server: str, browser) -> Non
     page.close()
 
 
-def test_upload_of_wrong_size_shows_clear_message(toy_server: str, browser, tmp_path) -> None:
+def test_upload_of_another_size_is_resized_and_says_so(toy_server: str, browser, tmp_path) -> None:
     from product_helpers import png_bytes
 
-    bad = tmp_path / "big.png"
-    bad.write_bytes(png_bytes(28, 28, 0))
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(28, 28, 0))
     page = browser.new_page()
     page.goto(toy_server + "/")
     page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#upload", str(big))
+    page.wait_for_selector("#upload-note:not([hidden])")
+    assert "resized from 28×28 to 16×16" in page.inner_text("#upload-note")
+    # the page shows the fitted image, the one the classifier sees
+    assert "/api/images/upload-" in page.eval_on_selector("#original", "e => e.src")
+    assert page.is_hidden("#upload-error")
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     page.set_input_files("#upload", str(bad))
     page.wait_for_selector("#upload-error:not([hidden])")
-    assert "this model takes 16×16" in page.inner_text("#upload-error")
-
-    good = tmp_path / "ok.png"
-    good.write_bytes(png_bytes(16, 16, 1))
-    page.set_input_files("#upload", str(good))
-    _wait(page, "window.glanceExplorer.requests >= 2")
-    assert page.eval_on_selector("#original", "e => e.src").startswith("data:image/png")
+    assert "not a readable image" in page.inner_text("#upload-error")
+    assert page.is_hidden("#upload-note")
     page.close()

@@ -171,7 +171,6 @@ _HOSTILE = {
     "image empty": _request(path="/api/upload", body=b'{"image": ""}'),
     "image not png": _b64_upload(b"GIF89a" + b"\0" * 50),
     "image garbage png": _b64_upload(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10),
-    "image wrong size": _b64_upload(png_bytes(28, 28, 0)),
     "png declaring 20000x20000": _b64_upload(_png_header_only(20_000, 20_000)),
     "png declaring 65535x65535 rgba": _b64_upload(_png_header_only(65_535, 65_535, mode=6)),
     # paths, methods, request lines, headers

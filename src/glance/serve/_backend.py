@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest accepted upload (decoded image bytes); ``glance serve --max-upload-bytes``.
 DEFAULT_MAX_UPLOAD_BYTES = 1 << 20
+#: Most pixels an upload may declare (a 1 MiB file can declare gigapixels of one colour).
+MAX_UPLOAD_PIXELS = 4096 * 4096
 _MAX_UPLOADS_KEPT = 64
 _SLIDER_RANGE = 3.0
 
@@ -142,6 +144,7 @@ class ExplorerBackend:
         self.node_std = np.asarray(twin.node_std, dtype=np.float64)
         self._lock = threading.Lock()
         self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._upload_sizes: dict[str, tuple[int, int]] = {}
         self._z_cache: dict[str, torch.Tensor] = {}
         self._factual: dict[str, torch.Tensor] = {}
         self.image_shape: tuple[int, ...] | None = (
@@ -295,12 +298,18 @@ class ExplorerBackend:
 
     # ------------------------------------------------------------------ uploads
     def add_upload(self, data: bytes) -> str:
-        """Validate an uploaded PNG/JPEG and keep it; return its ``image_id``.
+        """Validate an uploaded PNG/JPEG, fit it to the model's size and keep it; return its
+        ``image_id``.
+
+        An image of another size is centre-cropped to the model's aspect ratio and resized
+        (Lanczos, antialiased): a user's photo is rarely the classifier's input size. The size
+        it came in is kept (:meth:`upload_info`) so that the page can say it was resized.
 
         Raises
         ------
         UploadError
-            Too large (413), not a PNG/JPEG image (415) or not the model's image size (422).
+            Too large (413), not a PNG/JPEG image (415), or declaring more than
+            ``MAX_UPLOAD_PIXELS`` pixels (422).
         """
         if len(data) > self.max_upload_bytes:
             raise UploadError(
@@ -309,41 +318,61 @@ class ExplorerBackend:
             )
         if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
             raise UploadError("upload is not a PNG or JPEG image", status=415)
-        tensor = torch.from_numpy(self._decode_upload(data) / 255.0)
+        pixels, original = self._decode_upload(data)
+        tensor = torch.from_numpy(pixels / 255.0)
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         image_id = "upload-" + hashlib.sha256(data).hexdigest()[:16]
         with self._lock:
             self._uploads[image_id] = tensor.contiguous()
+            self._upload_sizes[image_id] = original
             self._uploads.move_to_end(image_id)
             while len(self._uploads) > _MAX_UPLOADS_KEPT:
                 old, _ = self._uploads.popitem(last=False)
                 self._z_cache.pop(old, None)
                 self._factual.pop(old, None)
+                self._upload_sizes.pop(old, None)
         return image_id
 
-    def _decode_upload(self, data: bytes) -> np.ndarray:
-        """Pixels of an upload, (H, W) or (H, W, 3) float32 in [0, 255].
+    def upload_info(self, image_id: str) -> dict[str, Any]:
+        """``{"image_id", "size": [w, h], "resized_from": [w, h] | None}`` of a kept upload."""
+        c, h, w = self.image_shape  # type: ignore[misc]
+        original = self._upload_sizes.get(image_id)
+        resized = original is not None and tuple(original) != (w, h)
+        return {
+            "image_id": image_id,
+            "size": [w, h],
+            "resized_from": list(original) if resized else None,
+        }
+
+    def _decode_upload(self, data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
+        """Pixels of an upload fitted to the model's size, (H, W) or (H, W, 3) float32 in
+        [0, 255], and the upload's own (width, height).
 
         The size the file declares is checked before any pixel is decoded: a file of a few
         hundred bytes can declare gigapixels. PIL itself refuses to open one declaring more than
         twice its ``MAX_IMAGE_PIXELS`` (``DecompressionBombError``, not an ``OSError``).
         """
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         c, h, w = self.image_shape  # type: ignore[misc]
-        wrong_size = f"this model takes {w}×{h} images"
+        too_many = f"at most {MAX_UPLOAD_PIXELS} pixels are accepted (this model takes {w}×{h})"
         try:
             with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
-                if img.size != (w, h):
+                original = (int(img.size[0]), int(img.size[1]))
+                if original[0] * original[1] > MAX_UPLOAD_PIXELS:
                     raise UploadError(
-                        f"upload is {img.size[0]}×{img.size[1]} pixels; {wrong_size}", status=422
+                        f"upload is {original[0]}×{original[1]} pixels; {too_many}", status=422
                     )
                 img.load()
-                return np.asarray(img.convert("L" if c == 1 else "RGB"), dtype=np.float32)
+                img = img.convert("L" if c == 1 else "RGB")
+                if original != (w, h):
+                    # Crop to the model's aspect ratio first, so nothing is stretched.
+                    img = ImageOps.fit(img, (w, h), method=Image.Resampling.LANCZOS)
+                return np.asarray(img, dtype=np.float32), original
         except UploadError:
             raise
         except Image.DecompressionBombError:
-            raise UploadError(f"upload declares far too many pixels; {wrong_size}", 422) from None
+            raise UploadError(f"upload declares far too many pixels; {too_many}", 422) from None
         except Exception as exc:
             # PIL's decoders raise many types on hostile bytes (OSError, SyntaxError,
             # struct.error, ...); all mean the same to the client, whom the text would not help.

@@ -254,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/upload":
             if image_id is None:
                 raise UploadError("'image' (base64 PNG or JPEG) is required")
-            self._json(200, {"image_id": image_id})
+            self._json(200, self.backend.upload_info(image_id))
             return
         if image_id is None:
             raise UploadError("give 'image_id' (from /api/images) or 'image' (base64 PNG)")

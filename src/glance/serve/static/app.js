@@ -158,6 +158,7 @@ function selectImage(id, src) {
 
 async function upload(file) {
   showError("upload-error", "");
+  showError("upload-note", "");
   if (file.size > state.info.max_upload_bytes) {
     showError("upload-error", `file too large: ${file.size} bytes (limit ${state.info.max_upload_bytes})`);
     return;
@@ -170,7 +171,14 @@ async function upload(file) {
   });
   try {
     const res = await api("/api/upload", { image: dataUrl });
-    selectImage(res.image_id, dataUrl);
+    if (res.resized_from) {
+      // The classifier sees the fitted image: show that one, and say so.
+      const [w, h] = res.resized_from;
+      showError("upload-note", `resized from ${w}×${h} to ${res.size[0]}×${res.size[1]} (centre crop)`);
+      selectImage(res.image_id, `/api/images/${res.image_id}.png`);
+    } else {
+      selectImage(res.image_id, dataUrl);
+    }
   } catch (err) {
     showError("upload-error", err.message);
   }
