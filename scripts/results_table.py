@@ -190,6 +190,12 @@ KEYED += [
      "pendulum.parents_of_output.pendulum_angle.adjacent_to_output", "<= 0.10"),
     ("64 px", "pendulum: light_angle adjacent to output (resamples)", "resolution",
      "pendulum.parents_of_output.light_angle.adjacent_to_output", "<= 0.10"),
+    ("64 px", "pendulum: the real classifier's logit vs light_angle given the shadow "
+     "(partial r, real images)", "resolution",
+     "pendulum.classifier_dependence.light_angle.partial_r", "(info)"),
+    ("64 px", "pendulum: the real classifier's logit vs pendulum_angle given the shadow "
+     "(partial r, real images)", "resolution",
+     "pendulum.classifier_dependence.pendulum_angle.partial_r", "(info)"),
     ("64 px", "pendulum: counterfactual validity", "resolution",
      "pendulum.counterfactual_validity", ">= 0.90"),
     ("64 px", "shapes: rule factor first", "resolution", "shapes.rule_factor_first", ">= 0.90"),
