@@ -317,6 +317,7 @@ def _common(kind: str, contexts: list[str], args: argparse.Namespace) -> tuple:
                 "readback_r2_unmeasured",
                 "readers",
                 "reconstruction_ssim",
+                "reconstruction_edges",
                 "fid",
                 "kid",
                 "mig",
@@ -529,6 +530,8 @@ def _checks(name: str, r: dict[str, Any]) -> list[tuple[str, str, Any, bool | No
             add(f"alignment R2 {c}", ">= 0.80", v, None if v is None else v >= 0.80)
     for c, v in (m.get("readback_r2") or {}).items():
         add(f"read-back R2 {c}", ">= 0.80", v, None if v is None else v >= 0.80)
+    v = m.get("reconstruction_edges")  # the report's floor (glance.report thresholds)
+    add("reconstruction edges", ">= 0.60", v, None if v is None else v >= 0.60)
     if name == "pendulum":
         for key in ("mediator_first", "mediator_first_direct"):
             v = r.get(key)

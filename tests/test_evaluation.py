@@ -78,9 +78,16 @@ def test_metrics_json_has_the_figures_that_see_the_image(fitted):
     est, data = fitted
     m = est.evaluate(data, out=est.run_.path)
     saved = json.loads((est.run_.path / "metrics.json").read_text())
-    for key in ("readback_r2", "reconstruction_ssim", "readers", "readers_training"):
+    for key in (
+        "readback_r2",
+        "reconstruction_ssim",
+        "reconstruction_edges",
+        "readers",
+        "readers_training",
+    ):
         assert key in saved, key
     assert -1.0 <= m["reconstruction_ssim"] <= 1.0
+    assert -1.0 <= m["reconstruction_edges"] <= 1.0
     # the reader's own held-out R² and source beside each figure
     assert set(m["readers"]) == set(CONTEXTS)
     for c in ("thickness", "intensity"):
@@ -138,6 +145,7 @@ def test_a_twin_drawing_grey_squares_fails_readback_and_stamps_the_report(fitted
     monkeypatch.setattr(est, "generate", grey)
     m = est.evaluate(data, out=est.run_.path)
     assert m["reconstruction_ssim"] < 0.3
+    assert m["reconstruction_edges"] < 0.6  # no edge of any object is drawn
     for c in ("thickness", "intensity"):
         assert m["readback_r2"][c] < 0.1  # a constant reading explains no variance
         assert m["readers"][c]["evaluation_r2"] > 0.8  # while the real images are read well
@@ -145,6 +153,8 @@ def test_a_twin_drawing_grey_squares_fails_readback_and_stamps_the_report(fitted
     assert 'id="low-fidelity"' in html and 'id="low-reconstruction"' in html
     rows = _grades(html)
     assert rows["readback_r2.thickness"] == "fail" and rows["reconstruction_ssim"] == "fail"
+    assert rows["reconstruction_edges"] == "fail"
+    assert "Reconstruction edges is" in html  # named in the banner
     assert "Readback R²: thickness" in html
 
 

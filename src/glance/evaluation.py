@@ -235,6 +235,20 @@ def _ssim(x: torch.Tensor, x_rec: torch.Tensor) -> float | None:
     return _clean(float(np.mean(vals)))
 
 
+def _edges(x: torch.Tensor, x_rec: torch.Tensor) -> float | None:
+    """Mean over the first :data:`SSIM_IMAGES` of the correlation between the edges of what
+    varies in each image and in its reconstruction
+    (:func:`glance.metrics.structure.edge_correlation`); ``None`` for images under 3 px or
+    when no image differs from the mean."""
+    from glance.metrics.structure import edge_correlation
+
+    n = min(len(x), SSIM_IMAGES)
+    if n < 2 or min(x.shape[-2:]) < 3:
+        return None
+    r = edge_correlation(x[:n].clamp(0, 1), x_rec[:n].detach().cpu().clamp(0, 1))
+    return _clean(float(np.nanmean(r))) if np.isfinite(r).any() else None
+
+
 def evaluate(
     est: Any,
     dataset: Any,
@@ -353,6 +367,7 @@ def measure(
     }
     result.update(_disentanglement(raw, z.numpy(), random_state))
     result["reconstruction_ssim"] = _ssim(x, x_rec)
+    result["reconstruction_edges"] = _edges(x, x_rec)
     reader, result["readers_training"] = _context_reader(est, dataset, idx)
     if reader is not None:
         result.update(_readback(reader, x, x_rec, raw))

@@ -122,9 +122,9 @@ def _readback_rows(metrics: Mapping[str, Any]) -> list[dict]:
     """Reconstruction SSIM and readback R² per context, with the reader's own held-out R²
     (runs evaluated before they were measured show none)."""
     rows = []
-    if "reconstruction_ssim" in metrics:
-        key = "reconstruction_ssim"
-        rows.append(_metric_row(key, THRESHOLDS[key].label, metrics.get(key)))
+    for key in ("reconstruction_ssim", "reconstruction_edges"):
+        if key in metrics:
+            rows.append(_metric_row(key, THRESHOLDS[key].label, metrics.get(key)))
     per = metrics.get("readback_r2")
     readers = metrics.get("readers") if isinstance(metrics.get("readers"), Mapping) else {}
     for ctx, v in per.items() if isinstance(per, Mapping) else []:
@@ -179,7 +179,7 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
     rows += readback + _soundness_rows(metrics.get("counterfactual_soundness"))
     nested = ("dci", "counterfactual_soundness")
     known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _OTHER_METRICS + nested)
-    known.add("reconstruction_ssim")  # a row of its own (_readback_rows)
+    known.update(("reconstruction_ssim", "reconstruction_edges"))  # rows of _readback_rows
     extra = [
         {"key": k, "text": f"{_num(v):.4g}"}
         for k, v in sorted(metrics.items())
