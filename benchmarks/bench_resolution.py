@@ -594,7 +594,10 @@ def _setting_row(result: dict[str, Any], task: str) -> dict[str, Any]:
         "threads": result["settings"].get("threads"),
         "fit_wall_s": r.get("fit_wall_s"),
         "readback_r2": m.get("readback_r2"),
+        "alignment_r2": m.get("alignment_r2"),
         "reconstruction_ssim": m.get("reconstruction_ssim"),
+        "reconstruction_edges": m.get("reconstruction_edges"),
+        "rule_factor_first": r.get("rule_factor_first"),
         "fid": m.get("fid"),
         "fidelity": m.get("fidelity"),
         "reconstruction_fidelity": m.get("reconstruction_fidelity"),
@@ -621,8 +624,17 @@ def merge(files: list[Path], settings: list[Path], out: Path) -> int:
             o[f"{a}_direct_over_total"] = dire[a] / tot[a]
         o["ratios_from"] = "the rounded per-factor means (mean over images, 5 decimals)"
     merged["settings"] = {"preset": "fast"}
-    merged["pendulum_settings"] = [_setting_row(json.loads(f.read_text()), "pendulum")
-                                   for f in settings]  # fmt: skip
+    # Rows of other settings, per task; rows already in a merged input file are kept (their
+    # own result files may be gone), new ones are appended.
+    for name in TASKS:
+        key = f"{name}_settings"
+        rows = [row for f in files for row in json.loads(f.read_text()).get(key, [])]
+        for f in settings:
+            r = json.loads(f.read_text())
+            if name in r and "metrics" in r[name]:
+                rows.append(_setting_row(r, name))
+        if rows:
+            merged[key] = rows
     atomic_write_json(out, merged)
     return 0
 
@@ -660,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         help="merge the tasks of these result files into --out and exit",
     )
     ap.add_argument("--settings-from", type=Path, nargs="*", default=[],
-                    help="with --merge: pendulum runs of other settings to summarise")  # fmt: skip
+                    help="with --merge: runs of other settings to summarise, per task")  # fmt: skip
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.settings_from, args.out)

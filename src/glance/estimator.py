@@ -742,7 +742,12 @@ def build_networks(
     if h != w:
         raise DataValidationError(f"images must be square for the generator; got {h}x{w}")
     return {
-        "encoder": ConceptEncoder(tuple(feature_shape), z_dim, hidden=e.hidden),
+        "encoder": ConceptEncoder(
+            tuple(feature_shape),
+            z_dim,
+            hidden=e.hidden,
+            feature_decoder=config.loss.feature_reconstruction > 0,
+        ),
         "head": SurrogateHead(z_dim, n_classes, e.head_hidden, n_layers=e.head_layers),
         "generator": Generator(
             z_dim,

@@ -275,3 +275,28 @@ def test_generator_without_noise_has_no_noise_parameters():
     assert not any("noise" in name for name, _ in g.named_parameters())
     z = torch.randn(2, 5)
     torch.testing.assert_close(g(z, noise_mode="random"), g(z, noise_mode="const"))
+
+
+def test_feature_decoder_target_is_the_standardised_pooled_features():
+    from glance.surrogate import ConceptEncoder
+    from glance.training.losses import feature_reconstruction
+
+    enc = ConceptEncoder((3, 8, 8), z_dim=5, hidden=16, pool_size=4, feature_decoder=True)
+    enc.set_feature_stats(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 1.0, 0.5]))
+    f = torch.randn(4, 3, 8, 8)
+    target = enc.feature_target(f)
+    expected = torch.nn.functional.avg_pool2d(
+        (f - torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1))
+        / torch.tensor([2.0, 1.0, 0.5]).view(1, 3, 1, 1),
+        2,
+    ).flatten(1)
+    torch.testing.assert_close(target, expected)
+    assert not target.requires_grad
+    decoded = enc.decode_features(torch.randn(4, 5))
+    assert decoded.shape == target.shape == (4, 3 * 4 * 4)
+    loss = feature_reconstruction(decoded, target)
+    torch.testing.assert_close(loss, ((decoded - target) ** 2).mean())
+    loss.backward()  # reaches the decoder, not the (fixed) target
+    assert enc.feature_decoder[0].weight.grad is not None
+    with pytest.raises(ValueError, match="feature_decoder=True"):
+        ConceptEncoder((3, 8, 8), z_dim=5).decode_features(torch.zeros(1, 5))

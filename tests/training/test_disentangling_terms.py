@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import glance
 from glance.estimator import Glance
 from glance.training.loop import Hooks
 from glance.training.tasks import READBACK_SHIFT, ReadbackSpec
@@ -94,3 +95,24 @@ def test_independence_term_only_when_weighted(tiny_classifier, tiny_data, tmp_pa
     if weight > 0:
         assert len(seen["independence"]) == TRAIN["encoder_steps"]
         assert all(0.0 <= v <= 1.0 + 1e-6 for v in seen["independence"])
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_feature_reconstruction_term_only_when_weighted(
+    tiny_classifier, tiny_data, tmp_path, weight
+):
+    est, seen = _fit_recording(
+        tiny_classifier, tiny_data, tmp_path / "run", {"feature_reconstruction": weight}
+    )
+    assert ("feature_reconstruction" in seen) == (weight > 0)
+    assert (est.encoder_.feature_decoder is not None) == (weight > 0)
+    if weight > 0:
+        assert len(seen["feature_reconstruction"]) == TRAIN["encoder_steps"]
+        assert all(np.isfinite(v) and v >= 0 for v in seen["feature_reconstruction"])
+        # the decoder is part of the encoder: saved with the run and loaded back
+        loaded = glance.load(est.run_.path, classifier=tiny_classifier)
+        assert loaded.encoder_.feature_decoder is not None
+        z = torch.zeros(2, est.encoder_.z_dim)
+        torch.testing.assert_close(
+            loaded.encoder_.decode_features(z), est.encoder_.decode_features(z)
+        )

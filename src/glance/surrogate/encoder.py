@@ -33,6 +33,10 @@ class ConceptEncoder(nn.Module):
     logvar_range : float
         ``logvar`` is squashed smoothly into ``(-logvar_range, logvar_range)`` so that
         ``exp(logvar)`` can neither overflow nor vanish.
+    feature_decoder : bool
+        Also build an MLP decoding ``z`` back to the standardised features pooled like the
+        encoder's input (:meth:`decode_features`, :meth:`feature_target`), for
+        ``LossConfig.feature_reconstruction``.
 
     Examples
     --------
@@ -50,6 +54,7 @@ class ConceptEncoder(nn.Module):
         *,
         pool_size: int = 4,
         logvar_range: float = 10.0,
+        feature_decoder: bool = False,
     ) -> None:
         super().__init__()
         if len(feature_shape) != 3 or min(feature_shape) < 1:
@@ -74,6 +79,17 @@ class ConceptEncoder(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Linear(hidden, 2 * z_dim),
         )
+        self.feature_decoder = (
+            nn.Sequential(
+                nn.Linear(z_dim, hidden),
+                nn.LeakyReLU(0.2),
+                nn.Linear(hidden, hidden),
+                nn.LeakyReLU(0.2),
+                nn.Linear(hidden, c * self.pooled[0] * self.pooled[1]),
+            )
+            if feature_decoder
+            else None
+        )
 
     @torch.no_grad()
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -90,12 +106,27 @@ class ConceptEncoder(nn.Module):
         self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _standardise(self, features: torch.Tensor) -> torch.Tensor:
         check_shape(features, (None, *self.feature_shape), "features")
-        x = (features - self.feature_mean.reshape(1, -1, 1, 1)) / self.feature_std.reshape(
+        return (features - self.feature_mean.reshape(1, -1, 1, 1)) / self.feature_std.reshape(
             1, -1, 1, 1
         )
-        x = F.leaky_relu(self.reduce(x), 0.2)
+
+    def feature_target(self, features: torch.Tensor) -> torch.Tensor:
+        """What :meth:`decode_features` must return: the standardised features average-pooled
+        to the encoder's pooled size, flattened (N, C * ph * pw); no gradient."""
+        with torch.no_grad():
+            return F.adaptive_avg_pool2d(self._standardise(features), self.pooled).flatten(1)
+
+    def decode_features(self, z: torch.Tensor) -> torch.Tensor:
+        """Concepts (N, z_dim) -> the pooled standardised features they came from."""
+        if self.feature_decoder is None:
+            raise ValueError("this ConceptEncoder was built without feature_decoder=True")
+        check_shape(z, (None, self.z_dim), "z")
+        return self.feature_decoder(z)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.leaky_relu(self.reduce(self._standardise(features)), 0.2)
         x = F.leaky_relu(self.conv(x), 0.2)
         x = F.adaptive_avg_pool2d(x, self.pooled).flatten(1)  # [N, hidden * ph * pw]
         mu, raw = self.mlp(x).chunk(2, dim=1)

@@ -109,6 +109,10 @@ class LossConfig(ConfigBase):
     #: Normalised HSIC between the free dims and the contexts (nonlinear dependence, which the
     #: covariance penalty cannot see); 0 = off.
     independence: float = 0.0
+    #: Decode the classifier's (standardised, pooled) features back from z; 0 = off. Without it
+    #: the free dims keep only what the class logits need, and the generator cannot draw what
+    #: the features hold but the decision ignores (a shape's rotation): it draws the average.
+    feature_reconstruction: float = 0.0
     # Stage 2: generator G (+ discriminator D).
     adversarial: float = 0.1
     # Measured on Morpho-MNIST (fast preset, 600 generator steps): weight 10 instead of 1 raised
@@ -139,6 +143,7 @@ class LossConfig(ConfigBase):
             "kl",
             "covariance",
             "independence",
+            "feature_reconstruction",
             "adversarial",
             "reconstruction",
             "feature_matching",

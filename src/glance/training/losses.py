@@ -27,6 +27,7 @@ __all__ = [
     "reconstruction_laplacian",
     "RECONSTRUCTION_LOSSES",
     "feature_matching",
+    "feature_reconstruction",
     "orthogonal_jacobian_penalty",
     "intervention_readback",
     "hsic_dependence",
@@ -291,6 +292,16 @@ RECONSTRUCTION_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Te
     "l1": reconstruction_l1,
     "laplacian": reconstruction_laplacian,
 }
+
+
+def feature_reconstruction(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the classifier features decoded from ``z`` against the features
+    themselves (standardised and pooled: :meth:`ConceptEncoder.feature_target`).
+
+    The concept space then keeps what the classifier's features hold, not only what its
+    logits need: a β-VAE on the features, with some dims aligned to the contexts."""
+    _same_shape(decoded, target, "decoded and target")
+    return F.mse_loss(decoded, target)
 
 
 def feature_matching(h_fake: torch.Tensor, h_real: torch.Tensor) -> torch.Tensor:

@@ -126,7 +126,9 @@ class EncoderTask(nn.Module):
 
     ``distill`` = T²·KL(softmax(f(x)/T) ‖ softmax(S(z)/T)); ``align`` = MSE of the aligned dims
     to the standardised contexts where known; ``kl`` = KL(q(z|x) ‖ N(0, I)); ``covariance`` =
-    off-diagonal covariance of the free dims among themselves and with the aligned dims.
+    off-diagonal covariance of the free dims among themselves and with the aligned dims;
+    optionally ``independence`` (HSIC of the free dims and the contexts) and
+    ``feature_reconstruction`` (the pooled features decoded back from z).
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module, n_aligned: int, cfg: LossConfig):
@@ -158,6 +160,10 @@ class EncoderTask(nn.Module):
             # aligned dim. Unknown contexts are stood in for by their aligned dims.
             known = torch.where(torch.isfinite(contexts), contexts, mu[:, :m].detach())
             terms["independence"] = L.hsic_dependence(mu[:, m:], known)
+        if cfg.feature_reconstruction > 0:
+            terms["feature_reconstruction"] = L.feature_reconstruction(
+                self.encoder.decode_features(z), self.encoder.feature_target(features)
+            )
         weights = {k: getattr(cfg, k) for k in terms}
         return _weighted(terms, weights, on_loss)
 
