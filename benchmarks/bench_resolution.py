@@ -615,7 +615,11 @@ def merge(files: list[Path], settings: list[Path], out: Path) -> int:
         for name in TASKS:
             if name in r:
                 merged[name] = r[name]
-                merged["runs"][name] = {k: r[k] for k in ("command", "machine", "settings")}
+                merged["runs"][name] = (
+                    r["runs"][name]  # an earlier merged file: its record of the run
+                    if "runs" in r
+                    else {k: r[k] for k in ("command", "machine", "settings")}
+                )
     o = merged.get("pendulum", {}).get("oracle")
     if o and "pendulum_angle_direct_over_total" not in o:  # a run from before the ratios
         tot, dire = o["mean_importance"], o["mean_direct"]

@@ -155,6 +155,8 @@ KEYED += [
      "pendulum.metrics.sampled_fidelity", ">= 0.85"),
     ("64 px", "pendulum: reconstruction SSIM", "resolution",
      "pendulum.metrics.reconstruction_ssim", ">= 0.75"),
+    ("64 px", "pendulum: reconstruction edges (report floor 0.60)", "resolution",
+     "pendulum.metrics.reconstruction_edges", ">= 0.90"),
 ]
 for _c in ("pendulum_angle", "light_angle", "shadow_length", "shadow_position"):
     KEYED += [
@@ -205,6 +207,12 @@ KEYED += [
      "shapes.metrics.readback_r2.brightness", ">= 0.80"),
     ("64 px", "shapes: read-back R² shape", "resolution", "shapes.metrics.readback_r2.shape",
      ">= 0.80"),
+    ("64 px", "shapes: reconstruction SSIM", "resolution",
+     "shapes.metrics.reconstruction_ssim", ">= 0.75"),
+    ("64 px", "shapes: reconstruction edges (blobs; report floor 0.60)", "resolution",
+     "shapes.metrics.reconstruction_edges", ">= 0.90"),
+    ("64 px", "shapes: a square's rotation held by the concepts (R², cos/sin 4θ)", "resolution",
+     "shapes.rotation_information.square.concepts", "(info)"),
     ("64 px", "shapes: counterfactual validity", "resolution",
      "shapes.counterfactual_validity", ">= 0.90"),
     ("64 px", "shapes: fast fit wall (s)", "resolution", "shapes.fit_wall_s", "(info)"),
