@@ -116,6 +116,28 @@ def test_uploads_of_another_size_are_fitted_to_the_model() -> None:
     assert b.counterfactual(image_id, {"size": 1.0})["nodes"]["size"] == pytest.approx(1.0)
 
 
+def test_a_jpeg_with_an_exif_orientation_is_turned_upright() -> None:
+    """A phone stores a portrait photo's pixels sideways with an EXIF orientation tag; the
+    classifier must see it the way its owner does."""
+    from PIL import Image
+
+    # Stored pixels: 24 wide x 16 high, bright on the left third. Orientation 6 means "rotate
+    # 90° clockwise to view": upright, it is 16 wide x 24 high, bright on the top third.
+    stored = np.full((16, 24), 30, dtype=np.uint8)
+    stored[:, :8] = 230
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="JPEG", quality=95, exif=exif)
+    b = toy_backend(max_upload_bytes=200_000)
+    image_id = b.add_upload(buf.getvalue())
+    assert b.upload_info(image_id)["resized_from"] == [16, 24]  # the upright size
+    px = b._image(image_id).mean(0).numpy() * 255  # 16x16: the centre 16x16 of the upright
+    # The upright picture's bright band is its top 8 of 24 rows; the centre crop keeps rows
+    # 4..19, so the top 4 rows of the fitted image are bright and the rest dark.
+    assert px[:3].mean() > 180 and px[6:].mean() < 80
+
+
 def test_unknown_image_id() -> None:
     with pytest.raises(UploadError, match="unknown image_id '99'") as info:
         toy_backend(n_images=4).counterfactual("99", {})

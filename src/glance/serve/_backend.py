@@ -364,7 +364,11 @@ class ExplorerBackend:
                         f"upload is {original[0]}×{original[1]} pixels; {too_many}", status=422
                     )
                 img.load()
+                # A phone's JPEG stores its pixels sideways with an EXIF orientation tag: the
+                # classifier must see the picture the way its owner does.
+                img = ImageOps.exif_transpose(img) or img
                 img = img.convert("L" if c == 1 else "RGB")
+                original = (int(img.size[0]), int(img.size[1]))
                 if original != (w, h):
                     # Crop to the model's aspect ratio first, so nothing is stretched.
                     img = ImageOps.fit(img, (w, h), method=Image.Resampling.LANCZOS)
