@@ -116,3 +116,29 @@ def test_feature_reconstruction_term_only_when_weighted(
         torch.testing.assert_close(
             loaded.encoder_.decode_features(z), est.encoder_.decode_features(z)
         )
+
+
+def test_a_classifier_that_predicts_one_class_is_warned_about(tiny_classifier, tiny_data, tmp_path):
+    """Every fidelity figure passes for a classifier without a decision; the fit says so."""
+    import copy
+
+    constant = copy.deepcopy(tiny_classifier)
+    with torch.no_grad():
+        last = constant.head[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 5.0, 0.0]))  # class 1 for every image
+    with pytest.warns(UserWarning, match=r"predicts class '?1'? for 100\.0% of the"):
+        _fit_recording(constant, tiny_data, tmp_path / "run", {})
+    # a classifier with a decision: no warning (98% of one class is still a decision)
+    import warnings
+
+    from glance.estimator import _warn_if_one_class
+
+    logits = torch.zeros(100, 2)
+    logits[:2, 1] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_one_class(logits, ["a", "b"])
+    logits[1, 1] = 0.0
+    with pytest.warns(UserWarning, match="predicts class 'a' for 99.0% of the 100"):
+        _warn_if_one_class(logits, ["a", "b"])
