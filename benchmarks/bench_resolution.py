@@ -370,6 +370,15 @@ def task_pendulum(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _cv_r2(x: np.ndarray, y: np.ndarray) -> float:
+    """Cross-validated R² (3 folds) of a gradient-boosted regression of ``y`` on ``x``."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import cross_val_score
+
+    reg = HistGradientBoostingRegressor(random_state=0)
+    return float(cross_val_score(reg, x, y, cv=3, scoring="r2").mean())
+
+
 def classifier_dependence(
     model: torch.nn.Module, ds: Any, contexts: list[str], mediator: str, n: int = 2000
 ) -> dict[str, Any]:
@@ -383,8 +392,6 @@ def classifier_dependence(
     regression of the margin on the mediator alone and with the context added."""
     import math
 
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.model_selection import cross_val_score
     from sklearn.preprocessing import SplineTransformer
 
     idx = np.arange(min(n, len(ds)))
@@ -400,11 +407,7 @@ def classifier_dependence(
     def resid(v: np.ndarray) -> np.ndarray:
         return v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0]
 
-    def cv_r2(cols: np.ndarray) -> float:
-        reg = HistGradientBoostingRegressor(random_state=0)
-        return float(cross_val_score(reg, cols, margin, cv=3, scoring="r2").mean())
-
-    r2_mediator = cv_r2(med)
+    r2_mediator = _cv_r2(med, margin)
     out: dict[str, Any] = {"n_images": len(idx), "margin_r2_mediator": r2_mediator}
     dof = len(idx) - basis.shape[1] - 2
     for c in contexts:
@@ -416,7 +419,7 @@ def classifier_dependence(
         out[c] = {
             "partial_r": r,
             "p_value": math.erfc(z / math.sqrt(2.0)),
-            "margin_r2_gain": cv_r2(np.column_stack([med, v])) - r2_mediator,
+            "margin_r2_gain": _cv_r2(np.column_stack([med, v]), margin) - r2_mediator,
         }
     return out
 
@@ -470,9 +473,6 @@ def rotation_information(
     shape, the cross-validated R² (gradient boosting, 3 folds) of that pair from the concept
     vector E(x) and from the classifier's features at ``layer`` averaged over space. A twin
     whose concepts hold no rotation can only draw the average over rotations: a blob."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.model_selection import cross_val_score
-
     idx = np.arange(min(n, len(ds)))
     x = ds.load_images(idx).float()
     with torch.no_grad():
@@ -496,13 +496,8 @@ def rotation_information(
         sel = shape == code
         row = {}
         for src, data in (("concepts", z[sel]), ("classifier_features", feats[sel])):
-            r2 = [
-                cross_val_score(
-                    HistGradientBoostingRegressor(random_state=0), data, t, cv=3, scoring="r2"
-                ).mean()
-                for t in (np.cos(k * theta[sel]), np.sin(k * theta[sel]))
-            ]
-            row[src] = float(np.mean(r2))
+            targets = (np.cos(k * theta[sel]), np.sin(k * theta[sel]))
+            row[src] = float(np.mean([_cv_r2(data, t) for t in targets]))
         out[name] = row
     return out
 

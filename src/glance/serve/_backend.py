@@ -143,8 +143,8 @@ class ExplorerBackend:
         self.has_scm = getattr(twin, "scm", None) is not None
         self.node_std = np.asarray(twin.node_std, dtype=np.float64)
         self._lock = threading.Lock()
-        self._uploads: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._upload_sizes: dict[str, tuple[int, int]] = {}
+        # image_id -> (fitted image, the (width, height) it was uploaded at)
+        self._uploads: OrderedDict[str, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
         self._z_cache: dict[str, torch.Tensor] = {}
         self._factual: dict[str, torch.Tensor] = {}
         self.image_shape: tuple[int, ...] | None = (
@@ -284,7 +284,7 @@ class ExplorerBackend:
 
     def _image(self, image_id: str) -> torch.Tensor:
         if image_id in self._uploads:
-            return self._uploads[image_id]
+            return self._uploads[image_id][0]
         n = int(len(self.images)) if self.images.ndim == 4 else 0
         # Short runs of ASCII digits only: int() also takes " 1", "+1", "1_0", other scripts'
         # digits, and spends quadratic time on a long digit string.
@@ -323,20 +323,19 @@ class ExplorerBackend:
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         image_id = "upload-" + hashlib.sha256(data).hexdigest()[:16]
         with self._lock:
-            self._uploads[image_id] = tensor.contiguous()
-            self._upload_sizes[image_id] = original
+            self._uploads[image_id] = (tensor.contiguous(), original)
             self._uploads.move_to_end(image_id)
             while len(self._uploads) > _MAX_UPLOADS_KEPT:
                 old, _ = self._uploads.popitem(last=False)
                 self._z_cache.pop(old, None)
                 self._factual.pop(old, None)
-                self._upload_sizes.pop(old, None)
         return image_id
 
     def upload_info(self, image_id: str) -> dict[str, Any]:
         """``{"image_id", "size": [w, h], "resized_from": [w, h] | None}`` of a kept upload."""
         c, h, w = self.image_shape  # type: ignore[misc]
-        original = self._upload_sizes.get(image_id)
+        entry = self._uploads.get(image_id)
+        original = entry[1] if entry is not None else None
         resized = original is not None and tuple(original) != (w, h)
         return {
             "image_id": image_id,
