@@ -278,3 +278,52 @@ def test_joint_fine_tune_stage(tiny_classifier, tiny_data):
     joint = [r for r in est.history_ if r["stage"] == "joint"]
     assert joint and joint[-1]["step"] == 16
     assert {"distill", "align", "reconstruction", "d_logistic"} <= set(joint[-1])
+
+
+def test_generator_warmup_stage_trains_on_reconstruction_alone(tiny_classifier, tiny_data):
+    cfg = {
+        "train": {
+            "encoder_steps": 10,
+            "generator_warmup_steps": 10,
+            "generator_steps": 10,
+            "encoder_batch": 16,
+            "generator_batch": 8,
+        }
+    }
+    est = Glance(tiny_classifier, contexts=["thickness"], preset="tiny", config=cfg, quiet=True)
+    est.fit(tiny_data)
+    # One record per 10 steps: the stages in order, the warm-up between encoder and generator.
+    assert [(r["step"], r["stage"]) for r in est.history_] == [
+        (10, "encoder"),
+        (20, "warmup"),
+        (30, "generator"),
+    ]
+    warm = [r for r in est.history_ if r["stage"] == "warmup"]
+    # The warm-up's records carry the reconstruction loss and nothing of the full objective.
+    assert "reconstruction" in warm[-1]
+    assert not {"adversarial", "d_logistic", "distill_generated", "latent_cycle"} & set(warm[-1])
+    assert "d_logistic" in est.history_[-1]
+
+
+def test_generator_warmup_moves_only_the_generator(tiny_classifier, tiny_data):
+    """Warm-up steps change G (and its EMA) and leave the discriminator as initialised."""
+
+    def fit(warmup: int) -> Glance:
+        cfg = {
+            "train": {
+                "encoder_steps": 2,
+                "generator_warmup_steps": warmup,
+                "generator_steps": 0,
+                "encoder_batch": 16,
+                "generator_batch": 8,
+            }
+        }
+        est = Glance(tiny_classifier, contexts=["thickness"], preset="tiny", config=cfg, quiet=True)
+        return est.fit(tiny_data)
+
+    none, warm = fit(0), fit(5)
+    same = lambda a, b: all(  # noqa: E731
+        torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True)
+    )
+    assert same(none.discriminator_, warm.discriminator_)
+    assert not same(none.generator_, warm.generator_)

@@ -164,6 +164,10 @@ class TrainConfig(ConfigBase):
     encoder_steps: int = 600
     encoder_batch: int = 128
     encoder_lr: float = 2e-3
+    # Generator steps on the reconstruction loss alone, before the full objective: a step
+    # without the classifier, discriminator and sampled concepts costs a fraction of a full one
+    # and teaches the generator the images' layout first (see AT_RESOLUTION for the figures).
+    generator_warmup_steps: int = 0
     generator_steps: int = 2000
     generator_batch: int = 32
     generator_lr: float = 2e-3
@@ -188,7 +192,14 @@ class TrainConfig(ConfigBase):
     eval_images: int = 2000
 
     def validate(self) -> None:
-        _positive(self, "encoder_steps", "generator_steps", "joint_steps", allow_zero=True)
+        _positive(
+            self,
+            "encoder_steps",
+            "generator_warmup_steps",
+            "generator_steps",
+            "joint_steps",
+            allow_zero=True,
+        )
         _positive(
             self,
             "encoder_batch",
@@ -369,6 +380,11 @@ PRESETS.register(
 #: 20-minute budget on 2 CPU cores. All three: weakest read-back 0.97, SSIM 0.87, FID 3.2 (the
 #: narrower discriminator costs FID against 1200 L1 steps alone), fit 1016 s. The Laplacian loss
 #: does not help at 28 px (digits: FID 1.48 -> 1.78), so it is an override, not the preset's.
+#: Then 1500 warm-up steps on the reconstruction loss alone (0.12 s each against 0.67 s for a
+#: full step), measured on causal shapes at 64 px (same seed, classifier and 1200 full steps,
+#: 1000 held-out images): read-back R² brightness 0.55 -> 0.74, hue 0.80 -> 0.84, size 0.82 ->
+#: 0.95, shape 0.83 -> 0.86, SSIM 0.69 -> 0.84, edges 0.42 -> 0.54, FID 9.9 -> 6.9, sampled
+#: fidelity 0.985 -> 0.992, rule factor first 0.94 -> 0.98, fit 806 -> 998 s.
 #: The names of ``LossConfig.reconstruction_loss`` are those of
 #: :data:`glance.training.losses.RECONSTRUCTION_LOSSES` (a test keeps them equal).
 AT_RESOLUTION: dict[str, list[tuple[int, dict[str, Any]]]] = {
@@ -378,7 +394,11 @@ AT_RESOLUTION: dict[str, list[tuple[int, dict[str, Any]]]] = {
             {
                 "loss": {"reconstruction_loss": "laplacian"},
                 "generator": {"d_channel_base": 512},
-                "train": {"generator_steps": 1200, "checkpoint_every": 400},
+                "train": {
+                    "generator_warmup_steps": 1500,
+                    "generator_steps": 1200,
+                    "checkpoint_every": 400,
+                },
             },
         )
     ],

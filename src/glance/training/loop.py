@@ -55,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_STAGE_IDS = {"encoder": 1, "generator": 2, "joint": 3}
+_STAGE_IDS = {"encoder": 1, "generator": 2, "joint": 3, "warmup": 4}
 
 # Set from a signal handler (SIGTERM/SIGINT): the loop checkpoints at the next step boundary and
 # stops. Only a flag is set in the handler; the I/O happens in the loop (Lightning PR #21407).
@@ -267,6 +267,7 @@ class Trainer:
         t, stages, start = self.config.train, [], 0
         for name, steps in (
             ("encoder", t.encoder_steps),
+            ("warmup", t.generator_warmup_steps),
             ("generator", t.generator_steps),
             ("joint", t.joint_steps),
         ):
@@ -529,6 +530,25 @@ class Trainer:
         update_ema(p.generator_ema, p.generator, ema_beta_at(t, self._generator_steps_done(step)))
         return {**g_out, **{k: v for k, v in d_out.items() if k != "loss"}, "d_loss": d_out["loss"]}
 
+    def _warmup_step(self, stage: Stage, step: int) -> dict[str, torch.Tensor]:
+        """A generator step on the reconstruction loss alone: every image of the batch is real,
+        no classifier, discriminator or sampled concepts (a fraction of a full step's cost)."""
+        t, p = self.config.train, self.parts
+        share = self._share(t.generator_batch)
+        idx = self.batch_indices(stage, step, t.generator_batch)[share.start : share.stop]
+        real = self.data.dataset.load_images(idx).to(self.device)
+        z_real = self.latents()[idx].to(self.device)
+        noise_rng = torch.Generator().manual_seed(_mix_seed(self.seed, step, self.dist.rank))
+        with self.precision.autocast():
+            out = self.gen_ddp(
+                real, None, z_real, z_real[:0], noise_rng, warmup=True, on_loss=self.hooks.on_loss
+            )
+        self._check_finite(out, step)
+        self.optimizers["generator"].zero_grad(set_to_none=True)
+        self.precision.step("generator", self.optimizers["generator"], out["loss"])
+        update_ema(p.generator_ema, p.generator, ema_beta_at(t, self._generator_steps_done(step)))
+        return out
+
     def _generator_steps_done(self, step: int) -> int:
         """Generator steps done once ``step`` ends, counted from the first generator stage."""
         first = next(s.start for s in self.stages if s.name != "encoder")
@@ -552,7 +572,10 @@ class Trainer:
             # E and S are frozen while G trains: the generator's losses must not reach them.
             p.encoder.requires_grad_(False)
             p.head.requires_grad_(False)
-            out = {**enc, **self._generator_step(stage, step)}
+            if stage.name == "warmup":
+                out = self._warmup_step(stage, step)
+            else:
+                out = {**enc, **self._generator_step(stage, step)}
         return {k: float(v.detach().float().mean()) for k, v in out.items() if k[0] != "_"}
 
     # -- numerics ------------------------------------------------------------------------------

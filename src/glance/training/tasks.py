@@ -271,16 +271,23 @@ class GeneratorTask(nn.Module):
     def forward(
         self,
         real: torch.Tensor,
-        real_features: torch.Tensor,
+        real_features: torch.Tensor | None,
         z_real: torch.Tensor,
         z_sampled: torch.Tensor,
         rng: torch.Generator,
         *,
         disentangle: bool = False,
         readback: bool = False,
+        warmup: bool = False,
         on_loss: LossHook | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg, n_real = self.cfg, len(z_real)
+        if warmup:  # the reconstruction loss alone (TrainConfig.generator_warmup_steps)
+            images = self.G(z_real, noise_mode="random", generator=rng)
+            loss = L.RECONSTRUCTION_LOSSES[cfg.reconstruction_loss](images, real)
+            return _weighted(
+                {"reconstruction": loss}, {"reconstruction": cfg.reconstruction}, on_loss
+            )
         D, E, S = self._frozen
         z = torch.cat([z_real, z_sampled])
         images = self.G(z, noise_mode="random", generator=rng)
