@@ -1,4 +1,5 @@
-"""The staged training loop of GLANCE (DESIGN §2.1–2.2): encoder, then generator, then joint.
+"""The staged training loop of GLANCE (DESIGN §2.1–2.2): encoder, then (optionally) a generator
+warm-up on the reconstruction loss alone, then generator, then joint.
 
 :func:`fit_loop` is the whole schedule in a few lines; each section is a method of
 :class:`Trainer`. Every random draw comes from one ``torch.Generator`` whose state is
