@@ -384,7 +384,8 @@ PRESETS.register(
 #: full step), measured on causal shapes at 64 px (same seed, classifier and 1200 full steps,
 #: 1000 held-out images): read-back R² brightness 0.55 -> 0.74, hue 0.80 -> 0.84, size 0.82 ->
 #: 0.95, shape 0.83 -> 0.86, SSIM 0.69 -> 0.84, edges 0.42 -> 0.54, FID 9.9 -> 6.9, sampled
-#: fidelity 0.985 -> 0.992, rule factor first 0.94 -> 0.98, fit 806 -> 998 s.
+#: fidelity 0.985 -> 0.992, rule factor first 0.94 -> 0.98, fit 806 -> 998 s; on the pendulum
+#: edges 0.74 -> 0.91, SSIM 0.85 -> 0.95, fit 832 -> 975 s, FID 3.5 -> 4.3 (docs/own-model.md).
 #: The names of ``LossConfig.reconstruction_loss`` are those of
 #: :data:`glance.training.losses.RECONSTRUCTION_LOSSES` (a test keeps them equal).
 AT_RESOLUTION: dict[str, list[tuple[int, dict[str, Any]]]] = {
