@@ -43,6 +43,9 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     },
     # every band of a Laplacian pyramid weighted alike instead of a pixel L1 (issue 12)
     "laplacian": {"loss": {"reconstruction_loss": "laplacian"}},
+    # generator warm-up steps on the reconstruction loss alone before the full objective
+    "warmup-1500": {"train": {"generator_warmup_steps": 1500}},
+    "no-warmup": {"train": {"generator_warmup_steps": 0}},
     "before": {
         "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
         "loss": {"adversarial": 0.1},
