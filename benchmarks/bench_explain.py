@@ -120,6 +120,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         k: v
         for k, v in (
             ("encoder_steps", args.encoder_steps),
+            ("generator_warmup_steps", args.warmup_steps),
             ("generator_steps", args.generator_steps),
             ("eval_images", args.eval_images),
         )
@@ -885,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--encoder-steps", type=int, default=None, help="override the preset")
     ap.add_argument("--generator-steps", type=int, default=None, help="override the preset")
+    ap.add_argument("--warmup-steps", type=int, default=None, help="override the preset")
     ap.add_argument("--eval-images", type=int, default=None, help="override the preset")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
