@@ -490,12 +490,10 @@ class Trainer:
 
     def _generator_step(self, stage: Stage, step: int) -> dict[str, torch.Tensor]:
         t, cfg, p = self.config.train, self.config.loss, self.parts
-        share = self._share(t.generator_batch)
-        idx = self.batch_indices(stage, step, t.generator_batch)[share.start : share.stop]
+        idx, real, noise_rng = self._generator_batch(stage, step)
         n_sampled = int(round(t.generator_batch * t.sample_fraction))
         n_sampled -= n_sampled % self.dist.world_size
         z_sampled = p.mixture.sample(n_sampled, self.rng, self._share(n_sampled)).to(self.device)
-        real = self.data.dataset.load_images(idx).to(self.device)
         feats = self.data.features[idx]  # read once (from the feature cache, if any)
         if stage.name == "joint":
             self._latents = None  # the encoder moves: encode afresh
@@ -503,7 +501,6 @@ class Trainer:
         else:
             z_real = self.latents()[idx].to(self.device)
         local = step - stage.start
-        noise_rng = torch.Generator().manual_seed(_mix_seed(self.seed, step, self.dist.rank))
         with self.precision.autocast():
             p.discriminator.requires_grad_(False)
             g_out = self.gen_ddp(
@@ -525,30 +522,40 @@ class Trainer:
             )
         self._check_finite(g_out, step)
         self._check_finite(d_out, step)
-        for name, out in (("generator", g_out), ("discriminator", d_out)):
-            self.optimizers[name].zero_grad(set_to_none=True)
-            self.precision.step(name, self.optimizers[name], out["loss"])
-        update_ema(p.generator_ema, p.generator, ema_beta_at(t, self._generator_steps_done(step)))
+        self._optimise(step, generator=g_out, discriminator=d_out)
         return {**g_out, **{k: v for k, v in d_out.items() if k != "loss"}, "d_loss": d_out["loss"]}
 
     def _warmup_step(self, stage: Stage, step: int) -> dict[str, torch.Tensor]:
         """A generator step on the reconstruction loss alone: every image of the batch is real,
         no classifier, discriminator or sampled concepts (a fraction of a full step's cost)."""
-        t, p = self.config.train, self.parts
-        share = self._share(t.generator_batch)
-        idx = self.batch_indices(stage, step, t.generator_batch)[share.start : share.stop]
-        real = self.data.dataset.load_images(idx).to(self.device)
+        idx, real, noise_rng = self._generator_batch(stage, step)
         z_real = self.latents()[idx].to(self.device)
-        noise_rng = torch.Generator().manual_seed(_mix_seed(self.seed, step, self.dist.rank))
         with self.precision.autocast():
             out = self.gen_ddp(
                 real, None, z_real, z_real[:0], noise_rng, warmup=True, on_loss=self.hooks.on_loss
             )
         self._check_finite(out, step)
-        self.optimizers["generator"].zero_grad(set_to_none=True)
-        self.precision.step("generator", self.optimizers["generator"], out["loss"])
-        update_ema(p.generator_ema, p.generator, ema_beta_at(t, self._generator_steps_done(step)))
+        self._optimise(step, generator=out)
         return out
+
+    def _generator_batch(
+        self, stage: Stage, step: int
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Generator]:
+        """This rank's real images of a generator step (indices, images) and its noise seed."""
+        t = self.config.train
+        share = self._share(t.generator_batch)
+        idx = self.batch_indices(stage, step, t.generator_batch)[share.start : share.stop]
+        real = self.data.dataset.load_images(idx).to(self.device)
+        noise_rng = torch.Generator().manual_seed(_mix_seed(self.seed, step, self.dist.rank))
+        return idx, real, noise_rng
+
+    def _optimise(self, step: int, **outs: dict[str, torch.Tensor]) -> None:
+        """One optimiser step per named output's loss, then the generator's EMA follows."""
+        for name, out in outs.items():
+            self.optimizers[name].zero_grad(set_to_none=True)
+            self.precision.step(name, self.optimizers[name], out["loss"])
+        p, t = self.parts, self.config.train
+        update_ema(p.generator_ema, p.generator, ema_beta_at(t, self._generator_steps_done(step)))
 
     def _generator_steps_done(self, step: int) -> int:
         """Generator steps done once ``step`` ends, counted from the first generator stage."""
