@@ -46,6 +46,8 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     # generator warm-up steps on the reconstruction loss alone before the full objective
     "warmup-1500": {"train": {"generator_warmup_steps": 1500}},
     "no-warmup": {"train": {"generator_warmup_steps": 0}},
+    # the fast preset before its warm-up (600 full steps, no warm-up)
+    "before-warmup": {"train": {"generator_warmup_steps": 0, "generator_steps": 600}},
     "before": {
         "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
         "loss": {"adversarial": 0.1},
