@@ -496,7 +496,9 @@ class Glance:
 
         Returns a dict with ``fidelity``, ``reconstruction_fidelity``, ``sampled_fidelity``,
         ``alignment_r2`` and ``generated_alignment`` (context → value, None where it cannot be
-        measured), ``mig``, ``dci``, ``fid``, ``kid``, ``fit_seconds``,
+        measured), ``mig``, ``mig_reference`` (the MIG of ideal codes exactly as aligned:
+        low by construction where the contexts are correlated in the data), ``dci``, ``fid``,
+        ``kid``, ``fit_seconds``,
         ``reconstruction_ssim``, ``reconstruction_edges`` (correlation of the edges of what
         varies in x and in ``G(E(x))``), ``readback_r2`` (context → R² of the context read back from
         ``G(E(x))``, None with the reason in ``readback_r2_unmeasured`` where it cannot be

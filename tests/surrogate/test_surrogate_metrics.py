@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from glance.exceptions import ShapeError
-from glance.metrics.disentanglement import dci, discretize, mig
+from glance.metrics.disentanglement import dci, discretize, mig, mig_reference
 from glance.metrics.fidelity import alignment_r2, spearman_alignment, top1_agreement
 from glance.metrics.realism import fid, kid
 
@@ -79,6 +79,28 @@ def test_mig_random_and_entangled_codes_score_low():
     assert mig(f, rng.normal(size=(len(f), 4))) < 0.05
     mixed = f @ rng.normal(size=(3, 3))  # every code mixes every factor
     assert mig(f, mixed) < 0.35
+
+
+def test_mig_reference_falls_with_noise_and_with_correlated_factors():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=3000)
+    independent = np.stack([a, rng.normal(size=3000)], 1)
+    correlated = np.stack([a, 0.95 * a + 0.3 * rng.normal(size=3000)], 1)
+    perfect = mig_reference(independent, [1.0, 1.0], 6)
+    assert perfect > 0.9
+    assert mig_reference(independent, [0.9, 0.9], 6) < perfect - 0.2
+    # The other factor's own code is a strong runner-up: low even for perfect codes.
+    assert mig_reference(correlated, [1.0, 1.0], 6) < perfect - 0.3
+    # Codes uncorrelated with their factor: nothing to gap.
+    assert mig_reference(independent, [0.0, 0.0], 6) < 0.05
+
+
+def test_mig_reference_rejects_bad_shapes():
+    f = np.zeros((10, 2))
+    with pytest.raises(ShapeError, match="one value per factor"):
+        mig_reference(f, [1.0], 4)
+    with pytest.raises(ShapeError, match="n_codes"):
+        mig_reference(f, [1.0, 1.0], 1)
 
 
 @pytest.mark.parametrize("method", ["gbt", "lasso"])

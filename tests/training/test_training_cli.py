@@ -43,6 +43,7 @@ def test_fit_evaluate_and_reproducibility(workspace, capsys):
         "alignment_r2",
         "generated_alignment",
         "mig",
+        "mig_reference",
         "dci",
         "fid",
         "kid",

@@ -202,7 +202,7 @@ def test_evaluate_reports_every_figure(fitted, tmp_path):
     assert set(m["generated_alignment"]) == {"thickness", "intensity"}
     assert set(m["dci"]) == {"disentanglement", "completeness", "informativeness"}
     assert m["fid"] >= 0 and math.isfinite(m["kid"]) and m["fit_seconds"] > 0
-    assert 0.0 <= m["mig"] <= 1.0
+    assert 0.0 <= m["mig"] <= 1.0 and 0.0 <= m["mig_reference"] <= 1.0
     for path in m["grids"].values():
         assert path.endswith(".png") and (tmp_path / path.split("/")[-1]).is_file()
     cs = m["counterfactual_soundness"]

@@ -33,7 +33,7 @@ __all__ = ["render_report", "write_report", "normalise_interactions"]
 
 _SCALAR_METRICS = ("fidelity", "reconstruction_fidelity", "sampled_fidelity")
 _PER_CONTEXT_METRICS = ("alignment_r2", "generated_alignment")
-_OTHER_METRICS = ("mig", "fid", "kid", "fit_seconds")
+_OTHER_METRICS = ("mig", "mig_reference", "fid", "kid", "fit_seconds")
 
 
 def _num(v: Any) -> float | None:
@@ -170,11 +170,13 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
         else:
             rows.append(_metric_row(key, THRESHOLDS[key].label, None))
     rows.append(_metric_row("mig", "MIG", metrics.get("mig")))
+    rows.append(_metric_row("mig_reference", THRESHOLDS["mig_reference"].label,
+                            metrics.get("mig_reference")))  # fmt: skip
     dci = metrics.get("dci")
     for part in ("disentanglement", "completeness", "informativeness"):
         value = dci.get(part) if isinstance(dci, Mapping) else None
         rows.append(_metric_row(f"dci.{part}", f"DCI {part}", value, "dci"))
-    rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS[1:]]
+    rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS[2:]]
     readback = _readback_rows(metrics)
     rows += readback + _soundness_rows(metrics.get("counterfactual_soundness"))
     nested = ("dci", "counterfactual_soundness")

@@ -105,6 +105,13 @@ THRESHOLDS: dict[str, Threshold] = {
         "Spearman of the aligned dim against the context measured on G(z)",
     ),
     "mig": Threshold("MIG", None, None, "mutual information gap (disentanglement)"),
+    "mig_reference": Threshold(
+        "MIG of ideal codes this aligned",
+        None,
+        None,
+        "the MIG of codes that are each context plus noise at the twin's alignment R², all "
+        "else noise: low where the contexts are correlated in the data, whatever the twin does",
+    ),
     "dci": Threshold("DCI", None, None, "disentanglement, completeness, informativeness"),
     "fid": Threshold("FID", None, None, "Fréchet distance on the classifier's features", False),
     "kid": Threshold(

@@ -387,8 +387,9 @@ PRESETS.register(
 #: 20-minute budget on 2 CPU cores. All three: weakest read-back 0.97, SSIM 0.87, FID 3.2 (the
 #: narrower discriminator costs FID against 1200 L1 steps alone), fit 1016 s. The Laplacian loss
 #: does not help at 28 px (digits: FID 1.48 -> 1.78), so it is an override, not the preset's.
-#: Then 1500 warm-up steps on the reconstruction loss alone (0.12 s each against 0.67 s for a
-#: full step), measured on causal shapes at 64 px (same seed, classifier and 1200 full steps,
+#: Then the preset's 1500 warm-up steps on the reconstruction loss alone (0.12 s each against
+#: 0.67 s for a full step at 64 px; kept at 64 px with 1200 full steps), measured on causal
+#: shapes at 64 px (same seed, classifier and 1200 full steps,
 #: 1000 held-out images): read-back R² brightness 0.55 -> 0.74, hue 0.80 -> 0.84, size 0.82 ->
 #: 0.95, shape 0.83 -> 0.86, SSIM 0.69 -> 0.84, edges 0.42 -> 0.54, FID 9.9 -> 6.9, sampled
 #: fidelity 0.985 -> 0.992, rule factor first 0.94 -> 0.98, fit 806 -> 998 s; on the pendulum
@@ -403,7 +404,6 @@ AT_RESOLUTION: dict[str, list[tuple[int, dict[str, Any]]]] = {
                 "loss": {"reconstruction_loss": "laplacian"},
                 "generator": {"d_channel_base": 512},
                 "train": {
-                    "generator_warmup_steps": 1500,
                     "generator_steps": 1200,
                     "checkpoint_every": 400,
                 },
