@@ -57,6 +57,7 @@ from bench_explain import (  # noqa: E402
     _relabelled,
     _test_images,
     agreement,
+    cached_run,
     oracle_shapes,
     tcav_ranking,
     truth_knowledge,
@@ -74,7 +75,9 @@ def _fit(clf: Any, data: Path, contexts: list[str], name: str, overrides: dict, 
 
     run = args.work / f"run-{data.name}-{args.preset}-{name}"
     if (run / "MANIFEST.json").is_file():
-        return glance.load(run, classifier=clf)
+        est = cached_run(run, clf, args.preset, overrides or None, data)
+        if est is not None:
+            return est
     est = glance.Glance(
         clf,
         contexts=contexts,

@@ -133,13 +133,10 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         digest.update(t.detach().cpu().numpy().tobytes())
     tag = f"{tag}-clf{digest.hexdigest()[:8]}"
     run = work / f"run-{data.name}-{preset}-{tag}"
+    overrides = {"train": train} if train else None
     if (run / "MANIFEST.json").is_file():
-        try:
-            est = glance.load(run, classifier=clf)
-        except Exception as exc:  # a stale run from another build: refit
-            logger.warning("refitting %s (%s)", run, exc)
-            shutil.rmtree(run)  # the benchmark's own work directory
-        else:
+        est = cached_run(run, clf, preset, overrides, data)
+        if est is not None:
             # Runs fitted before discrete contexts were recorded: the levels are what fit would
             # record from the same training data (a pure function of it), so fill them in.
             from glance.estimator import context_levels
@@ -153,9 +150,31 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         preset=preset,
         random_state=seed,
         quiet=True,
-        config={"train": train} if train else None,
+        config=overrides,
     )
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
+
+
+def cached_run(run: Path, clf: Any, preset: str, overrides: Any, data: Path) -> Any:
+    """The fitted run at ``run`` if it was fitted with the configuration that ``preset`` and
+    ``overrides`` resolve to today, else ``None`` after removing it (the benchmark's own work
+    folder): a run cached under the same name before a preset changed is not today's preset."""
+    import glance
+    from glance.data import load_dataset
+    from glance.training.config import config_hash, resolve_config
+
+    try:
+        est = glance.load(run, classifier=clf)
+    except Exception as exc:  # a stale run from another build: refit
+        logger.warning("refitting %s (%s)", run, exc)
+    else:
+        side = load_dataset(data, split="train").image_shape[-1]
+        want = resolve_config(preset, overrides, resolution=side)
+        if config_hash(est.config_) == config_hash(want):
+            return est
+        logger.warning("refitting %s: fitted with another configuration than %s's", run, preset)
+    shutil.rmtree(run)
+    return None
 
 
 def _relabelled(ds: Any, clf: Any) -> Any:
