@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    args.encoder_steps = args.generator_steps = args.eval_images = None  # the preset's own
+    # the preset's own schedule (bench_explain._fit reads these overrides)
+    args.encoder_steps = args.warmup_steps = args.generator_steps = args.eval_images = None
     args.work.mkdir(parents=True, exist_ok=True)
     from glance._io import atomic_write_json
 
