@@ -109,8 +109,9 @@ THRESHOLDS: dict[str, Threshold] = {
         "MIG of ideal codes this aligned",
         None,
         None,
-        "the MIG of codes that are each context plus noise at the twin's alignment R², all "
-        "else noise: low where the contexts are correlated in the data, whatever the twin does",
+        "the MIG of codes that are each context plus noise, as correlated with it as the "
+        "twin's aligned dim, all else noise: low where the contexts are correlated in the "
+        "data, whatever the twin does",
     ),
     "dci": Threshold("DCI", None, None, "disentanglement, completeness, informativeness"),
     "fid": Threshold("FID", None, None, "Fréchet distance on the classifier's features", False),
