@@ -103,6 +103,14 @@ def test_changed_metrics_change_the_report(tmp_path: Path) -> None:
     assert "low-fidelity" in doc.ids
 
 
+def test_mig_is_shown_beside_its_reference(tmp_path: Path) -> None:
+    run = make_fixture_run(tmp_path / "r", metrics_extra={"mig_reference": 0.2345})
+    doc = _parse(render_report(run))
+    assert doc.rows["mig"]["value"] == "0.31"
+    assert doc.rows["mig_reference"]["value"] == "0.2345"
+    assert doc.rows["mig_reference"]["grade"] == "info"
+
+
 READBACK = {
     "reconstruction_ssim": 0.81,
     "readback_r2": {"thickness": 0.9, "intensity": None},

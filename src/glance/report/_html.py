@@ -33,7 +33,8 @@ __all__ = ["render_report", "write_report", "normalise_interactions"]
 
 _SCALAR_METRICS = ("fidelity", "reconstruction_fidelity", "sampled_fidelity")
 _PER_CONTEXT_METRICS = ("alignment_r2", "generated_alignment")
-_OTHER_METRICS = ("mig", "mig_reference", "fid", "kid", "fit_seconds")
+_MIG_METRICS = ("mig", "mig_reference")  # shown before DCI
+_OTHER_METRICS = ("fid", "kid", "fit_seconds")
 
 
 def _num(v: Any) -> float | None:
@@ -169,18 +170,16 @@ def _faithfulness(metrics: Mapping[str, Any] | None) -> dict:
             ]
         else:
             rows.append(_metric_row(key, THRESHOLDS[key].label, None))
-    rows.append(_metric_row("mig", "MIG", metrics.get("mig")))
-    rows.append(_metric_row("mig_reference", THRESHOLDS["mig_reference"].label,
-                            metrics.get("mig_reference")))  # fmt: skip
+    rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _MIG_METRICS]
     dci = metrics.get("dci")
     for part in ("disentanglement", "completeness", "informativeness"):
         value = dci.get(part) if isinstance(dci, Mapping) else None
         rows.append(_metric_row(f"dci.{part}", f"DCI {part}", value, "dci"))
-    rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS[2:]]
+    rows += [_metric_row(k, THRESHOLDS[k].label, metrics.get(k)) for k in _OTHER_METRICS]
     readback = _readback_rows(metrics)
     rows += readback + _soundness_rows(metrics.get("counterfactual_soundness"))
     nested = ("dci", "counterfactual_soundness")
-    known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _OTHER_METRICS + nested)
+    known = set(_SCALAR_METRICS + _PER_CONTEXT_METRICS + _MIG_METRICS + _OTHER_METRICS + nested)
     known.update(("reconstruction_ssim", "reconstruction_edges"))  # rows of _readback_rows
     extra = [
         {"key": k, "text": f"{_num(v):.4g}"}
