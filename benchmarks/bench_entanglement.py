@@ -75,7 +75,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], name: str, overrides: dict, 
 
     run = args.work / f"run-{data.name}-{args.preset}-{name}"
     if (run / "MANIFEST.json").is_file():
-        est = cached_run(run, clf, args.preset, overrides or None, data)
+        est = cached_run(run, clf, args.preset, overrides or None)
         if est is not None:
             return est
     est = glance.Glance(

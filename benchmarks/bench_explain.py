@@ -135,7 +135,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
     run = work / f"run-{data.name}-{preset}-{tag}"
     overrides = {"train": train} if train else None
     if (run / "MANIFEST.json").is_file():
-        est = cached_run(run, clf, preset, overrides, data)
+        est = cached_run(run, clf, preset, overrides)
         if est is not None:
             # Runs fitted before discrete contexts were recorded: the levels are what fit would
             # record from the same training data (a pure function of it), so fill them in.
@@ -155,12 +155,11 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
 
 
-def cached_run(run: Path, clf: Any, preset: str, overrides: Any, data: Path) -> Any:
+def cached_run(run: Path, clf: Any, preset: str, overrides: Any) -> Any:
     """The fitted run at ``run`` if it was fitted with the configuration that ``preset`` and
     ``overrides`` resolve to today, else ``None`` after removing it (the benchmark's own work
     folder): a run cached under the same name before a preset changed is not today's preset."""
     import glance
-    from glance.data import load_dataset
     from glance.training.config import config_hash, resolve_config
 
     try:
@@ -168,8 +167,8 @@ def cached_run(run: Path, clf: Any, preset: str, overrides: Any, data: Path) -> 
     except Exception as exc:  # a stale run from another build: refit
         logger.warning("refitting %s (%s)", run, exc)
     else:
-        side = load_dataset(data, split="train").image_shape[-1]
-        want = resolve_config(preset, overrides, resolution=side)
+        # the run knows the image side it was fitted at: no need to read the data again
+        want = resolve_config(preset, overrides, resolution=est.image_shape_[-1])
         if config_hash(est.config_) == config_hash(want):
             return est
         logger.warning("refitting %s: fitted with another configuration than %s's", run, preset)

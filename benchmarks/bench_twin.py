@@ -45,7 +45,6 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     "laplacian": {"loss": {"reconstruction_loss": "laplacian"}},
     # generator warm-up steps on the reconstruction loss alone before the full objective
     "warmup-1500": {"train": {"generator_warmup_steps": 1500}},
-    "no-warmup": {"train": {"generator_warmup_steps": 0}},
     # the fast preset before its warm-up (600 full steps, no warm-up)
     "before-warmup": {"train": {"generator_warmup_steps": 0, "generator_steps": 600}},
     "before": {
