@@ -98,6 +98,11 @@ class Glance:
         a 0/1 flag), ``None`` for a continuous one; interventions move between levels.
     context_mean_, context_std_ : ndarray of shape (n_contexts,)
         Training statistics standardising each context (aligned dim j ≈ standardised c_j).
+    context_scale_ : ndarray of shape (n_contexts,)
+        How far one standard deviation of each context moves its aligned dim, measured on the
+        encoded training images (:func:`glance.metrics.fidelity.alignment_slope`, at least
+        ``MIN_CONTEXT_SCALE``): about 1 for a context the encoder reads, near 0 for one it
+        cannot read. The twin intervenes on a context in these units.
     concept_names_ : list of str
         Context names, then ``concept_0`` ... for the free dims (length ``d``).
     classes_ : list of str
@@ -286,6 +291,7 @@ class Glance:
             self.history_ = fit_loop(trainer, resume=resume)
             self.thread_history_ = list(policy.history_)
             self._set_fitted(parts, trainer, dataset)
+            self.context_scale_ = _context_scale(trainer.latents(), data.contexts)
             discard_feature_cache(data.features, cache_dir)  # spent: kept only for a resume
             self.train_data_ = _data_record(dataset, fingerprint)
             self.fit_seconds_ = time.perf_counter() - t0
@@ -945,6 +951,23 @@ def _context_stats(raw: np.ndarray, names: list[str], source: str) -> tuple[np.n
     return mean, std
 
 
+#: Floor of ``context_scale_``: a context its dim cannot read still moves the dim a little, so
+#: the twin's node scale stays positive (and the intervention honestly near nothing).
+MIN_CONTEXT_SCALE = 0.01
+
+
+def _context_scale(latents: torch.Tensor, contexts: torch.Tensor) -> np.ndarray:
+    """``context_scale_``: each aligned dim's slope on its standardised context (the first
+    ``m`` columns of the training ``latents``), floored at ``MIN_CONTEXT_SCALE``."""
+    from glance.metrics.fidelity import alignment_slope
+
+    m = contexts.shape[1]
+    if m == 0:
+        return np.zeros(0)
+    slope = alignment_slope(latents[:, :m].detach().cpu().numpy(), contexts.cpu().numpy())
+    return np.maximum(np.nan_to_num(slope, nan=1.0), MIN_CONTEXT_SCALE)
+
+
 def _feature_cache_dir(run: Run | None, tmp: Path | None, dist: Any) -> Path:
     """Where a fit caches features too large for memory: the run's working area, else the
     fit's temporary directory; one per rank when distributed (each rank computes its own)."""
@@ -982,6 +1005,7 @@ def _state_json(est: Glance) -> dict[str, Any]:
         "context_mean": est.context_mean_.tolist(),
         "context_std": est.context_std_.tolist(),
         "context_levels": getattr(est, "context_levels_", None),
+        "context_scale": est.context_scale_.tolist(),
         "concept_names": est.concept_names_,
         "classes": est.classes_,
         "feature_shape": list(est.adapter_.feature_shape),
@@ -1130,6 +1154,11 @@ def _restore(
     est.context_std_ = np.asarray(state["context_std"], dtype=np.float64)
     # Runs saved before discrete contexts were recorded treat every context as continuous.
     est.context_levels_ = state.get("context_levels") or [None] * len(est.context_names_)
+    # Runs saved before the scale was recorded intervene in standardised units, as they did.
+    scale = state.get("context_scale")
+    est.context_scale_ = (
+        np.ones(len(est.context_names_)) if scale is None else np.asarray(scale, dtype=np.float64)
+    )
     est.concept_names_ = list(state["concept_names"])
     est.classes_ = list(state["classes"])
     est.fit_seconds_ = float(state["fit_seconds"]) if state.get("fit_seconds") else float("nan")

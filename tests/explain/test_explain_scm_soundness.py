@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from toy_run import ToyRun
 
 from glance.causal import CausalGraph, StructuralCausalModel
-from glance.exceptions import ShapeError
+from glance.exceptions import ConfigError, ShapeError
 from glance.explain import (
     GlanceSCMAdapter,
     InterventionalImportance,
@@ -242,3 +242,19 @@ def test_twin_from_glance_with_raw_unit_scm(toy_images):
         np.testing.assert_allclose(twin.node_std[2], 1.0, atol=0.1)
         exp = InterventionalImportance(twin).explain(toy_images)
         np.testing.assert_allclose(exp.importance, ref.importance, atol=0.03)
+
+
+def test_twin_from_glance_intervenes_on_a_context_in_its_fitted_scale(toy_images):
+    """A context the encoder cannot read (scale near 0) is barely moved by an intervention, so
+    it no longer borrows the importance of whatever else its dimension carries."""
+    full = Twin.from_glance(ToyRun(toy.BrightnessClassifier()))
+    np.testing.assert_allclose(full.node_std[:2], 1.0)  # no fitted scale: standardised units
+    weak = Twin.from_glance(ToyRun(toy.BrightnessClassifier(), context_scale_=[1.0, 0.05]))
+    np.testing.assert_allclose(weak.node_std[:2], [1.0, 0.05])
+    a = InterventionalImportance(full).explain(toy_images).importance
+    b = InterventionalImportance(weak).explain(toy_images).importance
+    assert b[:, 1].mean() < 0.2 * a[:, 1].mean()  # brightness: the classifier's factor
+    np.testing.assert_allclose(b[:, 0], a[:, 0], atol=1e-6)  # size: untouched
+    for bad in ([1.0], [1.0, 0.0], [1.0, np.nan]):
+        with pytest.raises(ConfigError, match="context_scale_"):
+            Twin.from_glance(ToyRun(context_scale_=bad))

@@ -8,7 +8,12 @@ import torch
 
 from glance.exceptions import ShapeError
 from glance.metrics.disentanglement import dci, discretize, mig, mig_reference
-from glance.metrics.fidelity import alignment_r2, spearman_alignment, top1_agreement
+from glance.metrics.fidelity import (
+    alignment_r2,
+    alignment_slope,
+    spearman_alignment,
+    top1_agreement,
+)
 from glance.metrics.realism import fid, kid
 
 
@@ -43,6 +48,29 @@ def test_alignment_r2_ignores_nan_and_reports_nan_when_unknown():
     assert np.isnan(r2[1])  # only one known value
     with pytest.raises(ShapeError):
         alignment_r2(z, c[:, :1])
+
+
+def test_alignment_slope_is_the_dim_change_per_unit_of_context():
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(4000, 3))
+    calibrated = 0.3 * c[:, 1] + np.sqrt(0.3 * 0.7) * rng.normal(size=4000)  # E[c | z] = z
+    z = np.stack([c[:, 0] + 0.1 * rng.normal(size=4000), calibrated, rng.normal(size=4000)], 1)
+    slope = alignment_slope(z, c)
+    assert slope[0] == pytest.approx(1.0, abs=0.02)  # the dim is its context
+    assert slope[1] == pytest.approx(0.3, abs=0.03)  # a weak reader moves little per unit
+    assert abs(slope[2]) < 0.05  # a dim that cannot read its context barely moves with it
+    # scale-aware, unlike the correlation: twice the spread in z is twice the slope
+    assert alignment_slope(2 * z, c)[0] == pytest.approx(2 * slope[0])
+
+
+def test_alignment_slope_ignores_nan_and_reports_nan_when_unknown():
+    c = np.array([[0.0, np.nan], [1.0, np.nan], [2.0, 1.0], [np.nan, np.nan]])
+    z = np.array([[0.0, 5.0], [2.0, 6.0], [4.0, 7.0], [100.0, 8.0]])
+    slope = alignment_slope(z, c)
+    assert slope[0] == pytest.approx(2.0) and np.isnan(slope[1])
+    assert np.isnan(alignment_slope(z, np.ones((4, 2)))).all()  # constant contexts
+    with pytest.raises(ShapeError):
+        alignment_slope(z, c[:, :1])
 
 
 def test_spearman_alignment():

@@ -155,6 +155,19 @@ def test_run_directory_layout_and_refit_refused(fitted, tiny_data):
         )
 
 
+def test_context_scale_is_each_aligned_dims_slope_on_its_training_context(fitted):
+    from glance.estimator import MIN_CONTEXT_SCALE
+    from glance.metrics.fidelity import alignment_slope
+
+    est, data, _ = fitted
+    x = data.load_images(range(len(data)))
+    raw = np.stack([data.attribute(c) for c in est.context_names_], 1)
+    z = est.encode(x).numpy()[:, :2]
+    slope = alignment_slope(z, (raw - est.context_mean_) / est.context_std_)
+    assert est.context_scale_.shape == (2,)
+    np.testing.assert_allclose(est.context_scale_, np.maximum(slope, MIN_CONTEXT_SCALE), atol=1e-4)
+
+
 def test_save_load_roundtrip(fitted, tmp_path):
     est, data, run = fitted
     loaded = glance.load(run)
@@ -165,6 +178,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
     assert torch.equal(loaded.sample_concepts(5, 1), est.sample_concepts(5, 1))
     assert loaded.concept_names_ == est.concept_names_
     assert loaded.context_levels_ == est.context_levels_ == [None, None]  # both continuous
+    np.testing.assert_array_equal(loaded.context_scale_, est.context_scale_)
     assert loaded.get_params()["contexts"] == ("thickness", "intensity")
     copy = est.save(tmp_path / "copy")  # a fresh directory works too
     assert torch.equal(glance.load(copy).generate(z), est.generate(z))

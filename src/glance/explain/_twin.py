@@ -243,8 +243,11 @@ class Twin:
     def from_glance(cls, model: Any, *, n_std_samples: int = 4096) -> Twin:
         """Build the twin of a fitted :class:`glance.Glance` (after causal discovery if any).
 
-        Context nodes use one standardised unit as their standard deviation (the aligned
-        dimension *is* the standardised context); free concepts use the spread of concepts
+        A context node's standard deviation is how far one standard deviation of the context
+        moves its aligned dimension in the training data (the model's ``context_scale_``:
+        about 1 where the encoder reads the context, near 0 where it cannot, so an intervention
+        on a context the twin does not hold moves next to nothing instead of whatever else that
+        dimension picked up; 1 for models without it). Free concepts use the spread of concepts
         sampled from the fitted aggregate posterior when the model can sample them, else 1.
         The support of every node (``node_range``) is the central 99% of the same samples, so
         interventions stay where the generator was trained.
@@ -259,6 +262,15 @@ class Twin:
         m = len(getattr(model, "context_names_", ()) or ())
         kinds = ("context",) * m + ("concept",) * (len(nodes) - m)
         std = np.ones(len(nodes))
+        scale = getattr(model, "context_scale_", None)
+        if scale is not None and m:
+            scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+            if scale.shape != (m,) or not np.all(np.isfinite(scale) & (scale > 0)):
+                raise ConfigError(
+                    f"Twin: the model's 'context_scale_' must be {m} positive finite values; "
+                    f"got {scale}"
+                )
+            std[:m] = scale
         node_range = None
         if hasattr(model, "sample_concepts"):
             try:

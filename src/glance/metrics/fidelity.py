@@ -9,7 +9,7 @@ from scipy import stats
 
 from glance.exceptions import ShapeError
 
-__all__ = ["top1_agreement", "alignment_r2", "spearman_alignment"]
+__all__ = ["top1_agreement", "alignment_r2", "alignment_slope", "spearman_alignment"]
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -102,6 +102,46 @@ def alignment_r2(
             out[j] = np.corrcoef(p, y)[0, 1] ** 2
         else:
             out[j] = 0.0
+    return out
+
+
+def alignment_slope(z_aligned: Any, contexts: Any) -> np.ndarray:
+    """Slope of each aligned concept dim regressed on its context, ignoring unknown contexts.
+
+    ``cov(z_j, c_j) / var(c_j)``: how far apart, on average, the encoder places two images whose
+    context differs by one unit. It is 1 for a dim that *is* its (standardised) context, about
+    the squared correlation for a dim that predicts its context as well as it can without
+    overfitting, and about 0 for a dim that cannot read its context (a shape's rotation, which
+    its symmetry hides). The twin uses it as the size of a one-standard-deviation intervention
+    on a context (:meth:`glance.explain.Twin.from_glance`), so that an intervention on a context
+    moves the concept space as much as that change of the context moves it in the data.
+
+    Parameters
+    ----------
+    z_aligned : array of shape (N, m)
+        The aligned concept dims (posterior means).
+    contexts : array of shape (N, m)
+        The contexts in the units the dims are trained to match; NaN where unknown.
+
+    Returns
+    -------
+    ndarray of shape (m,)
+        One slope per context; NaN where fewer than 2 values are known or the context is
+        constant.
+    """
+    z, c = _as_2d(z_aligned, "z_aligned"), _as_2d(contexts, "contexts")
+    if z.shape != c.shape:
+        raise ShapeError(
+            f"z_aligned and contexts must have the same shape; got {z.shape} and {c.shape}"
+        )
+    out = np.full(z.shape[1], np.nan)
+    for j in range(z.shape[1]):
+        ok = np.isfinite(c[:, j]) & np.isfinite(z[:, j])
+        y, p = c[ok, j], z[ok, j]
+        var = np.mean((y - y.mean()) ** 2) if y.size else 0.0
+        if y.size < 2 or var <= 0:
+            continue
+        out[j] = np.mean((y - y.mean()) * (p - p.mean())) / var
     return out
 
 
