@@ -394,8 +394,22 @@ def _shapes_bounds() -> dict[str, tuple[float, float]]:
 SHAPES_BOUNDS = _shapes_bounds()
 
 
+def _follow_size(f: dict[str, float], g: dict[str, float]) -> None:
+    """The renderer's descendants of ``size`` in the spurious variant (size -> label -> cue):
+    the new size sets the label by the rule, and the cue keeps whether it agreed with the label
+    (its exogenous noise), so a scene whose label flips gets the other cue — the counterfactual
+    of the data's own DAG (``truth.json``)."""
+    from glance.data.shapes import SIZE_THRESHOLD
+
+    if "cue" not in f:
+        return
+    label, new = int(f["size"] >= SIZE_THRESHOLD), int(g["size"] >= SIZE_THRESHOLD)
+    g["cue"] = new if int(f["cue"]) == label else 1 - new
+
+
 def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarray:
-    """Ground-truth interventional importance of every shapes factor (N, F)."""
+    """Ground-truth interventional importance of every shapes factor (N, F): each factor moved
+    in the renderer with its descendants in the data's DAG following (total effects)."""
     from glance.data import load_dataset
     from glance.data.shapes import _BASE_HUE, render_shape
 
@@ -434,6 +448,8 @@ def oracle_shapes(clf: Any, data: Path, n: int, factors: list[str]) -> np.ndarra
                     if name == "pos_y":  # brightness (its child) follows: −0.2 Δpos_y
                         shift = g[name] - f[name]
                         g["brightness"] = float(np.clip(f["brightness"] - 0.2 * shift, 0.4, 1.0))
+                    elif name == "size":  # and in the spurious variant the cue, via the label
+                        _follow_size(f, g)
                 rows.append(g)
                 moved.append(name in ("shape", "cue") or abs(g[name] - f[name]) > 1e-9)
             per_delta.append((render(rows), np.asarray(moved)))
