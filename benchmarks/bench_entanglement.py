@@ -19,7 +19,9 @@ the same seed and measure, one stage at a time:
   with the data's DAG among the contexts given as knowledge, MLP mechanisms) against the oracle
   (the same interventions made with the renderer, judged by the real classifier), beside the
   TCAV-style baseline and the oracle's own mean importance used as a constant ranking; and each
-  context's mean importance over the oracle's (1 = the right size).
+  context's mean importance over the oracle's (1 = the right size). The same twin is also
+  explained stepping every context by one standardised unit (``glance_unit_scale``), as glance
+  did before it fitted each context's scale (``Glance.context_scale_``).
 
 Usage::
 
@@ -34,6 +36,7 @@ only comparable between settings fitted alone on the machine (``--threads``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -177,13 +180,30 @@ def explanation_agreement(
     est.global_explanation(
         train, n_resamples=0, max_images=2000, knowledge=knowledge, mechanism="mlp"
     )
-    exp = LocalExplainer(Twin.from_glance(est), batch_size=64).explain(x)
-    ours = exp.importance[:, [exp.nodes.index(c) for c in contexts]]
+    twin = Twin.from_glance(est)
+    exp = LocalExplainer(twin, batch_size=64).explain(x)
+    idx = [exp.nodes.index(c) for c in contexts]
+    ours = exp.importance[:, idx]
+    # Ablation: the same twin stepping every context by one standardised unit, as glance did
+    # before it fitted each context's scale (``Glance.context_scale_``).
+    m = len(est.context_names_)
+    unit = dataclasses.replace(twin, node_std=np.r_[np.ones(m), twin.node_std[m:]])
+    exp_unit = LocalExplainer(unit, batch_size=64).explain(
+        x, interactions=False, counterfactual=False
+    )
+    ours_unit = exp_unit.importance[:, idx]
     tcav = tcav_ranking(est, data, x, torch.as_tensor(exp.target), contexts)
     constant = np.tile(oracle.mean(0), (len(oracle), 1))
     ratio = ours.mean(0) / np.maximum(oracle.mean(0), 1e-12)
+    ratio_unit = ours_unit.mean(0) / np.maximum(oracle.mean(0), 1e-12)
+    scale = np.asarray(getattr(est, "context_scale_", np.ones(m)), dtype=np.float64)
     return {
         "glance": agreement(ours, oracle),
+        "context_scale": dict(zip(est.context_names_, scale.round(3).tolist(), strict=True)),
+        "glance_unit_scale": agreement(ours_unit, oracle),
+        "importance_over_oracle_unit_scale": dict(
+            zip(contexts, ratio_unit.round(3).tolist(), strict=True)
+        ),
         "tcav": agreement(tcav, oracle),
         "oracle_mean_as_constant": agreement(constant, oracle),
         "importance_over_oracle": dict(zip(contexts, ratio.round(3).tolist(), strict=True)),
@@ -265,6 +285,14 @@ def _print(r: dict[str, Any]) -> None:
             f"{e['oracle_mean_as_constant']['mean_spearman']:.3f})"
             f" {s['fidelity']:.3f} {s['reconstruction_fidelity']:.3f} | {slopes}"
         )
+    for name, s in r["settings"].items():
+        e = s["explanation"]
+        if "glance_unit_scale" in e:
+            u = e["glance_unit_scale"]
+            print(
+                f"{name:18s} {u['mean_spearman']:8.3f} {u['mean_cosine']:7.3f}   "
+                "(the same twin stepping each context by one standardised unit)"
+            )
     for name, s in r["settings"].items():
         leak = " ".join(f"{c[:5]}={v:.2f}" for c, v in s["free_dim_r2"].items())
         print(f"{name:18s} free-dim R2: {leak}")
