@@ -82,22 +82,13 @@ def alignment_r2(
     ndarray of shape (m,)
         One value per context; NaN where fewer than 2 values are known or the context is constant.
     """
-    z, c = _as_2d(z_aligned, "z_aligned"), _as_2d(contexts, "contexts")
-    if z.shape != c.shape:
-        raise ShapeError(
-            f"z_aligned and contexts must have the same shape; got {z.shape} and {c.shape}"
-        )
     if method not in ("direct", "linear"):
         raise ValueError(f"method must be 'direct' or 'linear'; got {method!r}")
-    out = np.full(z.shape[1], np.nan)
-    for j in range(z.shape[1]):
-        ok = np.isfinite(c[:, j]) & np.isfinite(z[:, j])
-        y, p = c[ok, j], z[ok, j]
-        ss_tot = np.sum((y - y.mean()) ** 2) if y.size else 0.0
-        if y.size < 2 or ss_tot <= 0:
-            continue
+    m, columns = _known_pairs(z_aligned, contexts)
+    out = np.full(m, np.nan)
+    for j, y, p in columns:
         if method == "direct":
-            out[j] = 1.0 - np.sum((y - p) ** 2) / ss_tot
+            out[j] = 1.0 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2)
         elif np.std(p) > 0:
             out[j] = np.corrcoef(p, y)[0, 1] ** 2
         else:
@@ -129,20 +120,30 @@ def alignment_slope(z_aligned: Any, contexts: Any) -> np.ndarray:
         One slope per context; NaN where fewer than 2 values are known or the context is
         constant.
     """
+    m, columns = _known_pairs(z_aligned, contexts)
+    out = np.full(m, np.nan)
+    for j, y, p in columns:
+        out[j] = np.mean((y - y.mean()) * (p - p.mean())) / np.mean((y - y.mean()) ** 2)
+    return out
+
+
+def _known_pairs(
+    z_aligned: Any, contexts: Any
+) -> tuple[int, list[tuple[int, np.ndarray, np.ndarray]]]:
+    """``(m, [(j, context_j, dim_j)])`` over the rows where both are known, for every column
+    with at least 2 such rows and a context that varies on them."""
     z, c = _as_2d(z_aligned, "z_aligned"), _as_2d(contexts, "contexts")
     if z.shape != c.shape:
         raise ShapeError(
             f"z_aligned and contexts must have the same shape; got {z.shape} and {c.shape}"
         )
-    out = np.full(z.shape[1], np.nan)
+    columns = []
     for j in range(z.shape[1]):
         ok = np.isfinite(c[:, j]) & np.isfinite(z[:, j])
         y, p = c[ok, j], z[ok, j]
-        var = np.mean((y - y.mean()) ** 2) if y.size else 0.0
-        if y.size < 2 or var <= 0:
-            continue
-        out[j] = np.mean((y - y.mean()) * (p - p.mean())) / var
-    return out
+        if y.size >= 2 and np.ptp(y) > 0:
+            columns.append((j, y, p))
+    return z.shape[1], columns
 
 
 def spearman_alignment(aligned_values: Any, measured_values: Any) -> float | np.ndarray:
