@@ -45,8 +45,8 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     "laplacian": {"loss": {"reconstruction_loss": "laplacian"}},
     # generator warm-up steps on the reconstruction loss alone before the full objective
     "warmup-1500": {"train": {"generator_warmup_steps": 1500}},
-    # the default preset before its warm-up (2000 full steps, no warm-up)
-    "before-warmup-default": {"train": {"generator_warmup_steps": 0, "generator_steps": 2000}},
+    # the warm-up paid for by fewer full steps on the default preset (2000 full steps)
+    "warmup-1500-g1800": {"train": {"generator_warmup_steps": 1500, "generator_steps": 1800}},
     # the fast preset before its warm-up (600 full steps, no warm-up)
     "before-warmup": {"train": {"generator_warmup_steps": 0, "generator_steps": 600}},
     "before": {

@@ -338,16 +338,15 @@ PRESETS.register(
         # 0.945 / 0.968, generated alignment 0.929 / 0.965, fit 891 s (755 CPU-s, one thread).
         generator=_CPU_GENERATOR,
         loss=LossConfig(),
-        # 1500 reconstruction-only warm-up steps paid for by 200 fewer full steps (2000 before).
-        # Measured on the embedded digits (bench_twin.py --preset default --settings
-        # now,warmup-1500-g1800, one invocation, alone): FID 0.79 -> 0.57, thickness read back
-        # from G(E(x)) R2 0.47 -> 0.70 (intensity 0.84 -> 0.82), reconstruction fidelity 0.986 ->
-        # 0.989, sampled 0.978 -> 0.980, fit 746 -> 741 s.
+        # No generator warm-up: 1500 warm-up steps before 1800 full ones improved the embedded
+        # digits' twin (bench_twin.py, FID 0.79 -> 0.57, thickness read-back 0.47 -> 0.70 at the
+        # same fit time) but on 4,000 Morpho-MNIST digits of bench_explain.py the warm-up's
+        # pixel L1 drove this generator's output sigmoid into saturation (black images, logits
+        # near -22) and it never recovered: reconstruction fidelity 0.44, thickness first 0.20.
         train=TrainConfig(
             encoder_steps=1500,
             encoder_batch=128,
-            generator_warmup_steps=1500,
-            generator_steps=1800,
+            generator_steps=2000,
             generator_batch=32,
             mixture_components=20,
             checkpoint_every=500,
