@@ -141,3 +141,48 @@ def test_mixed_precision_counts_skipped_steps():
         opt.zero_grad()
         prec.step("g", opt, (w * 2).sum())
     assert prec.skipped == 1
+
+
+def test_a_generator_that_draws_one_image_is_refused_after_the_warmup(
+    tiny_classifier, tiny_data, tmp_path, monkeypatch
+):
+    """A saturated output sigmoid (black images whatever the concepts) is finite, so no
+    rollback sees it; the fit must stop at the end of the warm-up instead of saving it."""
+    original = Trainer.train_step
+    reached: list[int] = []
+
+    def saturated(z, noise_mode="const", generator=None):
+        return torch.sigmoid(torch.full((len(z), *tiny_data.image_shape), -22.0))
+
+    def wrapped(self, step):
+        out = original(self, step)
+        reached.append(step)
+        if self.stage_at(step).name == "warmup":
+            self.parts.generator_ema.forward = saturated
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", wrapped)
+    est = _estimator(tiny_classifier, generator_warmup_steps=3)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="same image for every concept after step 9"):
+        est.fit(tiny_data, out=run)
+    assert max(reached) == 8  # the encoder's 6 steps and the warm-up's 3, no full step
+    assert not (run / "model").exists()
+
+
+def test_only_a_saturated_generator_that_ignores_the_concepts_is_refused():
+    from types import SimpleNamespace
+
+    z = torch.randn(64, 3)
+
+    def fake(draw):
+        parts = SimpleNamespace(generator_ema=draw)
+        return SimpleNamespace(latents=lambda: z, device=torch.device("cpu"), parts=parts)
+
+    varied = fake(lambda z, noise_mode: torch.sigmoid(z[:, :1, None, None].expand(-1, 1, 4, 4)))
+    Trainer.check_generator_draws(varied, 5)  # no error
+    # mid-grey whatever the concepts: not yet using them, but it can still learn
+    Trainer.check_generator_draws(fake(lambda z, noise_mode: torch.full((len(z), 1, 4, 4), 0.5)), 5)
+    white = fake(lambda z, noise_mode: torch.full((len(z), 1, 4, 4), 1.0 - 1e-6))
+    with pytest.raises(TrainingDivergedError, match="largest per-pixel spread"):
+        Trainer.check_generator_draws(white, 5)

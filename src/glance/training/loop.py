@@ -588,6 +588,34 @@ class Trainer:
 
     # -- numerics ------------------------------------------------------------------------------
 
+    @torch.no_grad()
+    def check_generator_draws(self, step: int, n: int = 64) -> None:
+        """Refuse a generator that draws one image whatever the concepts: its output sigmoid
+        saturated (a sparse data set's pixel L1 is lowest at black) and no gradient brings it
+        back, so every figure measured on it would be about nothing.
+
+        A generator that is merely slow to use the concepts (a few steps into a fit, mid-grey)
+        is let through: only a saturated one cannot learn any more.
+
+        Raises
+        ------
+        TrainingDivergedError
+            Every pixel of the EMA generator's images of ``n`` training concepts varies by less
+            than ``GENERATOR_MIN_SPREAD`` across them and sits at 0 or 1.
+        """
+        z = self.latents()[:n].to(self.device)
+        images = self.parts.generator_ema(z, noise_mode="const").float()
+        spread = float(images.std(0).max()) if len(images) > 1 else float("inf")
+        edge = float(((images < SATURATED) | (images > 1 - SATURATED)).float().mean())
+        if not spread >= GENERATOR_MIN_SPREAD and edge >= 0.99:
+            raise TrainingDivergedError(
+                f"the generator draws the same image for every concept after step {step} "
+                f"(largest per-pixel spread over {len(images)} training concepts {spread:.2g}, "
+                f"mean pixel {float(images.mean()):.2g}): its output saturated, and the run is "
+                "not saved as a model. If the schedule has a generator warm-up, fit without it "
+                '(config={"train": {"generator_warmup_steps": 0}}) or with another seed'
+            )
+
     def rollback(self, bad: _NonFinite) -> int:
         """Return to the last good checkpoint with lower learning rates, or give up."""
         t = self.config.train
@@ -741,13 +769,23 @@ def make_ema(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).requires_grad_(False).eval()
 
 
+#: Smallest largest-per-pixel spread of a generator's images across concepts
+#: (:meth:`Trainer.check_generator_draws`): a saturated sigmoid gives 1e-10, a generator that
+#: draws anything at all gives more than 1e-2.
+GENERATOR_MIN_SPREAD = 1e-3
+#: A pixel this close to 0 or 1 sits where the output sigmoid has (almost) no gradient.
+SATURATED = 1e-3
+
+
 def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) the staged schedule of ``trainer``; return the logged history.
 
     Raises
     ------
     TrainingDivergedError
-        Non-finite loss terms persisted through ``train.max_rollbacks`` rollbacks.
+        Non-finite loss terms persisted through ``train.max_rollbacks`` rollbacks, or the
+        generator draws one image whatever the concepts (checked after the warm-up and at the
+        end).
     TrainingInterrupted
         A stop was requested (SIGTERM/SIGINT); a checkpoint of the last step was saved.
     """
@@ -766,6 +804,8 @@ def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
             trainer.log(step, values, bar)
             if step == trainer.stages[0].end and trainer.stages[0].name == "encoder":
                 trainer.ensure_mixture()  # so the stage-end checkpoint holds the mixture
+            if any(s.name == "warmup" and s.end == step for s in trainer.stages):
+                trainer.check_generator_draws(step)  # fail before the costly full steps
             if trainer.should_checkpoint(step):
                 trainer.checkpoint(step)
             if trainer.hooks.on_step is not None:
@@ -781,6 +821,8 @@ def fit_loop(trainer: Trainer, *, resume: bool = False) -> list[dict[str, Any]]:
                 )
     if trainer._tb is not None:
         trainer._tb.close()
+    if any(s.name in ("warmup", "generator", "joint") for s in trainer.stages):
+        trainer.check_generator_draws(step)
     if trainer.precision.skipped:
         logger.warning(
             "mixed precision skipped %d optimiser steps (inf/NaN gradients)",
