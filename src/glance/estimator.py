@@ -291,7 +291,6 @@ class Glance:
             self.history_ = fit_loop(trainer, resume=resume)
             self.thread_history_ = list(policy.history_)
             self._set_fitted(parts, trainer, dataset)
-            self.context_scale_ = _context_scale(trainer.latents(), data.contexts)
             discard_feature_cache(data.features, cache_dir)  # spent: kept only for a resume
             self.train_data_ = _data_record(dataset, fingerprint)
             self.fit_seconds_ = time.perf_counter() - t0
@@ -400,6 +399,7 @@ class Glance:
         self.generator_, self.discriminator_ = parts.generator_ema, parts.discriminator
         trainer.ensure_mixture()
         self.mixture_ = parts.mixture
+        self.context_scale_ = _context_scale(trainer.latents(), trainer.data.contexts)
         u = self.config_.encoder.free_dims
         self.concept_names_ = [*self.context_names_, *(f"concept_{i}" for i in range(u))]
         self.classes_ = _classes(self.adapter_, dataset)
