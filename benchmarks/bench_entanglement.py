@@ -196,10 +196,12 @@ def explanation_agreement(
     constant = np.tile(oracle.mean(0), (len(oracle), 1))
     ratio = ours.mean(0) / np.maximum(oracle.mean(0), 1e-12)
     ratio_unit = ours_unit.mean(0) / np.maximum(oracle.mean(0), 1e-12)
-    scale = np.asarray(getattr(est, "context_scale_", np.ones(m)), dtype=np.float64)
     return {
         "glance": agreement(ours, oracle),
-        "context_scale": dict(zip(est.context_names_, scale.round(3).tolist(), strict=True)),
+        # the twin's context steps are the fitted scale (1 for runs saved without one)
+        "context_scale": dict(
+            zip(est.context_names_, twin.node_std[:m].round(3).tolist(), strict=True)
+        ),
         "glance_unit_scale": agreement(ours_unit, oracle),
         "importance_over_oracle_unit_scale": dict(
             zip(contexts, ratio_unit.round(3).tolist(), strict=True)
