@@ -341,3 +341,99 @@ def test_generator_warmup_moves_only_the_generator(tiny_classifier, tiny_data):
     )
     assert same(none.discriminator_, warm.discriminator_)
     assert not same(none.generator_, warm.generator_)
+
+
+def _warmup_own_optimiser_config(**train):
+    return {
+        "train": {
+            "encoder_steps": 2,
+            "generator_warmup_steps": 4,
+            "generator_warmup_lr": 5e-3,
+            "generator_warmup_betas": [0.9, 0.99],
+            "generator_steps": 3,
+            "encoder_batch": 16,
+            "generator_batch": 8,
+            "checkpoint_every": 3,
+            "keep_checkpoints": 10,
+            **train,
+        }
+    }
+
+
+def test_generator_warmup_with_its_own_optimiser(tiny_classifier, tiny_data, tmp_path, monkeypatch):
+    """A warm-up learning rate or betas give the warm-up its own Adam; the full stage's Adam
+    then starts fresh, with the generator's own learning rate and betas."""
+    from glance.training.checkpoint import CheckpointManager
+    from glance.training.loop import Trainer
+
+    used: list[tuple[str, tuple[str, ...]]] = []
+    original = Trainer._optimise
+
+    def recording(self, step, **outs):
+        used.append((self.stage_at(step).name, tuple(outs)))
+        return original(self, step, **outs)
+
+    monkeypatch.setattr(Trainer, "_optimise", recording)
+    run = tmp_path / "run"
+    cfg = _warmup_own_optimiser_config()
+    est = Glance(tiny_classifier, contexts=["thickness"], preset="tiny", config=cfg, quiet=True)
+    est.fit(tiny_data, out=run)
+    assert (
+        used == [("warmup", ("warmup",))] * 4 + [("generator", ("generator", "discriminator"))] * 3
+    )
+    ckpt = CheckpointManager(run / "checkpoints").load(run / "checkpoints" / "ckpt-000009")
+    warm, gen = ckpt.optimizers["warmup"], ckpt.optimizers["generator"]
+    assert warm["param_groups"][0]["lr"] == pytest.approx(5e-3)
+    assert tuple(warm["param_groups"][0]["betas"]) == (0.9, 0.99)
+    assert tuple(gen["param_groups"][0]["betas"]) == tuple(est.config_.train.betas)
+    steps = lambda opt: {float(s["step"]) for s in opt["state"].values()}  # noqa: E731
+    assert steps(warm) == {4.0} and steps(gen) == {3.0}  # the full stage's Adam began afresh
+
+
+def test_generator_warmup_shares_the_generator_optimiser_by_default(
+    tiny_classifier, tiny_data, tmp_path
+):
+    from glance.training.checkpoint import CheckpointManager
+
+    run = tmp_path / "run"
+    cfg = _warmup_own_optimiser_config(generator_warmup_lr=None, generator_warmup_betas=None)
+    Glance(tiny_classifier, contexts=["thickness"], preset="tiny", config=cfg, quiet=True).fit(
+        tiny_data, out=run
+    )
+    ckpt = CheckpointManager(run / "checkpoints").load(run / "checkpoints" / "ckpt-000009")
+    assert "warmup" not in ckpt.optimizers
+    assert {float(s["step"]) for s in ckpt.optimizers["generator"]["state"].values()} == {7.0}
+
+
+def test_resume_inside_a_warmup_with_its_own_optimiser_is_exact(
+    tiny_classifier, tiny_data, tmp_path
+):
+    from glance.training.loop import Hooks
+    from helpers import Crash
+
+    cfg = _warmup_own_optimiser_config()
+
+    def fit(out, **kw):
+        est = Glance(
+            tiny_classifier,
+            contexts=["thickness"],
+            preset="tiny",
+            config=cfg,
+            quiet=True,
+            random_state=1,
+        )
+        est._hooks = kw.pop("hooks", None)
+        return est.fit(tiny_data, out=out, **kw)
+
+    ref = fit(tmp_path / "ref")
+
+    def crash(step):
+        if step == 4:  # after the warm-up's checkpoint at step 3
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(tmp_path / "run", hooks=Hooks(on_step=crash))
+    resumed = fit(tmp_path / "run", resume=True)
+    ref_state, state = ref.generator_.state_dict(), resumed.generator_.state_dict()
+    assert ref_state.keys() == state.keys()
+    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)

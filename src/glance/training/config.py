@@ -168,6 +168,12 @@ class TrainConfig(ConfigBase):
     # without the classifier, discriminator and sampled concepts costs a fraction of a full one
     # and teaches the generator the images' layout first (see AT_RESOLUTION for the figures).
     generator_warmup_steps: int = 0
+    # The warm-up is a regression, not an adversarial game: given either of these it gets its own
+    # Adam (the full stage then starts a fresh one with ``generator_lr`` and ``betas``) with this
+    # learning rate (None: ``generator_lr``) and these betas (None: ``betas``). None for both:
+    # the warm-up steps the generator's own optimiser, whose state carries into the full stage.
+    generator_warmup_lr: float | None = None
+    generator_warmup_betas: tuple[float, ...] | None = None
     generator_steps: int = 2000
     generator_batch: int = 32
     generator_lr: float = 2e-3
@@ -215,8 +221,15 @@ class TrainConfig(ConfigBase):
             "eval_images",
         )
         _positive(self, "max_rollbacks", allow_zero=True)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"TrainConfig.betas must be two numbers in [0, 1); got {self.betas}")
+        for name in ("betas", "generator_warmup_betas"):
+            betas = getattr(self, name)
+            if betas is not None and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+                raise ConfigError(f"TrainConfig.{name} must be two numbers in [0, 1); got {betas}")
+        if self.generator_warmup_lr is not None and not self.generator_warmup_lr > 0:
+            raise ConfigError(
+                "TrainConfig.generator_warmup_lr must be > 0 or None; "
+                f"got {self.generator_warmup_lr}"
+            )
         if self.ema_rampup is not None and not 0.0 < self.ema_rampup <= 1.0:
             raise ConfigError(
                 f"TrainConfig.ema_rampup must be in (0, 1] or None; got {self.ema_rampup}"

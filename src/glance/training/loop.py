@@ -303,6 +303,14 @@ class Trainer:
             ),
             "joint": torch.optim.Adam(enc_params, lr=t.joint_lr),
         }
+        if t.generator_warmup_steps and (
+            t.generator_warmup_lr is not None or t.generator_warmup_betas is not None
+        ):
+            self.optimizers["warmup"] = torch.optim.Adam(
+                p.generator.parameters(),
+                lr=t.generator_warmup_lr if t.generator_warmup_lr is not None else t.generator_lr,
+                betas=tuple(t.generator_warmup_betas or t.betas),
+            )
         self._base_lr = {n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
 
     def _set_lr_scale(self, scale: float) -> None:
@@ -535,7 +543,7 @@ class Trainer:
                 real, None, z_real, z_real[:0], noise_rng, warmup=True, on_loss=self.hooks.on_loss
             )
         self._check_finite(out, step)
-        self._optimise(step, generator=out)
+        self._optimise(step, **{"warmup" if "warmup" in self.optimizers else "generator": out})
         return out
 
     def _generator_batch(
