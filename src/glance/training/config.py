@@ -197,6 +197,16 @@ class TrainConfig(ConfigBase):
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
     eval_images: int = 2000
 
+    def warmup_adam(self) -> tuple[float, tuple[float, ...]] | None:
+        """``(lr, betas)`` of the warm-up's own Adam, or ``None`` where the warm-up steps the
+        generator's optimiser (no warm-up, or neither warm-up setting given)."""
+        if not self.generator_warmup_steps or (
+            self.generator_warmup_lr is None and self.generator_warmup_betas is None
+        ):
+            return None
+        lr = self.generator_lr if self.generator_warmup_lr is None else self.generator_warmup_lr
+        return lr, tuple(self.generator_warmup_betas or self.betas)
+
     def validate(self) -> None:
         _positive(
             self,

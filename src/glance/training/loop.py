@@ -303,13 +303,11 @@ class Trainer:
             ),
             "joint": torch.optim.Adam(enc_params, lr=t.joint_lr),
         }
-        if t.generator_warmup_steps and (
-            t.generator_warmup_lr is not None or t.generator_warmup_betas is not None
-        ):
+        warmup = t.warmup_adam()
+        if warmup is not None:
+            lr, betas = warmup
             self.optimizers["warmup"] = torch.optim.Adam(
-                p.generator.parameters(),
-                lr=t.generator_warmup_lr if t.generator_warmup_lr is not None else t.generator_lr,
-                betas=tuple(t.generator_warmup_betas or t.betas),
+                p.generator.parameters(), lr=lr, betas=betas
             )
         self._base_lr = {n: o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
 
