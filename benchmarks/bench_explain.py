@@ -127,15 +127,20 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         if v is not None
     }
     tag = "-".join(f"{k}{v}" for k, v in train.items())
+    overrides: dict[str, Any] = dict(args.config or {})
+    if args.config:  # any other override: the run's name carries a digest of it
+        digest = hashlib.sha256(json.dumps(args.config, sort_keys=True).encode())
+        tag += f"-cfg{digest.hexdigest()[:8]}"
+    if train:
+        overrides["train"] = {**overrides.get("train", {}), **train}
     # The run belongs to this classifier's weights: a retrained classifier gets a fresh run.
     digest = hashlib.sha256()
     for t in clf.state_dict().values():
         digest.update(t.detach().cpu().numpy().tobytes())
     tag = f"{tag}-clf{digest.hexdigest()[:8]}"
     run = work / f"run-{data.name}-{preset}-{tag}"
-    overrides = {"train": train} if train else None
     if (run / "MANIFEST.json").is_file():
-        est = cached_run(run, clf, preset, overrides)
+        est = cached_run(run, clf, preset, overrides or None)
         if est is not None:
             # Runs fitted before discrete contexts were recorded: the levels are what fit would
             # record from the same training data (a pure function of it), so fill them in.
@@ -150,7 +155,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         preset=preset,
         random_state=seed,
         quiet=True,
-        config=overrides,
+        config=overrides or None,
     )
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
 
@@ -924,6 +929,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-images", type=int, default=None, help="override the preset")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--config",
+        type=json.loads,
+        default=None,
+        help='overrides of the preset as JSON, e.g. \'{"loss": {"reconstruction_bce": 0.1}}\'',
+    )
     ap.add_argument(
         "--merge",
         type=Path,

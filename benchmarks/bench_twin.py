@@ -47,6 +47,23 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     "warmup-1500": {"train": {"generator_warmup_steps": 1500}},
     # the warm-up paid for by fewer full steps on the default preset (2000 full steps)
     "warmup-1500-g1800": {"train": {"generator_warmup_steps": 1500, "generator_steps": 1800}},
+    # ... with the pixels' cross-entropy in the reconstruction term, which keeps the default
+    # generator's warm-up from saturating its output sigmoid (black digits)
+    "warmup-1500-g1800-bce": {
+        "train": {"generator_warmup_steps": 1500, "generator_steps": 1800},
+        "loss": {"reconstruction_bce": 0.1},
+    },
+    # both: the fast preset's generator, the warm-up and the cross-entropy (default preset)
+    "fast-generator-warmup-bce": {
+        "generator": {"use_noise": False, "mapping_lr_multiplier": 1.0, "styled_input": True},
+        "loss": {"adversarial": 0.3, "reconstruction_bce": 0.1},
+        "train": {"ema_rampup": 0.05, "generator_warmup_steps": 1500, "generator_steps": 1800},
+    },
+    # the default preset before its warm-up (2000 full steps, L1 alone)
+    "before-warmup-default": {
+        "train": {"generator_warmup_steps": 0, "generator_steps": 2000},
+        "loss": {"reconstruction_bce": 0.0},
+    },
     # the fast preset before its warm-up (600 full steps, no warm-up)
     "before-warmup": {"train": {"generator_warmup_steps": 0, "generator_steps": 600}},
     "before": {

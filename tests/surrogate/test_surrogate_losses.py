@@ -23,6 +23,7 @@ from glance.training.losses import (
     latent_cycle,
     orthogonal_jacobian_penalty,
     r1_penalty,
+    reconstruction_bce,
     reconstruction_l1,
     reconstruction_laplacian,
 )
@@ -183,6 +184,99 @@ def test_reconstruction_laplacian_weighs_every_band():
     y = x.clone().requires_grad_(True)
     reconstruction_laplacian(y, torch.zeros_like(x)).backward()
     assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+
+
+def test_reconstruction_bce_pulls_a_saturated_pixel_back():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    assert reconstruction_bce(y, x).item() == pytest.approx(F.binary_cross_entropy(y, x).item())
+    with pytest.raises(ShapeError):
+        reconstruction_bce(y, x[:1])
+    # A generator that learned to draw black: logits near -22 where the image is bright. An L1
+    # no longer moves them (the sigmoid's slope is 3e-10); the cross-entropy pulls each by its
+    # whole error, and does so in float32 under a bf16 image too.
+    logits = torch.full((1, 1, 4, 4), -22.0, requires_grad=True)
+    target = torch.ones(1, 1, 4, 4)
+    reconstruction_l1(torch.sigmoid(logits), target).backward()
+    assert logits.grad.abs().max().item() < 1e-9
+    logits.grad = None
+    reconstruction_bce(torch.sigmoid(logits), target).backward()
+    assert logits.grad.numpy() == pytest.approx(-1.0 / 16, rel=1e-3)
+    half = reconstruction_bce(torch.sigmoid(logits.detach().bfloat16()), target.bfloat16())
+    assert half.dtype == torch.float32 and math.isfinite(half.item())
+
+
+def _warm_up_on_bars(bce: float) -> tuple[float, float]:
+    """A generator with StyleGAN's slow mapping network fitted to sparse images (a bright bar
+    on black, 8% of the pixels) by the reconstruction loss alone; its mean pixel and L1."""
+    torch.manual_seed(0)
+    n = 256
+    pos = torch.randint(2, 14, (n,))
+    cols = torch.arange(16)
+    x = ((cols >= pos[:, None]) & (cols < pos[:, None] + 2)).float()[:, None, None, :]
+    x = x * (torch.arange(16)[:, None].ge(3) & torch.arange(16)[:, None].lt(13)).float()
+    z = torch.nn.functional.one_hot(pos - 2, 12).float()
+    g = Generator(
+        12,
+        16,
+        1,
+        w_dim=16,
+        mapping_layers=2,
+        channel_base=128,
+        channel_max=16,
+        mapping_lr_multiplier=0.01,
+    )
+    opt = torch.optim.Adam(g.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    for _ in range(300):
+        idx = torch.randint(0, n, (32,))
+        y = g(z[idx], noise_mode="none")
+        loss = reconstruction_l1(y, x[idx])
+        if bce:
+            loss = loss + bce * reconstruction_bce(y, x[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        y = g(z, noise_mode="none")
+    return y.mean().item(), reconstruction_l1(y, x).item()
+
+
+def test_pixel_cross_entropy_keeps_a_warm_up_from_drawing_black():
+    black_l1 = 0.078125  # the bars' mean pixel: what an all-black image costs
+    # The L1 alone is lowest, for a generator that cannot use z yet, at the per-pixel median,
+    # black, and it drives the output sigmoid there for good (the default preset's warm-up on
+    # Morpho-MNIST, docs/faithfulness.md).
+    mean, l1 = _warm_up_on_bars(0.0)
+    assert mean < 1e-3 and l1 == pytest.approx(black_l1, abs=2e-3)
+    mean, l1 = _warm_up_on_bars(0.1)
+    assert mean > 0.02 and l1 < 0.85 * black_l1
+
+
+class _DrawsItsInput(torch.nn.Module):
+    def forward(self, z, noise_mode="random", generator=None):
+        return z
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_both_generator_stages_add_the_cross_entropy_by_its_weight(weight):
+    from glance.exceptions import ConfigError
+    from glance.training.config import LossConfig
+    from glance.training.tasks import GeneratorTask
+
+    torch.manual_seed(0)
+    y, x = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    cfg = LossConfig(reconstruction_loss="laplacian", reconstruction_bce=weight)
+    task = GeneratorTask(_DrawsItsInput(), None, None, None, None, cfg)
+    want = reconstruction_laplacian(y, x) + weight * reconstruction_bce(y, x)
+    assert task.reconstruction(y, x).item() == pytest.approx(want.item())
+    # the warm-up's loss is that term at the reconstruction weight (the full stage calls the
+    # same method on its real images)
+    out = task(x, None, y, y[:0], torch.Generator(), warmup=True)
+    assert out["loss"].item() == pytest.approx(cfg.reconstruction * want.item())
+    with pytest.raises(ConfigError, match="reconstruction_bce"):
+        LossConfig.from_dict({"reconstruction_bce": -0.1})
 
 
 def test_reconstruction_loss_is_a_config_choice():

@@ -121,6 +121,11 @@ class LossConfig(ConfigBase):
     reconstruction: float = 10.0
     #: ``"l1"`` (pixels) or ``"laplacian"`` (every band of a Laplacian pyramid weighted alike).
     reconstruction_loss: Literal["l1", "laplacian"] = "l1"
+    #: Weight, inside the reconstruction term, of a binary cross-entropy of the pixels
+    #: (:func:`glance.training.losses.reconstruction_bce`); 0 = off. Its gradient on a pixel's
+    #: logit is the pixel's error, however far the output sigmoid is saturated, where an L1's is
+    #: the sigmoid's slope: it keeps a generator that draws black from staying black.
+    reconstruction_bce: float = 0.0
     feature_matching: float = 1.0
     distill_generated: float = 1.0
     latent_cycle: float = 1.0
@@ -146,6 +151,7 @@ class LossConfig(ConfigBase):
             "feature_reconstruction",
             "adversarial",
             "reconstruction",
+            "reconstruction_bce",
             "feature_matching",
             "distill_generated",
             "latent_cycle",

@@ -26,6 +26,7 @@ __all__ = [
     "reconstruction_l1",
     "reconstruction_laplacian",
     "RECONSTRUCTION_LOSSES",
+    "reconstruction_bce",
     "feature_matching",
     "feature_reconstruction",
     "orthogonal_jacobian_penalty",
@@ -285,6 +286,23 @@ def reconstruction_laplacian(
         levels = max(1, (min(x.shape[-2:]) // 8).bit_length() - 1)
     diffs = _laplacian_pyramid(x_hat - x, levels)  # the pyramid is linear: one pass
     return torch.stack([d.abs().mean() for d in diffs]).sum()
+
+
+def reconstruction_bce(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of the pixels of ``x_hat`` (in ``[0, 1]``) against ``x``.
+
+    Through the generator's output sigmoid its gradient on a pixel's logit is ``x_hat - x``,
+    the error itself, where an L1's is the sigmoid's slope times the error's sign: a pixel
+    driven to 0 while its target is bright still pulls (an L1 fitted to sparse images, whose
+    per-pixel median is black, can saturate the sigmoid for good). Computed in float32 with
+    the logs clamped at -100 as :func:`torch.nn.functional.binary_cross_entropy` does, which
+    autocast does not allow.
+    """
+    _same_shape(x_hat, x, "x_hat and x")
+    p, t = x_hat.float(), x.float()
+    log_p = torch.log(p).clamp(min=-100.0)
+    log_q = torch.log1p(-p).clamp(min=-100.0)
+    return -(t * log_p + (1.0 - t) * log_q).mean()
 
 
 #: Reconstruction losses by name (:attr:`~glance.training.config.LossConfig.reconstruction_loss`).

@@ -268,6 +268,15 @@ class GeneratorTask(nn.Module):
         self._frozen = (discriminator, encoder, head)
         self.classify, self.cfg = classify, cfg
 
+    def reconstruction(self, images: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The reconstruction term of both stages: ``LossConfig.reconstruction_loss`` plus
+        ``reconstruction_bce`` times the pixels' binary cross-entropy."""
+        cfg = self.cfg
+        loss = L.RECONSTRUCTION_LOSSES[cfg.reconstruction_loss](images, real)
+        if cfg.reconstruction_bce > 0:
+            loss = loss + cfg.reconstruction_bce * L.reconstruction_bce(images, real)
+        return loss
+
     def forward(
         self,
         real: torch.Tensor,
@@ -284,7 +293,7 @@ class GeneratorTask(nn.Module):
         cfg, n_real = self.cfg, len(z_real)
         if warmup:  # the reconstruction loss alone (TrainConfig.generator_warmup_steps)
             images = self.G(z_real, noise_mode="random", generator=rng)
-            loss = L.RECONSTRUCTION_LOSSES[cfg.reconstruction_loss](images, real)
+            loss = self.reconstruction(images, real)
             return _weighted(
                 {"reconstruction": loss}, {"reconstruction": cfg.reconstruction}, on_loss
             )
@@ -297,9 +306,7 @@ class GeneratorTask(nn.Module):
         mu_back, _ = E(feats)
         terms = {
             "adversarial": L.g_nonsaturating(D(images)),
-            "reconstruction": L.RECONSTRUCTION_LOSSES[cfg.reconstruction_loss](
-                images[:n_real], real
-            ),
+            "reconstruction": self.reconstruction(images[:n_real], real),
             "feature_matching": L.feature_matching(feats[:n_real], real_features),
             "distill_generated": L.adversarial_distillation(s_logits, logits),
             "latent_cycle": L.latent_cycle(mu_back, z),
