@@ -618,8 +618,10 @@ class Trainer:
                 f"the generator draws the same image for every concept after step {step} "
                 f"(largest per-pixel spread over {len(images)} training concepts {spread:.2g}, "
                 f"mean pixel {float(images.mean()):.2g}): its output saturated, and the run is "
-                "not saved as a model. If the schedule has a generator warm-up, fit without it "
-                '(config={"train": {"generator_warmup_steps": 0}}) or with another seed'
+                "not saved as a model. Add the pixels' cross-entropy to the reconstruction loss "
+                '(config={"loss": {"reconstruction_bce": 0.1}}), whose gradient a saturated '
+                'output keeps, or fit without the warm-up (config={"train": '
+                '{"generator_warmup_steps": 0}})'
             )
 
     def rollback(self, bad: _NonFinite) -> int:
