@@ -206,6 +206,18 @@ def test_reconstruction_bce_pulls_a_saturated_pixel_back():
     assert logits.grad.numpy() == pytest.approx(-1.0 / 16, rel=1e-3)
     half = reconstruction_bce(torch.sigmoid(logits.detach().bfloat16()), target.bfloat16())
     assert half.dtype == torch.float32 and math.isfinite(half.item())
+    # Pixels that float32 rounds to exactly 0 or 1 (logits beyond about -100 or 17, common for
+    # saturated colours) get a finite gradient: a hand-written log(p) gives 0 / 0 there, and a
+    # NaN in the first full step after the warm-up
+    far = torch.tensor([-200.0, -30.0, 20.0, 200.0], requires_grad=True)
+    p = torch.sigmoid(far)
+    assert p[0].item() == 0.0 and p[-1].item() == 1.0
+    loss = reconstruction_bce(p, torch.tensor([0.0, 0.5, 0.9, 1.0]))
+    loss.backward()
+    assert math.isfinite(loss.item()) and torch.isfinite(far.grad).all()
+    assert far.grad[1].item() < -1e-3  # still pulled up, if less than at -22
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(reconstruction_bce(p.bfloat16(), torch.rand(4).bfloat16()))
 
 
 def _warm_up_on_bars(bce: float) -> tuple[float, float]:

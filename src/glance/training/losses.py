@@ -294,15 +294,14 @@ def reconstruction_bce(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     Through the generator's output sigmoid its gradient on a pixel's logit is ``x_hat - x``,
     the error itself, where an L1's is the sigmoid's slope times the error's sign: a pixel
     driven to 0 while its target is bright still pulls (an L1 fitted to sparse images, whose
-    per-pixel median is black, can saturate the sigmoid for good). Computed in float32 with
-    the logs clamped at -100 as :func:`torch.nn.functional.binary_cross_entropy` does, which
-    autocast does not allow.
+    per-pixel median is black, can saturate the sigmoid for good). Computed in float32 outside
+    autocast (which refuses the op): PyTorch's backward divides by ``max(p (1 - p), 1e-12)``,
+    so a pixel that float32 rounds to exactly 0 or 1 gets a zero gradient, not the NaN of
+    ``0 / 0`` that differentiating ``log(p)`` by hand gives there.
     """
     _same_shape(x_hat, x, "x_hat and x")
-    p, t = x_hat.float(), x.float()
-    log_p = torch.log(p).clamp(min=-100.0)
-    log_q = torch.log1p(-p).clamp(min=-100.0)
-    return -(t * log_p + (1.0 - t) * log_q).mean()
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        return F.binary_cross_entropy(x_hat.float(), x.float())
 
 
 #: Reconstruction losses by name (:attr:`~glance.training.config.LossConfig.reconstruction_loss`).
