@@ -376,6 +376,14 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     for r in explain.get("must_reach", []) if explain else []:
         met = "" if r.get("pass") is None else ("yes" if r["pass"] else "**no**")
         out.append(("explain", r["figure"], _fmt(r["value"]), str(r["target"]), met))
+    # causal shapes explained by the default preset's twin (the rows above use the fast one)
+    shapes_default = _load("explain-shapes-default")
+    for r in shapes_default.get("must_reach", []) if shapes_default else []:
+        if not r["figure"].startswith("shapes"):
+            continue
+        met = "" if r.get("pass") is None else ("yes" if r["pass"] else "**no**")
+        fig = re.sub(r"^shapes( plain)?:", "shapes (default preset):", r["figure"])
+        out.append(("explain", fig, _fmt(r["value"]), str(r["target"]), met))
     return out
 
 
