@@ -129,8 +129,8 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
     tag = "-".join(f"{k}{v}" for k, v in train.items())
     overrides: dict[str, Any] = dict(args.config or {})
     if args.config:  # any other override: the run's name carries a digest of it
-        digest = hashlib.sha256(json.dumps(args.config, sort_keys=True).encode())
-        tag += f"-cfg{digest.hexdigest()[:8]}"
+        cfg_digest = hashlib.sha256(json.dumps(args.config, sort_keys=True).encode())
+        tag += f"-cfg{cfg_digest.hexdigest()[:8]}"
     if train:
         overrides["train"] = {**overrides.get("train", {}), **train}
     # The run belongs to this classifier's weights: a retrained classifier gets a fresh run.

@@ -59,10 +59,11 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
         "loss": {"adversarial": 0.3, "reconstruction_bce": 0.1},
         "train": {"ema_rampup": 0.05, "generator_warmup_steps": 1500, "generator_steps": 1800},
     },
-    # the default preset before its warm-up (2000 full steps, L1 alone)
-    "before-warmup-default": {
-        "train": {"generator_warmup_steps": 0, "generator_steps": 2000},
-        "loss": {"reconstruction_bce": 0.0},
+    # the default preset as it was before it took the three above (StyleGAN's generator)
+    "default-before": {
+        "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
+        "loss": {"adversarial": 0.1, "reconstruction_bce": 0.0},
+        "train": {"ema_rampup": None, "generator_warmup_steps": 0, "generator_steps": 2000},
     },
     # the fast preset before its warm-up (600 full steps, no warm-up)
     "before-warmup": {"train": {"generator_warmup_steps": 0, "generator_steps": 600}},
