@@ -33,11 +33,15 @@ RESULTS = ROOT / "results" / "twin.json"
 FID_TARGET = 1.5  # the must-reach for the fast demo twin
 RECON_TARGET = 0.96
 
+# The generator's quick-learning settings (the fast preset's) and StyleGAN's, named once.
+_QUICK_G = {"use_noise": False, "mapping_lr_multiplier": 1.0, "styled_input": True}
+_STYLEGAN_G = {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False}
+
 SETTINGS: dict[str, dict[str, Any] | None] = {
     "now": None,
     # the fast preset's quick-learning generator and losses, on another preset (e.g. default)
     "fast-generator": {
-        "generator": {"use_noise": False, "mapping_lr_multiplier": 1.0, "styled_input": True},
+        "generator": _QUICK_G,
         "loss": {"adversarial": 0.3},
         "train": {"ema_rampup": 0.05},
     },
@@ -55,20 +59,20 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
     },
     # both: the fast preset's generator, the warm-up and the cross-entropy (default preset)
     "fast-generator-warmup-bce": {
-        "generator": {"use_noise": False, "mapping_lr_multiplier": 1.0, "styled_input": True},
+        "generator": _QUICK_G,
         "loss": {"adversarial": 0.3, "reconstruction_bce": 0.1},
         "train": {"ema_rampup": 0.05, "generator_warmup_steps": 1500, "generator_steps": 1800},
     },
     # the default preset as it was before it took the three above (StyleGAN's generator)
     "default-before": {
-        "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
+        "generator": _STYLEGAN_G,
         "loss": {"adversarial": 0.1, "reconstruction_bce": 0.0},
         "train": {"ema_rampup": None, "generator_warmup_steps": 0, "generator_steps": 2000},
     },
     # the fast preset before its warm-up (600 full steps, no warm-up)
     "before-warmup": {"train": {"generator_warmup_steps": 0, "generator_steps": 600}},
     "before": {
-        "generator": {"use_noise": True, "mapping_lr_multiplier": 0.01, "styled_input": False},
+        "generator": _STYLEGAN_G,
         "loss": {"adversarial": 0.1},
         "train": {"ema_rampup": None},
     },
