@@ -55,6 +55,12 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+#: Images :meth:`Glance.calibrate_interventions` reads around (its cost: 4 shifts x contexts
+#: generator + reader passes over them) and the fewest a dataset needs for a reader to be fitted.
+CALIBRATION_IMAGES = 256
+MIN_CALIBRATION_IMAGES = 500
+
+
 class Glance:
     """Global-to-local, architecture-neutral concept explanations of an image classifier.
 
@@ -103,6 +109,14 @@ class Glance:
         encoded training images (:func:`glance.metrics.fidelity.alignment_slope`, at least
         ``MIN_CONTEXT_SCALE``): about 1 for a context the encoder reads, near 0 for one it
         cannot read. The twin intervenes on a context in these units.
+    context_readback_ : ndarray of shape (n_contexts, n_contexts) or None
+        What the generator draws: the change of context ``k`` read on the generated image (in
+        its stds) per std of context ``j`` asked, when only ``j``'s aligned dim moves (NaN where
+        not measured; :meth:`calibrate_interventions`). The twin calibrates its interventions
+        with it. ``None``: not measured (too few images, no contexts, or an older run).
+    context_tied_ : ndarray of shape (n_contexts, n_contexts) or None
+        Contexts whose training values are tied (correlated beyond
+        :data:`glance.explain.calibration.TIED_CORRELATION`): not held still for each other.
     concept_names_ : list of str
         Context names, then ``concept_0`` ... for the free dims (length ``d``).
     classes_ : list of str
@@ -291,6 +305,7 @@ class Glance:
             self.history_ = fit_loop(trainer, resume=resume)
             self.thread_history_ = list(policy.history_)
             self._set_fitted(parts, trainer, dataset)
+            self.calibrate_interventions(dataset)
             discard_feature_cache(data.features, cache_dir)  # spent: kept only for a resume
             self.train_data_ = _data_record(dataset, fingerprint)
             self.fit_seconds_ = time.perf_counter() - t0
@@ -724,6 +739,57 @@ class Glance:
         self._check_fitted()
         return Twin.from_glance(self)
 
+    def calibrate_interventions(
+        self, dataset: Any, *, n_images: int = CALIBRATION_IMAGES
+    ) -> Glance:
+        """Measure what the generator draws when one context's aligned dim moves, so that the
+        twin's interventions change that context by what is asked and nothing else.
+
+        :meth:`fit` calls it at its end; call it on a run fitted before it existed (the result
+        lives on this object; :meth:`save` writes it into the run). A context reader is fitted
+        on ``dataset``'s real images (seed ``random_state + 1``, every context read by its CNN:
+        not the reader :func:`glance.evaluate` reports with) and reads every
+        context on ``G(z')`` around ``n_images`` of them; see :mod:`glance.explain.calibration`.
+        With fewer than ``MIN_CALIBRATION_IMAGES`` images, or no contexts, nothing is measured
+        (``context_readback_ = None``: the twin intervenes uncalibrated).
+
+        Sets ``context_readback_`` ((m, m), NaN where not measured) and ``context_tied_`` ((m, m)
+        bool: contexts whose training values correlate at least
+        :data:`glance.explain.calibration.TIED_CORRELATION`).
+        """
+        from glance.explain import Twin
+        from glance.explain.calibration import measure_readback, tied_pairs
+        from glance.metrics.readers import ReaderConfig, fit_reader
+
+        self._check_fitted()
+        names = list(self.context_names_)
+        self.context_readback_, self.context_tied_ = None, None
+        if not names or len(dataset) < MIN_CALIBRATION_IMAGES:
+            return self
+        raw = np.stack([np.asarray(dataset.attribute(c), dtype=np.float64) for c in names], 1)
+        reader = fit_reader(
+            dataset,
+            names,
+            random_state=int(self.random_state) + 1,
+            config=ReaderConfig(morphometrics=False),
+        )
+        rng = np.random.default_rng(int(self.random_state))
+        idx = np.sort(rng.permutation(len(dataset))[: int(n_images)])
+        twin = Twin.from_glance(self, calibrated=False)
+        levels = list(getattr(self, "context_levels_", None) or [None] * len(names))
+        self.context_readback_ = measure_readback(
+            self.encode,
+            self.generate,
+            dataset.load_images(idx).float(),
+            reader.read,
+            twin.node_std[: len(names)],
+            readable=[reader.readable(c) for c in names],
+            discrete=[lv is not None for lv in levels],
+            read_std=reader.std,
+        )
+        self.context_tied_ = tied_pairs(raw)
+        return self
+
     def __repr__(self) -> str:
         return (
             f"Glance(contexts={list(self.contexts)!r}, preset={self.preset!r}, "
@@ -993,6 +1059,17 @@ def _yaml(config: GlanceConfig, est: Glance, source: str | None) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 
+def _nan_to_none(a: Any) -> Any:
+    """A float matrix as JSON (NaN as null), or None."""
+    if a is None:
+        return None
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.asarray(a)]
+
+
+def _bool_list(a: Any) -> Any:
+    return None if a is None else np.asarray(a, dtype=bool).tolist()
+
+
 def _state_json(est: Glance) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -1006,6 +1083,8 @@ def _state_json(est: Glance) -> dict[str, Any]:
         "context_std": est.context_std_.tolist(),
         "context_levels": getattr(est, "context_levels_", None),
         "context_scale": est.context_scale_.tolist(),
+        "context_readback": _nan_to_none(getattr(est, "context_readback_", None)),
+        "context_tied": _bool_list(getattr(est, "context_tied_", None)),
         "concept_names": est.concept_names_,
         "classes": est.classes_,
         "feature_shape": list(est.adapter_.feature_shape),
@@ -1159,6 +1238,14 @@ def _restore(
     est.context_scale_ = (
         np.ones(len(est.context_names_)) if scale is None else np.asarray(scale, dtype=np.float64)
     )
+    # Runs saved before interventions were calibrated intervene uncalibrated, as they did.
+    readback, tied = state.get("context_readback"), state.get("context_tied")
+    est.context_readback_ = (
+        None
+        if readback is None or tied is None
+        else np.array([[np.nan if v is None else v for v in row] for row in readback], float)
+    )
+    est.context_tied_ = None if est.context_readback_ is None else np.asarray(tied, dtype=bool)
     est.concept_names_ = list(state["concept_names"])
     est.classes_ = list(state["classes"])
     est.fit_seconds_ = float(state["fit_seconds"]) if state.get("fit_seconds") else float("nan")

@@ -168,6 +168,26 @@ def test_context_scale_is_each_aligned_dims_slope_on_its_training_context(fitted
     np.testing.assert_allclose(est.context_scale_, np.maximum(slope, MIN_CONTEXT_SCALE), atol=1e-4)
 
 
+def test_calibration_is_measured_saved_and_loaded(fitted, tmp_path, monkeypatch):
+    import glance.estimator as estimator
+
+    est, data, run = fitted
+    assert est.context_readback_ is None  # 48 images: too few to fit a context reader on
+    assert glance.load(run).context_readback_ is None
+    monkeypatch.setattr(estimator, "MIN_CALIBRATION_IMAGES", 10)
+    loaded = glance.load(run)
+    with torch_threads(1):
+        assert loaded.calibrate_interventions(data, n_images=8) is loaded
+    a = loaded.context_readback_
+    assert a.shape == (2, 2) and loaded.context_tied_.shape == (2, 2)
+    readable = np.isfinite(np.diag(a))
+    assert np.isfinite(a[np.ix_(readable, readable)]).all()
+    assert np.isnan(a[~readable]).all() and np.isnan(a[:, ~readable]).all()
+    again = glance.load(loaded.save(tmp_path / "calibrated"))
+    np.testing.assert_array_equal(again.context_readback_, a)  # NaN where NaN
+    np.testing.assert_array_equal(again.context_tied_, loaded.context_tied_)
+
+
 def test_save_load_roundtrip(fitted, tmp_path):
     est, data, run = fitted
     loaded = glance.load(run)

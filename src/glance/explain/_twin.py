@@ -78,6 +78,11 @@ class Twin:
         ``None`` for a continuous one. A discrete node is only ever set to one of its levels:
         a shift of ``δ`` moves it ``max(1, round(|δ|))`` levels up or down from the level nearest
         its value, stopping at the last level (see :meth:`shift`).
+    node_correction
+        ``(d, d)``: per unit move of node ``j`` in ``z`` units, how far node ``k`` moves with it,
+        so that the generated image changes ``j``'s context alone
+        (:mod:`glance.explain.calibration`); 0 on the diagonal. Added after the SCM, to the
+        nodes not intervened on. ``None``: nothing moves with an intervened node.
     """
 
     encode: Callable[[torch.Tensor], torch.Tensor]
@@ -90,6 +95,7 @@ class Twin:
     scm: ZSpaceSCM | None = None
     node_range: np.ndarray | None = None
     node_levels: tuple[np.ndarray | None, ...] | None = None
+    node_correction: np.ndarray | None = None
     _descendants: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +140,16 @@ class Twin:
                     )
                 levels.append(arr)
             object.__setattr__(self, "node_levels", tuple(levels))
+        if self.node_correction is not None:
+            corr = np.asarray(self.node_correction, dtype=np.float64)
+            if corr.shape != (d, d) or not np.all(np.isfinite(corr)):
+                raise ConfigError(
+                    f"Twin: 'node_correction' must be a finite ({d}, {d}) matrix; got shape "
+                    f"{corr.shape}"
+                )
+            corr = corr.copy()
+            np.fill_diagonal(corr, 0.0)
+            object.__setattr__(self, "node_correction", corr)
         if self.scm is not None and not isinstance(self.scm, ZSpaceSCM):
             raise ConfigError(
                 "Twin: 'scm' must provide counterfactual(z, interventions) and descendants(j); "
@@ -160,12 +176,34 @@ class Twin:
 
         With ``total=True`` the SCM propagates the change to the descendants (residuals of each
         row kept: a counterfactual); with ``total=False`` (or no SCM) only the named dimensions
-        change, which gives direct effects.
+        change, which gives direct effects. With a ``node_correction`` the nodes not intervened
+        on then move with the intervened ones by it (in both cases: it is part of making the
+        image change the intervened node alone).
         """
         out = z.clone()
         if not interventions:
             return out
         interventions = {j: self.clip_node(j, v, z[:, j]) for j, v in interventions.items()}
+        out = self._intervened(z, out, interventions, total)
+        if self.node_correction is None:
+            return out
+        if not np.any(self.node_correction[list(interventions)]):
+            return out
+        corr = torch.as_tensor(self.node_correction, dtype=z.dtype, device=z.device)
+        keep = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
+        keep[list(interventions)] = 0.0
+        moved = torch.zeros_like(z)
+        for j, v in interventions.items():
+            moved[:, j] = v.to(dtype=z.dtype, device=z.device) - z[:, j]
+        return self.clip(out + (moved @ corr) * keep, origin=out)
+
+    def _intervened(
+        self,
+        z: torch.Tensor,
+        out: torch.Tensor,
+        interventions: Mapping[int, torch.Tensor],
+        total: bool,
+    ) -> torch.Tensor:
         if total and self.scm is not None and any(self.descendants(j) for j in interventions):
             vals = {
                 j: v.detach().cpu().numpy().astype(np.float64) for j, v in interventions.items()
@@ -240,7 +278,7 @@ class Twin:
         return torch.maximum(torch.minimum(z, hi), lo)
 
     @classmethod
-    def from_glance(cls, model: Any, *, n_std_samples: int = 4096) -> Twin:
+    def from_glance(cls, model: Any, *, n_std_samples: int = 4096, calibrated: bool = True) -> Twin:
         """Build the twin of a fitted :class:`glance.Glance` (after causal discovery if any).
 
         A context node's standard deviation is how far one standard deviation of the context
@@ -251,6 +289,12 @@ class Twin:
         sampled from the fitted aggregate posterior when the model can sample them, else 1.
         The support of every node (``node_range``) is the central 99% of the same samples, so
         interventions stay where the generator was trained.
+
+        Where the model measured what its generator draws (``context_readback_``, from
+        :meth:`glance.Glance.calibrate_interventions`) and ``calibrated`` is true, a context's
+        step is scaled so that the image changes the context by what was asked, and the other
+        contexts' dims move with it so that they do not change (``node_correction``; see
+        :mod:`glance.explain.calibration`). ``calibrated=False`` gives the uncalibrated twin.
         """
         for attr in ("encode", "generate", "classify", "concept_names_"):
             if not hasattr(model, attr):
@@ -303,6 +347,10 @@ class Twin:
         classes = tuple(getattr(model, "classes_", ()) or ())
         if not classes:
             raise NotFittedError("explain: the model has no 'classes_'; fit it first")
+        correction = None
+        readback = getattr(model, "context_readback_", None) if calibrated else None
+        if readback is not None and m:
+            std, correction = _calibrated(model, readback, std, scm, m)
         return cls(
             encode=model.encode,
             generate=model.generate,
@@ -314,7 +362,35 @@ class Twin:
             scm=scm,
             node_range=node_range,
             node_levels=node_levels,
+            node_correction=correction,
         )
+
+
+def _calibrated(
+    model: Any, readback: Any, std: np.ndarray, scm: Any, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Node scales and ``node_correction`` from the model's read-back matrix and the graph."""
+    from glance.explain.calibration import intervention_basis
+
+    a = np.asarray(readback, dtype=np.float64)
+    tied = np.asarray(model.context_tied_, dtype=bool)
+    if a.shape != (m, m) or tied.shape != (m, m):
+        raise ConfigError(
+            f"Twin: the model's 'context_readback_' and 'context_tied_' must be ({m}, {m}); "
+            f"got {a.shape} and {tied.shape}"
+        )
+
+    def below(j: int) -> set[int]:
+        return {k for k in (scm.descendants(j) if scm is not None else ()) if k < m}
+
+    step, corr = intervention_basis(a, tied, below)
+    new = std.copy()
+    new[:m] = std[:m] * step
+    d = len(std)
+    correction = np.zeros((d, d))
+    # corr[j, k]: k's uncalibrated steps per calibrated step of j -> z units per z unit of j
+    correction[:m, :m] = corr * std[None, :m] / new[:m, None]
+    return new, correction
 
 
 def _scm_units(model: Any, scm: Any, nodes: Sequence[str], m: int) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,190 @@
+"""Calibrated interventions: one standard deviation of a context asked, one drawn, nothing else.
+
+The twin intervenes on a context by moving its aligned dimension. A generator that also draws a
+context from the free dimensions (and from other contexts' dimensions) then under-draws the
+asked change and lets other contexts drift with it, and the real classifier judges that image:
+an explanation then ranks the contexts below the top one by how well the generator draws each,
+not by how much the classifier uses it (``docs/faithfulness.md``, "Where the entanglement
+enters").
+
+:func:`measure_readback` measures, once per fit, what the generator draws: a context reader
+fitted on the real training images (:mod:`glance.metrics.readers`, its own seed, so not the
+reader ``evaluate`` reports with) reads every context on ``G(z')`` after each context's aligned
+dimension alone is moved, giving the matrix ``A[j, k]``: the change of context ``k`` read on the
+image, in its standard deviations, per standard deviation of context ``j`` asked.
+
+:func:`intervention_basis` turns it into the moves the twin makes (:class:`~glance.explain.Twin`
+``node_std`` and ``node_correction``): for context ``j`` the combination ``Δ`` of aligned
+dimensions whose read changes are one standard deviation of ``j`` and zero for every context
+that is neither a descendant of ``j`` in the causal graph (those follow through the SCM) nor
+tied to it in the data (a reader of observational data cannot tell the two apart): the linear
+system ``Δ · A[S, S] = e_j`` over those contexts ``S``. It is a first-order correction around
+the training images, bounded (:data:`MAX_STEP_RATIO`, :data:`MAX_CORRECTION`) and left out for a
+context the reader cannot read or the generator barely draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "READBACK_DELTAS",
+    "TIED_CORRELATION",
+    "MIN_DRAWN",
+    "MAX_STEP_RATIO",
+    "MAX_CORRECTION",
+    "tied_pairs",
+    "measure_readback",
+    "intervention_basis",
+]
+
+#: Shifts (context stds) at which the read-back is measured; the slope through them is ``A``.
+READBACK_DELTAS = (-1.0, -0.5, 0.5, 1.0)
+#: Contexts whose training values correlate at least this much (|Pearson r|) are *tied*: a reader
+#: fitted on the data reads one partly through the other, so neither is held still for the other
+#: (the read-back loss compares the same pairs; ``LossConfig.readback``).
+TIED_CORRELATION = 0.5
+#: A context whose own drawn change is below this fraction of the asked one is left as it is: a
+#: bigger step would ask the generator for what it does not draw, not for more of it.
+MIN_DRAWN = 0.2
+#: A calibrated step is at most this many times (and at least its inverse) the uncalibrated one.
+MAX_STEP_RATIO = 3.0
+#: Largest move of another context's dimension per unit move of the intervened one.
+MAX_CORRECTION = 1.0
+#: Above this condition number the system is not trusted: the step is calibrated on the
+#: diagonal alone, with no correction.
+MAX_CONDITION = 100.0
+
+
+def tied_pairs(contexts: np.ndarray, threshold: float = TIED_CORRELATION) -> np.ndarray:
+    """``(m, m)`` bool: contexts whose training values correlate at least ``threshold``.
+
+    ``contexts`` is (N, m), NaN for unknown values (each pair uses the rows where both are
+    known); a constant column is tied to nothing.
+    """
+    c = np.asarray(contexts, dtype=np.float64)
+    m = c.shape[1]
+    tied = np.zeros((m, m), dtype=bool)
+    for j in range(m):
+        for k in range(j + 1, m):
+            ok = np.isfinite(c[:, j]) & np.isfinite(c[:, k])
+            a, b = c[ok, j], c[ok, k]
+            if ok.sum() < 3 or a.std() == 0 or b.std() == 0:
+                continue
+            tied[j, k] = tied[k, j] = abs(float(np.corrcoef(a, b)[0, 1])) >= threshold
+    return tied
+
+
+@torch.no_grad()
+def measure_readback(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    generate: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    read: Callable[[torch.Tensor], np.ndarray],
+    node_std: Sequence[float],
+    *,
+    readable: Sequence[bool],
+    discrete: Sequence[bool],
+    read_std: Sequence[float],
+    deltas: Sequence[float] = READBACK_DELTAS,
+) -> np.ndarray:
+    """``A`` (m, m): the change of context ``k`` read on ``G(z')`` (in its stds) per std of
+    context ``j`` asked, when only ``j``'s aligned dimension moves by ``δ · node_std[j]``.
+
+    NaN where it is not measured: a row or column of a context the reader cannot read or a
+    discrete context (a step is a level there, not a length). Tied pairs are measured too:
+    :func:`intervention_basis` leaves them out of each other's constraints, not out of ``A``.
+
+    Parameters
+    ----------
+    encode, generate
+        The twin's encoder and generator; the first ``m`` concept dims are the contexts.
+    images
+        Real images (N, C, H, W) in [0, 1] to measure around (training images).
+    read
+        ``images -> (N, m)`` the contexts in raw units, columns in context order.
+    node_std
+        One std of each context in ``z`` units (the uncalibrated step).
+    readable, discrete
+        Per context.
+    read_std
+        Per context, its std in raw units (the read change is divided by it).
+    deltas
+        Shifts in stds of the context.
+    """
+    m = len(node_std)
+    a = np.full((m, m), np.nan)
+    if m == 0 or len(images) == 0:
+        return a
+    z = encode(images).float()
+    base = np.asarray(read(generate(z)), dtype=np.float64)
+    sd = np.asarray(read_std, dtype=np.float64)
+    use = [bool(r) and not bool(d) for r, d in zip(readable, discrete, strict=True)]
+    for j in range(m):
+        if not use[j]:
+            continue
+        changes = []
+        for dl in deltas:
+            zp = z.clone()
+            zp[:, j] += float(dl) * float(node_std[j])
+            changes.append((np.asarray(read(generate(zp)), dtype=np.float64) - base) / sd)
+        x = np.repeat(np.asarray(deltas, dtype=np.float64), len(z))
+        y = np.concatenate(changes)  # delta-major, (G * N, m)
+        for k in range(m):
+            if use[k]:
+                ok = np.isfinite(y[:, k])
+                if ok.sum() > 1:
+                    a[j, k] = float(np.polyfit(x[ok], y[ok, k], 1)[0])
+    return a
+
+
+def intervention_basis(
+    readback: np.ndarray, tied: np.ndarray, descendants: Callable[[int], Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(step, correction)`` from a read-back matrix ``A`` (:func:`measure_readback`).
+
+    ``step[j]``: the calibrated step of context ``j`` as a multiple of its uncalibrated one (1
+    where not calibrated). ``correction[j, k]``: how far context ``k``'s dimension moves, in its
+    own uncalibrated steps, per calibrated step of ``j`` (0 on the diagonal and where not
+    corrected). ``tied`` is :func:`tied_pairs` of the training contexts; ``descendants(j)``
+    gives the context indices below ``j`` in the causal graph.
+    """
+    a = np.asarray(readback, dtype=np.float64)
+    m = a.shape[0]
+    step, corr = np.ones(m), np.zeros((m, m))
+    for j in range(m):
+        if not np.isfinite(a[j, j]) or a[j, j] < MIN_DRAWN:
+            continue
+        below = set(descendants(j))
+        s = [
+            k
+            for k in range(m)
+            if k == j
+            or (
+                k not in below
+                and not tied[j, k]
+                and np.isfinite(a[j, k])
+                and np.isfinite(a[k, k])
+                and a[k, k] >= MIN_DRAWN
+            )
+        ]
+        sub = a[np.ix_(s, s)]
+        target = np.array([1.0 if k == j else 0.0 for k in s])
+        delta = None
+        if np.all(np.isfinite(sub)) and np.linalg.cond(sub) <= MAX_CONDITION:
+            delta = np.linalg.solve(sub.T, target)
+            if not (delta[s.index(j)] > 0):
+                delta = None
+        if delta is None:  # diagonal only
+            step[j] = float(np.clip(1.0 / a[j, j], 1.0 / MAX_STEP_RATIO, MAX_STEP_RATIO))
+            continue
+        own = float(delta[s.index(j)])
+        step[j] = float(np.clip(own, 1.0 / MAX_STEP_RATIO, MAX_STEP_RATIO))
+        for k, v in zip(s, delta, strict=True):
+            if k != j:
+                corr[j, k] = float(np.clip(v / own * step[j], -MAX_CORRECTION, MAX_CORRECTION))
+    return step, corr
