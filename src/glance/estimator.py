@@ -31,6 +31,7 @@ from glance.exceptions import (
     CheckpointIncompatibleError,
     ConfigError,
     DataValidationError,
+    GlanceError,
     NotFittedError,
     ResourceError,
     ShapeError,
@@ -305,7 +306,12 @@ class Glance:
             self.history_ = fit_loop(trainer, resume=resume)
             self.thread_history_ = list(policy.history_)
             self._set_fitted(parts, trainer, dataset)
-            self.calibrate_interventions(dataset)
+            try:
+                self.calibrate_interventions(dataset)
+            except (GlanceError, ValueError, np.linalg.LinAlgError) as exc:
+                # a fitted twin is not lost for want of a calibration: it intervenes as before
+                logger.warning("interventions not calibrated (%s): %s", type(exc).__name__, exc)
+                self.context_readback_, self.context_tied_ = None, None
             discard_feature_cache(data.features, cache_dir)  # spent: kept only for a resume
             self.train_data_ = _data_record(dataset, fingerprint)
             self.fit_seconds_ = time.perf_counter() - t0
@@ -385,25 +391,31 @@ class Glance:
             classify=adapter.forward_features,
         )
 
-    def _readback_spec(self, dataset: Any, contexts: torch.Tensor, device: torch.device) -> Any:
-        """The frozen context reader of the read-back loss, fitted on the training images.
+    def _own_reader(self, dataset: Any, *, morphometrics: bool) -> Any:
+        """A context reader of the fit's own, fitted on the training images.
 
         Its seed differs from the one ``evaluate``'s readers use, so that the evaluation's
-        effectiveness and specificity are read by a network the generator was not trained
-        against. Fitting is deterministic for a seed and thread count, so a resumed fit on the
-        same threads trains against the same reader.
+        effectiveness and specificity are read by a network the generator was not trained or
+        calibrated against. Fitting is deterministic for a seed and thread count, so a resumed
+        fit on the same threads trains against the same reader. ``morphometrics=False`` reads
+        every context with the CNN (a training loss needs a gradient through the reader).
         """
-        import dataclasses
-
         from glance.metrics.readers import ReaderConfig, fit_reader
-        from glance.training.tasks import ReadbackSpec
 
-        reader = fit_reader(
+        return fit_reader(
             dataset,
             list(self.contexts),
             random_state=int(self.random_state) + 1,
-            config=ReaderConfig(morphometrics=False),
+            config=ReaderConfig(morphometrics=morphometrics),
         )
+
+    def _readback_spec(self, dataset: Any, contexts: torch.Tensor, device: torch.device) -> Any:
+        """The frozen context reader of the read-back loss (:meth:`_own_reader`, CNN only)."""
+        import dataclasses
+
+        from glance.training.tasks import ReadbackSpec
+
+        reader = self._own_reader(dataset, morphometrics=False)
         spec = ReadbackSpec.from_reader(reader, list(self.contexts), contexts)
         return dataclasses.replace(spec, reader=spec.reader.to(device))
 
@@ -740,18 +752,24 @@ class Glance:
         return Twin.from_glance(self)
 
     def calibrate_interventions(
-        self, dataset: Any, *, n_images: int = CALIBRATION_IMAGES
+        self, dataset: Any, *, n_images: int = CALIBRATION_IMAGES, reader: Any = None
     ) -> Glance:
         """Measure what the generator draws when one context's aligned dim moves, so that the
         twin's interventions change that context by what is asked and nothing else.
 
         :meth:`fit` calls it at its end; call it on a run fitted before it existed (the result
         lives on this object; :meth:`save` writes it into the run). A context reader is fitted
-        on ``dataset``'s real images (seed ``random_state + 1``, every context read by its CNN:
-        not the reader :func:`glance.evaluate` reports with) and reads every
-        context on ``G(z')`` around ``n_images`` of them; see :mod:`glance.explain.calibration`.
+        on ``dataset``'s real images (seed ``random_state + 1``: not the reader
+        :func:`glance.evaluate` reports with) and reads every context on ``G(z')`` around
+        ``n_images`` of them; see :mod:`glance.explain.calibration`. Morpho-MNIST morphometric
+        contexts of single-channel images are read by glance's morphometrics, which calibrate
+        their own step but hold no other context still (``cross`` of
+        :func:`~glance.explain.calibration.measure_readback`).
         With fewer than ``MIN_CALIBRATION_IMAGES`` images, or no contexts, nothing is measured
         (``context_readback_ = None``: the twin intervenes uncalibrated).
+
+        ``reader`` (a :class:`glance.metrics.readers.ContextReader` of the contexts) skips
+        fitting one.
 
         Sets ``context_readback_`` ((m, m), NaN where not measured) and ``context_tied_`` ((m, m)
         bool: contexts whose training values correlate at least
@@ -759,20 +777,20 @@ class Glance:
         """
         from glance.explain import Twin
         from glance.explain.calibration import measure_readback, tied_pairs
-        from glance.metrics.readers import ReaderConfig, fit_reader
 
         self._check_fitted()
         names = list(self.context_names_)
+        if reader is not None and list(reader.contexts) != names:
+            raise ConfigError(
+                f"'reader' of calibrate_interventions must read the contexts {names} in order; "
+                f"it reads {list(reader.contexts)}"
+            )
         self.context_readback_, self.context_tied_ = None, None
         if not names or len(dataset) < MIN_CALIBRATION_IMAGES:
             return self
         raw = np.stack([np.asarray(dataset.attribute(c), dtype=np.float64) for c in names], 1)
-        reader = fit_reader(
-            dataset,
-            names,
-            random_state=int(self.random_state) + 1,
-            config=ReaderConfig(morphometrics=False),
-        )
+        if reader is None:
+            reader = self._own_reader(dataset, morphometrics=True)
         rng = np.random.default_rng(int(self.random_state))
         idx = np.sort(rng.permutation(len(dataset))[: int(n_images)])
         twin = Twin.from_glance(self, calibrated=False)
@@ -786,6 +804,7 @@ class Glance:
             readable=[reader.readable(c) for c in names],
             discrete=[lv is not None for lv in levels],
             read_std=reader.std,
+            cross=[reader.sources.get(c) == "cnn" for c in names],
         )
         self.context_tied_ = tied_pairs(raw)
         return self

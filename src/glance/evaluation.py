@@ -107,6 +107,7 @@ def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
     }
     if not names:
         return res
+    res["calibration"] = _calibration(est, twin)
     if twin.scm is None:
         res["specificity_note"] = _NO_GRAPH
     unreadable = [c for c in names if not reader.readable(c)]
@@ -128,6 +129,21 @@ def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
         spec["unreadable"] = [c for c in unreadable if c != name]
         res["specificity"][name] = spec
     return res
+
+
+def _calibration(est: Any, twin: Any) -> dict[str, Any] | None:
+    """What the fit measured its generator to draw per context (``drawn``: the read change per
+    std asked, uncalibrated) and the step the twin now makes (``step``: in uncalibrated steps);
+    ``None`` for a run whose interventions are not calibrated."""
+    readback = getattr(est, "context_readback_", None)
+    if readback is None:
+        return None
+    names = list(est.context_names_)
+    scale = np.asarray(est.context_scale_, dtype=np.float64)
+    return {
+        "drawn": {c: _opt(readback[j, j]) for j, c in enumerate(names)},
+        "step": {c: float(twin.node_std[j] / scale[j]) for j, c in enumerate(names)},
+    }
 
 
 def _context_reader(est: Any, dataset: Any, idx: np.ndarray) -> tuple[Any, dict[str, Any]]:

@@ -104,6 +104,19 @@ def test_measure_readback_recovers_a_linear_generator():
         read_std=read_std,
     )
     assert np.isfinite(b[0, 0]) and np.isnan(b[1]).all() and np.isnan(b[:, 1]).all()
+    c = measure_readback(
+        encode=lambda x: x.reshape(len(x), -1),
+        generate=lambda z: (z @ mix).reshape(len(z), 1, 1, 2),
+        images=torch.randn(16, 1, 1, 2),
+        read=lambda x: x.reshape(len(x), -1).numpy(),
+        node_std=node_std,
+        readable=[True, True],
+        discrete=[False, False],
+        read_std=read_std,
+        cross=[True, False],  # context 1's measure calibrates its own step only
+    )
+    np.testing.assert_allclose(np.diag(c), np.diag(want), rtol=1e-5)
+    assert np.isnan(c[0, 1]) and np.isnan(c[1, 0])
 
 
 class LeakyRun(ToyRun):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -183,9 +184,26 @@ def test_calibration_is_measured_saved_and_loaded(fitted, tmp_path, monkeypatch)
     readable = np.isfinite(np.diag(a))
     assert np.isfinite(a[np.ix_(readable, readable)]).all()
     assert np.isnan(a[~readable]).all() and np.isnan(a[:, ~readable]).all()
+    with pytest.raises(ConfigError, match="'reader' of calibrate_interventions"):
+        loaded.calibrate_interventions(data, reader=SimpleNamespace(contexts=("intensity",)))
     again = glance.load(loaded.save(tmp_path / "calibrated"))
     np.testing.assert_array_equal(again.context_readback_, a)  # NaN where NaN
     np.testing.assert_array_equal(again.context_tied_, loaded.context_tied_)
+
+
+def test_a_failed_calibration_loses_no_fit(tmp_path, monkeypatch, caplog):
+    def broken(self, dataset, **_):
+        raise ShapeError("no reader today")
+
+    monkeypatch.setattr(Glance, "calibrate_interventions", broken)
+    est = Glance(
+        _reference_classifier(), contexts=["thickness"], preset="tiny", config=CONFIG, quiet=True
+    )
+    with caplog.at_level("WARNING", logger="glance"):
+        est.fit(make_dataset(24), out=tmp_path / "run")
+    assert "interventions not calibrated (ShapeError): no reader today" in caplog.text
+    assert est.context_readback_ is None
+    assert glance.load(tmp_path / "run").context_readback_ is None
 
 
 def test_save_load_roundtrip(fitted, tmp_path):

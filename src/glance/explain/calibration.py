@@ -90,6 +90,7 @@ def measure_readback(
     readable: Sequence[bool],
     discrete: Sequence[bool],
     read_std: Sequence[float],
+    cross: Sequence[bool] | None = None,
     deltas: Sequence[float] = READBACK_DELTAS,
 ) -> np.ndarray:
     """``A`` (m, m): the change of context ``k`` read on ``G(z')`` (in its stds) per std of
@@ -111,6 +112,11 @@ def measure_readback(
         One std of each context in ``z`` units (the uncalibrated step).
     readable, discrete
         Per context.
+    cross
+        Per context, whether its read may enter another context's row or column (default:
+        all). A measure that reads a context unlike the classifier does (e.g. a thickness
+        measured on a binarised digit) calibrates that context's own step but must not be used
+        to hold it still for another.
     read_std
         Per context, its std in raw units (the read change is divided by it).
     deltas
@@ -124,6 +130,7 @@ def measure_readback(
     base = np.asarray(read(generate(z)), dtype=np.float64)
     sd = np.asarray(read_std, dtype=np.float64)
     use = [bool(r) and not bool(d) for r, d in zip(readable, discrete, strict=True)]
+    cross = [True] * m if cross is None else [bool(c) for c in cross]
     for j in range(m):
         if not use[j]:
             continue
@@ -135,7 +142,7 @@ def measure_readback(
         x = np.repeat(np.asarray(deltas, dtype=np.float64), len(z))
         y = np.concatenate(changes)  # delta-major, (G * N, m)
         for k in range(m):
-            if use[k]:
+            if use[k] and (k == j or (cross[j] and cross[k])):
                 ok = np.isfinite(y[:, k])
                 if ok.sum() > 1:
                     a[j, k] = float(np.polyfit(x[ok], y[ok, k], 1)[0])

@@ -78,6 +78,9 @@ class InterventionReadout:
     shifts
         The shift actually made in ``z`` units, shape (N, G) (an intervention is clipped to the
         node's support).
+    node_std
+        One std of the node in ``z`` units (the twin's step): ``shifts / node_std`` is the
+        change asked for in node stds.
     base
         The measurement on ``G(E(x))``, shape (N, m).
     after
@@ -89,6 +92,7 @@ class InterventionReadout:
     shifts: np.ndarray
     base: np.ndarray
     after: np.ndarray
+    node_std: float = 1.0
 
     @property
     def change(self) -> np.ndarray:
@@ -147,6 +151,7 @@ def read_interventions(
         shifts=np.stack(shifts, 1),
         base=base,
         after=np.stack(after, 1),
+        node_std=float(twin.node_std[j]),
     )
 
 
@@ -199,7 +204,8 @@ def effectiveness_from(
         pooled), ``per_image_spearman`` (mean), ``slope`` of change on intended change (1 is
         perfect calibration), ``mean_abs_error`` of the change in attribute units, counts.
     """
-    intended = readout.shifts * unit  # [N, G]
+    # the change asked for: node stds made (after clipping), in attribute units
+    intended = readout.shifts / readout.node_std * unit  # [N, G]
     change = readout.change[:, :, column]
     ok = np.isfinite(change).all(1)
     per = [_rank_corr(intended[i], change[i]) for i in np.flatnonzero(ok)]
