@@ -148,12 +148,25 @@ def free_dim_r2(est: Any, data: Path, contexts: list[str], n: int, seed: int) ->
 def generator_soundness(est: Any, data: Path, x: torch.Tensor, seed: int) -> dict[str, Any]:
     """Effectiveness and cross-talk of single-dim moves (no graph: nothing else follows)."""
     from glance.data import load_dataset
-    from glance.evaluation import _soundness
     from glance.metrics.readers import fit_reader
 
     reader = fit_reader(load_dataset(data, split="train"), est.context_names_, random_state=seed)
+    out = _generator_soundness(est, x, reader)
+    readback = getattr(est, "context_readback_", None)
+    if readback is not None:  # the same moves, uncalibrated (as glance made them before)
+        est.context_readback_ = None
+        try:
+            out["uncalibrated"] = _generator_soundness(est, x, reader)
+        finally:
+            est.context_readback_ = readback
+    return out
+
+
+def _generator_soundness(est: Any, x: torch.Tensor, reader: Any) -> dict[str, Any]:
+    from glance.evaluation import _soundness
+
     s = _soundness(est, x, reader)
-    out = {}
+    out: dict[str, Any] = {}
     for name in est.context_names_:
         e, sp = s["effectiveness"].get(name), s["specificity"].get(name)
         if e is None:
@@ -192,6 +205,13 @@ def explanation_agreement(
         x, interactions=False, counterfactual=False
     )
     ours_unit = exp_unit.importance[:, idx]
+    # Ablation: the same twin without the fit's calibration of its interventions.
+    uncal = Twin.from_glance(est, calibrated=False)
+    ours_uncal = (
+        LocalExplainer(uncal, batch_size=64)
+        .explain(x, interactions=False, counterfactual=False)
+        .importance[:, idx]
+    )
     tcav = tcav_ranking(est, data, x, torch.as_tensor(exp.target), contexts)
     constant = np.tile(oracle.mean(0), (len(oracle), 1))
     ratio = ours.mean(0) / np.maximum(oracle.mean(0), 1e-12)
@@ -201,6 +221,15 @@ def explanation_agreement(
         # the twin's context steps are the fitted scale (1 for runs saved without one)
         "context_scale": dict(
             zip(est.context_names_, twin.node_std[:m].round(3).tolist(), strict=True)
+        ),
+        "calibrated": getattr(est, "context_readback_", None) is not None,
+        "glance_uncalibrated": agreement(ours_uncal, oracle),
+        "importance_over_oracle_uncalibrated": dict(
+            zip(
+                contexts,
+                (ours_uncal.mean(0) / np.maximum(oracle.mean(0), 1e-12)).round(3).tolist(),
+                strict=True,
+            )
         ),
         "glance_unit_scale": agreement(ours_unit, oracle),
         "importance_over_oracle_unit_scale": dict(
@@ -289,6 +318,12 @@ def _print(r: dict[str, Any]) -> None:
         )
     for name, s in r["settings"].items():
         e = s["explanation"]
+        if "glance_uncalibrated" in e:
+            u = e["glance_uncalibrated"]
+            print(
+                f"{name:18s} {u['mean_spearman']:8.3f} {u['mean_cosine']:7.3f}   "
+                "(the same twin, its interventions not calibrated)"
+            )
         if "glance_unit_scale" in e:
             u = e["glance_unit_scale"]
             print(
