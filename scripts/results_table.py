@@ -375,13 +375,18 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     explain = _load("explain")
     for r in explain.get("must_reach", []) if explain else []:
         out.append(("explain", r["figure"], _fmt(r["value"]), str(r["target"]), _passed(r)))
-    # causal shapes explained by the default preset's twin (the rows above use the fast one)
-    shapes_default = _load("explain-shapes-default")
-    for r in shapes_default.get("must_reach", []) if shapes_default else []:
-        if not r["figure"].startswith("shapes"):
-            continue
-        fig = re.sub(r"^shapes( plain)?:", "shapes (default preset):", r["figure"])
-        out.append(("explain", fig, _fmt(r["value"]), str(r["target"]), _passed(r)))
+    # causal shapes explained by the default preset's twin (the rows above use the fast one),
+    # seed 0 and a second seed (its own data, classifier and fit)
+    for name, label in (
+        ("explain-shapes-default", "shapes (default preset)"),
+        ("explain-shapes-default-seed1", "shapes (default preset, seed 1)"),
+    ):
+        res = _load(name)
+        for r in res.get("must_reach", []) if res else []:
+            if not r["figure"].startswith("shapes"):
+                continue
+            fig = re.sub(r"^shapes( plain)?:", f"{label}:", r["figure"])
+            out.append(("explain", fig, _fmt(r["value"]), str(r["target"]), _passed(r)))
     return out
 
 
