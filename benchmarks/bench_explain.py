@@ -148,14 +148,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
 
             ds = load_dataset(data, split="train")
             est.context_levels_ = context_levels(np.stack([ds.attribute(c) for c in contexts], 1))
-            if getattr(est, "context_readback_", None) is None:
-                # Fitted before fit ended by calibrating its interventions: the same call on
-                # the same training data (what a fit today adds after the same weights).
-                t0 = time.perf_counter()
-                est.calibrate_interventions(_relabelled(ds, clf))
-                est.calibration_seconds_ = time.perf_counter() - t0
-                logger.info("calibrated the cached run in %.0f s", est.calibration_seconds_)
-            return est
+            return calibrated(est, _relabelled(ds, clf))
     est = glance.Glance(
         clf,
         contexts=contexts,
@@ -186,6 +179,18 @@ def cached_run(run: Path, clf: Any, preset: str, overrides: Any) -> Any:
         logger.warning("refitting %s: fitted with another configuration than %s's", run, preset)
     shutil.rmtree(run)
     return None
+
+
+def calibrated(est: Any, train: Any) -> Any:
+    """A cached run fitted before a fit ended by calibrating its interventions, calibrated by
+    the same call on the same training data (what a fit today adds after the same weights);
+    ``calibration_seconds_`` records its time (a fresh fit's time includes it)."""
+    if getattr(est, "context_readback_", None) is None:
+        t0 = time.perf_counter()
+        est.calibrate_interventions(train)
+        est.calibration_seconds_ = time.perf_counter() - t0
+        logger.info("calibrated the cached run in %.0f s", est.calibration_seconds_)
+    return est
 
 
 def _relabelled(ds: Any, clf: Any) -> Any:

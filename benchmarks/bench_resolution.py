@@ -51,6 +51,7 @@ from bench_explain import (  # noqa: E402
     _rank,
     _support,
     agreement,
+    calibrated,
     oracle_shapes,
     truth_knowledge,
 )
@@ -161,14 +162,7 @@ def _fit(model: torch.nn.Module, data: Path, contexts: list[str], args: argparse
     run = args.work / f"run-{data.name}-{tag}"
     if (run / "MANIFEST.json").is_file():
         est = glance.load(run, classifier=model)
-        if getattr(est, "context_readback_", None) is None:
-            # fitted before a fit ended by calibrating its interventions: the same call on the
-            # same training data (what a fit today adds after the same weights)
-            t0 = time.perf_counter()
-            est.calibrate_interventions(load_dataset(data, split="train"))
-            est.calibration_seconds_ = time.perf_counter() - t0
-            logger.info("calibrated the cached run in %.0f s", est.calibration_seconds_)
-        return est, run, None
+        return calibrated(est, load_dataset(data, split="train")), run, None
     est = glance.Glance(
         model,
         layer=ARCHS[args.arch],

@@ -77,44 +77,32 @@ def test_unmeasured_weak_and_ill_conditioned_contexts_are_not_calibrated():
     assert step[0] == MAX_STEP_RATIO
 
 
+MIX = torch.tensor([[0.5, 0.2], [-0.1, 1.0]])  # row j: what moving dim j draws
+NODE_STD, READ_STD = np.array([2.0, 0.5]), np.array([1.0, 4.0])
+
+
+def _linear_readback(**kwargs) -> np.ndarray:
+    """:func:`measure_readback` of a linear generator read exactly."""
+    return measure_readback(
+        encode=lambda x: x.reshape(len(x), -1),
+        generate=lambda z: (z @ MIX).reshape(len(z), 1, 1, 2),
+        images=torch.randn(16, 1, 1, 2),
+        read=lambda x: x.reshape(len(x), -1).numpy(),
+        node_std=NODE_STD,
+        discrete=[False, False],
+        read_std=READ_STD,
+        **kwargs,
+    )
+
+
 def test_measure_readback_recovers_a_linear_generator():
-    mix = torch.tensor([[0.5, 0.2], [-0.1, 1.0]])  # row j: what moving dim j draws
-    node_std = np.array([2.0, 0.5])
-    read_std = np.array([1.0, 4.0])
-    a = measure_readback(
-        encode=lambda x: x.reshape(len(x), -1),
-        generate=lambda z: (z @ mix).reshape(len(z), 1, 1, 2),
-        images=torch.randn(16, 1, 1, 2),
-        read=lambda x: x.reshape(len(x), -1).numpy(),
-        node_std=node_std,
-        readable=[True, True],
-        discrete=[False, False],
-        read_std=read_std,
-    )
-    want = mix.numpy() * node_std[:, None] / read_std[None, :]
+    want = MIX.numpy() * NODE_STD[:, None] / READ_STD[None, :]
+    a = _linear_readback(readable=[True, True])
     np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)
-    b = measure_readback(
-        encode=lambda x: x.reshape(len(x), -1),
-        generate=lambda z: (z @ mix).reshape(len(z), 1, 1, 2),
-        images=torch.randn(16, 1, 1, 2),
-        read=lambda x: x.reshape(len(x), -1).numpy(),
-        node_std=node_std,
-        readable=[True, False],
-        discrete=[False, False],
-        read_std=read_std,
-    )
+    b = _linear_readback(readable=[True, False])
     assert np.isfinite(b[0, 0]) and np.isnan(b[1]).all() and np.isnan(b[:, 1]).all()
-    c = measure_readback(
-        encode=lambda x: x.reshape(len(x), -1),
-        generate=lambda z: (z @ mix).reshape(len(z), 1, 1, 2),
-        images=torch.randn(16, 1, 1, 2),
-        read=lambda x: x.reshape(len(x), -1).numpy(),
-        node_std=node_std,
-        readable=[True, True],
-        discrete=[False, False],
-        read_std=read_std,
-        cross=[True, False],  # context 1's measure calibrates its own step only
-    )
+    # context 1's measure calibrates its own step only
+    c = _linear_readback(readable=[True, True], cross=[True, False])
     np.testing.assert_allclose(np.diag(c), np.diag(want), rtol=1e-5)
     assert np.isnan(c[0, 1]) and np.isnan(c[1, 0])
 
