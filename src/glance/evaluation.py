@@ -139,10 +139,10 @@ def _calibration(est: Any, twin: Any) -> dict[str, Any] | None:
     if readback is None:
         return None
     names = list(est.context_names_)
-    scale = np.asarray(est.context_scale_, dtype=np.float64)
+    render = twin.node_render if twin.node_render is not None else np.eye(len(names))
     return {
         "drawn": {c: _opt(readback[j, j]) for j, c in enumerate(names)},
-        "step": {c: float(twin.node_std[j] / scale[j]) for j, c in enumerate(names)},
+        "step": {c: float(render[j, j]) for j, c in enumerate(names)},
     }
 
 

@@ -31,7 +31,7 @@ def test_tied_pairs_are_the_strongly_correlated_contexts():
 
 
 def _drawn(a: np.ndarray, step: np.ndarray, corr: np.ndarray, j: int) -> np.ndarray:
-    """The read change of every context after one calibrated step of context ``j``."""
+    """The read change of every context for one std of context ``j`` asked."""
     move = corr[j].copy()
     move[j] = step[j]
     return move @ a
@@ -138,8 +138,9 @@ def test_a_calibrated_twin_moves_the_asked_context_alone(toy_images):
     plain = Twin.from_glance(LeakyRun(toy.BrightnessClassifier()))
     run = _calibrated(LeakyRun(toy.BrightnessClassifier()), toy_images)
     twin = Twin.from_glance(run)
-    assert twin.node_std[0] > 1.4  # size is stepped further: it is under-drawn
-    assert twin.node_correction[0, 1] < -0.3  # brightness dim moves against the leak
+    assert twin.node_render[0, 0] > 1.4  # size is drawn further: it is under-drawn
+    assert twin.node_render[0, 1] < -0.3  # brightness dim moves against the leak
+    np.testing.assert_allclose(twin.node_std, plain.node_std)  # the nodes' own units stay
     z = twin.encode(toy_images)
     for tw, moves in ((plain, True), (twin, False)):
         zp = tw.intervene(z, {0: tw.shift(0, z[:, 0], torch.ones(len(z)))}, total=False)
@@ -155,25 +156,44 @@ def test_a_calibrated_twin_moves_the_asked_context_alone(toy_images):
     assert imp[:, 0].mean() < 0.25 * imp_plain[:, 0].mean()
     assert imp[:, 1].mean() > 0.5 * imp_plain[:, 1].mean()
     uncal = Twin.from_glance(run, calibrated=False)
-    assert uncal.node_correction is None
+    assert uncal.node_render is None
     np.testing.assert_allclose(uncal.node_std[:2], plain.node_std[:2])
 
 
-def test_correction_skips_the_intervened_nodes_and_is_validated(toy_images):
-    twin = Twin.from_glance(_calibrated(LeakyRun(toy.BrightnessClassifier()), toy_images))
+def test_the_scm_works_in_the_nodes_units_and_every_change_is_drawn_through_the_map(
+    toy_images,
+):
+    """A descendant that follows an intervention is drawn by its own row of the map, not by
+    the intervened node's calibrated step pushed through the SCM."""
+    render = np.array([[1.5, -0.4, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
+    scm = toy.LinearSCM(3, {(0, 1): 0.8})
+    twin = toy.make_twin(toy.BrightnessClassifier())
+    plain = Twin(twin.encode, twin.generate, twin.classify, twin.nodes, twin.classes, scm=scm)
+    drawn = Twin(
+        twin.encode, twin.generate, twin.classify, twin.nodes, twin.classes, scm=scm,
+        node_render=render,
+    )  # fmt: skip
     z = twin.encode(toy_images)
-    both = {0: z[:, 0] + 1.0, 1: z[:, 1] - 0.5}
-    zp = twin.intervene(z, both, total=False)
-    want = [twin.clip_node(j, v, z[:, j]) for j, v in both.items()]  # set exactly, not corrected
-    np.testing.assert_allclose(zp[:, :2].numpy(), torch.stack(want, 1).numpy())
-    with pytest.raises(ConfigError, match="node_correction"):
+    asked = {0: z[:, 0] + 0.3}
+    before = plain.intervene(z, asked)  # size +0.3, brightness +0.24 through the SCM
+    np.testing.assert_allclose((before - z)[:, 1].numpy(), 0.24, atol=1e-5)
+    after = drawn.intervene(z, asked)
+    change = (before - z).numpy() @ render
+    np.testing.assert_allclose((after - z).numpy(), change, atol=1e-5)
+    np.testing.assert_allclose((after - z)[:, 1].numpy(), 0.3 * -0.4 + 0.24 * 2.0, atol=1e-5)
+    assert drawn.moves(0, z[:, 0], asked[0]).all()  # judged in the node's own units
+
+
+def test_a_render_map_is_validated(toy_images):
+    twin = Twin.from_glance(_calibrated(LeakyRun(toy.BrightnessClassifier()), toy_images))
+    with pytest.raises(ConfigError, match="node_render"):
         Twin(
             encode=twin.encode,
             generate=twin.generate,
             classify=twin.classify,
             nodes=twin.nodes,
             classes=twin.classes,
-            node_correction=np.zeros((2, 2)),
+            node_render=np.zeros((2, 2)),
         )
     run = LeakyRun(context_readback_=np.ones((3, 3)), context_tied_=np.zeros((3, 3), bool))
     with pytest.raises(ConfigError, match="context_readback_"):

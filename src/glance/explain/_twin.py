@@ -78,11 +78,13 @@ class Twin:
         ``None`` for a continuous one. A discrete node is only ever set to one of its levels:
         a shift of ``δ`` moves it ``max(1, round(|δ|))`` levels up or down from the level nearest
         its value, stopping at the last level (see :meth:`shift`).
-    node_correction
-        ``(d, d)``: per unit move of node ``j`` in ``z`` units, how far node ``k`` moves with it,
-        so that the generated image changes ``j``'s context alone
-        (:mod:`glance.explain.calibration`); 0 on the diagonal. Added after the SCM, to the
-        nodes not intervened on. ``None``: nothing moves with an intervened node.
+    node_render
+        ``(d, d)``: how a change of the nodes is drawn. After an intervention (and the SCM's
+        propagation) the change ``z' - z`` is rendered as ``(z' - z) @ node_render``: row ``j``
+        is the move of every dim per unit change of node ``j``, so that the generated image
+        changes ``j``'s context by what was asked and the other contexts not at all
+        (:mod:`glance.explain.calibration`). The SCM, the shifts, the support and
+        :meth:`moves` keep working in the nodes' own units. ``None``: the identity.
     """
 
     encode: Callable[[torch.Tensor], torch.Tensor]
@@ -95,7 +97,7 @@ class Twin:
     scm: ZSpaceSCM | None = None
     node_range: np.ndarray | None = None
     node_levels: tuple[np.ndarray | None, ...] | None = None
-    node_correction: np.ndarray | None = None
+    node_render: np.ndarray | None = None
     _descendants: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -140,16 +142,14 @@ class Twin:
                     )
                 levels.append(arr)
             object.__setattr__(self, "node_levels", tuple(levels))
-        if self.node_correction is not None:
-            corr = np.asarray(self.node_correction, dtype=np.float64)
-            if corr.shape != (d, d) or not np.all(np.isfinite(corr)):
+        if self.node_render is not None:
+            render = np.asarray(self.node_render, dtype=np.float64)
+            if render.shape != (d, d) or not np.all(np.isfinite(render)):
                 raise ConfigError(
-                    f"Twin: 'node_correction' must be a finite ({d}, {d}) matrix; got shape "
-                    f"{corr.shape}"
+                    f"Twin: 'node_render' must be a finite ({d}, {d}) matrix; got shape "
+                    f"{render.shape}"
                 )
-            corr = corr.copy()
-            np.fill_diagonal(corr, 0.0)
-            object.__setattr__(self, "node_correction", corr)
+            object.__setattr__(self, "node_render", render.copy())
         if self.scm is not None and not isinstance(self.scm, ZSpaceSCM):
             raise ConfigError(
                 "Twin: 'scm' must provide counterfactual(z, interventions) and descendants(j); "
@@ -176,26 +176,19 @@ class Twin:
 
         With ``total=True`` the SCM propagates the change to the descendants (residuals of each
         row kept: a counterfactual); with ``total=False`` (or no SCM) only the named dimensions
-        change, which gives direct effects. With a ``node_correction`` the nodes not intervened
-        on then move with the intervened ones by it (in both cases: it is part of making the
-        image change the intervened node alone).
+        change, which gives direct effects. With a ``node_render`` the change is then drawn
+        through it (see the class docstring), so the returned ``z'`` is what the generator is
+        given; the intervened values themselves are :meth:`clip_node`'s.
         """
         out = z.clone()
         if not interventions:
             return out
         interventions = {j: self.clip_node(j, v, z[:, j]) for j, v in interventions.items()}
         out = self._intervened(z, out, interventions, total)
-        if self.node_correction is None:
+        if self.node_render is None:
             return out
-        if not np.any(self.node_correction[list(interventions)]):
-            return out
-        corr = torch.as_tensor(self.node_correction, dtype=z.dtype, device=z.device)
-        keep = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
-        keep[list(interventions)] = 0.0
-        moved = torch.zeros_like(z)
-        for j, v in interventions.items():
-            moved[:, j] = v.to(dtype=z.dtype, device=z.device) - z[:, j]
-        return self.clip(out + (moved @ corr) * keep, origin=out)
+        render = torch.as_tensor(self.node_render, dtype=z.dtype, device=z.device)
+        return self.clip(z + (out - z) @ render, origin=out)
 
     def _intervened(
         self,
@@ -293,7 +286,7 @@ class Twin:
         Where the model measured what its generator draws (``context_readback_``, from
         :meth:`glance.Glance.calibrate_interventions`) and ``calibrated`` is true, a context's
         step is scaled so that the image changes the context by what was asked, and the other
-        contexts' dims move with it so that they do not change (``node_correction``; see
+        contexts' dims move with it so that they do not change (``node_render``; see
         :mod:`glance.explain.calibration`). ``calibrated=False`` gives the uncalibrated twin.
         """
         for attr in ("encode", "generate", "classify", "concept_names_"):
@@ -347,10 +340,10 @@ class Twin:
         classes = tuple(getattr(model, "classes_", ()) or ())
         if not classes:
             raise NotFittedError("explain: the model has no 'classes_'; fit it first")
-        correction = None
+        render = None
         readback = getattr(model, "context_readback_", None) if calibrated else None
         if readback is not None and m:
-            std, correction = _calibrated(model, readback, std, scm, m)
+            render = _render_map(model, readback, std, scm, m)
         return cls(
             encode=model.encode,
             generate=model.generate,
@@ -362,14 +355,13 @@ class Twin:
             scm=scm,
             node_range=node_range,
             node_levels=node_levels,
-            node_correction=correction,
+            node_render=render,
         )
 
 
-def _calibrated(
-    model: Any, readback: Any, std: np.ndarray, scm: Any, m: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Node scales and ``node_correction`` from the model's read-back matrix and the graph."""
+def _render_map(model: Any, readback: Any, std: np.ndarray, scm: Any, m: int) -> np.ndarray:
+    """``node_render`` from the model's read-back matrix and the graph (identity for the free
+    concepts and for contexts not calibrated)."""
     from glance.explain.calibration import intervention_basis
 
     a = np.asarray(readback, dtype=np.float64)
@@ -384,13 +376,11 @@ def _calibrated(
         return {k for k in (scm.descendants(j) if scm is not None else ()) if k < m}
 
     step, corr = intervention_basis(a, tied, below)
-    new = std.copy()
-    new[:m] = std[:m] * step
-    d = len(std)
-    correction = np.zeros((d, d))
-    # corr[j, k]: k's uncalibrated steps per calibrated step of j -> z units per z unit of j
-    correction[:m, :m] = corr * std[None, :m] / new[:m, None]
-    return new, correction
+    render = np.eye(len(std))
+    # per z unit of context j (one std asked = std[j] z units): j moves step[j]; k moves
+    # corr[j, k] of its own steps per std of j asked, i.e. corr[j, k] * std[k] / std[j]
+    render[:m, :m] += np.diag(step - 1.0) + corr * std[None, :m] / std[:m, None]
+    return render
 
 
 def _scm_units(model: Any, scm: Any, nodes: Sequence[str], m: int) -> tuple[np.ndarray, ...]:

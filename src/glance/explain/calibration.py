@@ -14,13 +14,15 @@ dimension alone is moved, giving the matrix ``A[j, k]``: the change of context `
 image, in its standard deviations, per standard deviation of context ``j`` asked.
 
 :func:`intervention_basis` turns it into the moves the twin makes (:class:`~glance.explain.Twin`
-``node_std`` and ``node_correction``): for context ``j`` the combination ``Δ`` of aligned
+``node_render``): for context ``j`` the combination ``Δ`` of aligned
 dimensions whose read changes are one standard deviation of ``j`` and zero for every context
 that is neither a descendant of ``j`` in the causal graph (those follow through the SCM) nor
 tied to it in the data (a reader of observational data cannot tell the two apart): the linear
 system ``Δ · A[S, S] = e_j`` over those contexts ``S``. It is a first-order correction around
 the training images, bounded (:data:`MAX_STEP_RATIO`, :data:`MAX_CORRECTION`) and left out for a
-context the reader cannot read or the generator barely draws.
+context the reader cannot read or the generator barely draws. The twin applies it to the change
+of every context after the SCM has propagated an intervention, so a descendant that follows is
+drawn by its own calibration, and the SCM keeps working in the contexts' own units.
 """
 
 from __future__ import annotations
@@ -154,11 +156,12 @@ def intervention_basis(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(step, correction)`` from a read-back matrix ``A`` (:func:`measure_readback`).
 
-    ``step[j]``: the calibrated step of context ``j`` as a multiple of its uncalibrated one (1
-    where not calibrated). ``correction[j, k]``: how far context ``k``'s dimension moves, in its
-    own uncalibrated steps, per calibrated step of ``j`` (0 on the diagonal and where not
-    corrected). ``tied`` is :func:`tied_pairs` of the training contexts; ``descendants(j)``
-    gives the context indices below ``j`` in the causal graph.
+    ``step[j]``: how far context ``j``'s dimension moves, in its uncalibrated steps, per
+    standard deviation of ``j`` asked (1 where not calibrated). ``correction[j, k]``: how far
+    context ``k``'s dimension moves with it, in ``k``'s uncalibrated steps (0 on the diagonal
+    and where not corrected; scaled down with ``step[j]`` where that was bounded). ``tied`` is
+    :func:`tied_pairs` of the training contexts; ``descendants(j)`` gives the context indices
+    below ``j`` in the causal graph.
     """
     a = np.asarray(readback, dtype=np.float64)
     m = a.shape[0]

@@ -141,10 +141,13 @@ def read_interventions(
     base = _columns(measure(twin.generate(z)), len(z))
     shifts, after = [], []
     for dl in deltas:
-        zp = twin.intervene(z, {j: twin.shift(j, z[:, j], torch.full_like(z[:, j], float(dl)))})
+        new = twin.shift(j, z[:, j], torch.full_like(z[:, j], float(dl)))
+        zp = twin.intervene(z, {j: new})
         after.append(_columns(measure(twin.generate(zp)), len(z)))
-        # The shift actually made (an intervention is clipped to the node's support).
-        shifts.append((zp[:, j] - z[:, j]).cpu().numpy().astype(np.float64))
+        # The shift actually asked for after clipping to the node's support, in the node's own
+        # units (what a calibrated twin draws it with is its business: Twin.node_render).
+        made = twin.clip_node(j, new, z[:, j]) - z[:, j]
+        shifts.append(made.cpu().numpy().astype(np.float64))
     return InterventionReadout(
         node=twin.nodes[j],
         deltas=tuple(float(d) for d in deltas),
