@@ -223,10 +223,12 @@ def truth_knowledge(data: Path, contexts: list[str]) -> Any:
     return knowledge
 
 
-def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any]]:
+def _twin(
+    est: Any, data: Path, n_rows: int = 2000, calibrated: bool = False
+) -> tuple[Twin, dict[str, Any]]:
     """The explainers' twin, with the fitted run's SCM or one discovered here (PC, Fisher-z)."""
     if getattr(est, "scm_", None) is not None:
-        return Twin.from_glance(est), {"scm": "Glance.scm_"}
+        return Twin.from_glance(est, calibrated=calibrated), {"scm": "Glance.scm_"}
     from glance.data import load_dataset
     from glance.exceptions import GlanceError
 
@@ -243,7 +245,7 @@ def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any
             logger.warning("discovery (%s) failed: %s", orientation, exc)
             continue
         edges = [f"{e.source}{'->' if e.directed else '--'}{e.target}" for e in graph.edges()]
-        return Twin.from_glance(est), {
+        return Twin.from_glance(est, calibrated=calibrated), {
             "scm": f"Glance.global_explanation (PC fisher-z, orientation {orientation}, "
             "no bootstrap)",
             "discovery_failures": failures,
@@ -251,7 +253,7 @@ def _twin(est: Any, data: Path, n_rows: int = 2000) -> tuple[Twin, dict[str, Any
             "edges": edges,
             "assumptions": graph.meta.get("assumptions"),
         }
-    return Twin.from_glance(est), {
+    return Twin.from_glance(est, calibrated=calibrated), {
         "scm": "none: discovery failed, total effects = direct effects",
         "discovery_failures": failures,
     }
@@ -263,8 +265,8 @@ def _fit_info(est: Any) -> dict[str, Any]:
     return {
         "fit_seconds": getattr(est, "fit_seconds_", None),
         "train_config": train.to_dict() if hasattr(train, "to_dict") else str(train),
-        "interventions_calibrated": getattr(est, "context_readback_", None) is not None,
-        # set where a cached run was calibrated here (a fresh fit's time includes it)
+        "interventions_measured": getattr(est, "context_readback_", None) is not None,
+        # set where a cached run was measured here (a fresh fit's time includes it)
         "calibration_seconds": getattr(est, "calibration_seconds_", None),
     }
 
@@ -591,7 +593,7 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
     data = _data("morpho", args.work, args.n_morpho, args.seed)
     clf = _classifier(data, "thickness:median", args.work, args.epochs, args.seed)
     est = _fit(clf, data, ["thickness", "intensity"], args)
-    twin, scm_info = _twin(est, data)
+    twin, scm_info = _twin(est, data, calibrated=args.calibrated)
     x, _ = _test_images(data, args.n_explain)
     res: dict[str, Any] = {
         "data": str(data),
@@ -662,7 +664,7 @@ def _shapes(
     contexts = list(SHAPES_FACTORS) + (["cue"] if variant == "spurious" else [])
     clf = _classifier(data, "label", args.work, args.epochs, args.seed)
     est = _fit(clf, data, contexts, args)
-    twin, scm_info = _twin(est, data)
+    twin, scm_info = _twin(est, data, calibrated=args.calibrated)
     x, _ = _test_images(data, args.n_explain, "test")
     res: dict[str, Any] = {
         "data": str(data),
@@ -949,6 +951,11 @@ def main(argv: list[str] | None = None) -> int:
         type=json.loads,
         default=None,
         help='overrides of the preset as JSON, e.g. \'{"loss": {"reconstruction_bce": 0.1}}\'',
+    )
+    ap.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="explain with calibrated interventions (Twin.from_glance(calibrated=True))",
     )
     ap.add_argument(
         "--merge",

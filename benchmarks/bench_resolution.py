@@ -281,7 +281,7 @@ def oracle_pendulum(
 def _explain(est: Any, x: torch.Tensor, contexts: list[str], args: argparse.Namespace):
     from glance.explain import LocalExplainer, Twin
 
-    twin = Twin.from_glance(est)
+    twin = Twin.from_glance(est, calibrated=args.calibrated)
     t0 = time.perf_counter()
     exp = LocalExplainer(twin, batch_size=args.batch_size).explain(x)
     cols = [exp.nodes.index(c) for c in contexts]
@@ -305,8 +305,9 @@ def _common(kind: str, contexts: list[str], args: argparse.Namespace) -> tuple:
         "classifier": clf_info,
         "fit_wall_s": fit_wall,
         "fit_seconds": getattr(est, "fit_seconds_", None),
-        "interventions_calibrated": getattr(est, "context_readback_", None) is not None,
-        # set where a cached run was calibrated here (a fresh fit's time includes it)
+        "interventions_measured": getattr(est, "context_readback_", None) is not None,
+        "explained_calibrated": bool(args.calibrated),
+        # set where a cached run was measured here (a fresh fit's time includes it)
         "calibration_seconds": getattr(est, "calibration_seconds_", None),
         "evaluate_s": time.perf_counter() - t0,
         "metrics": {
@@ -647,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="pendulum,shapes")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--config", default=None, help="JSON overrides of the preset")
+    ap.add_argument(
+        "--calibrated", action="store_true", help="explain with calibrated interventions"
+    )
     ap.add_argument("--tag", default="", help="name of this setting (separate runs in --work)")
     ap.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
     ap.add_argument("--work", type=Path, default=Path("/tmp/glance-bench-resolution"))

@@ -177,7 +177,7 @@ class _ToyReader:
 @pytest.mark.parametrize("with_scm", [True, False])
 def test_specificity_leaves_out_the_descendants_of_the_graph(monkeypatch, with_scm):
     twin = toy.make_twin(with_scm=with_scm)  # SCM size -> brightness (coefficient 0.8)
-    monkeypatch.setattr(Twin, "from_glance", classmethod(lambda cls, est: twin))
+    monkeypatch.setattr(Twin, "from_glance", classmethod(lambda cls, est, **_: twin))
     est = SimpleNamespace(context_names_=["size", "brightness"], context_std_=np.ones(2))
     images = toy.render(toy.sample_concepts(16, random_state=1))
     res = _soundness(est, images, _ToyReader())

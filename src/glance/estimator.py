@@ -742,20 +742,22 @@ class Glance:
         )
         self.run_ = run
 
-    def twin(self) -> Any:
+    def twin(self, *, calibrated: bool = False) -> Any:
         """This fitted model as a :class:`glance.explain.Twin`: what the explainers, the
         soundness checks and the explorer run on (encode, generate, the real classifier, node
-        scales and support, the SCM when there is one)."""
+        scales and support, the SCM when there is one). ``calibrated=True``: interventions
+        drawn with what :meth:`calibrate_interventions` measured (opt-in)."""
         from glance.explain import Twin
 
         self._check_fitted()
-        return Twin.from_glance(self)
+        return Twin.from_glance(self, calibrated=calibrated)
 
     def calibrate_interventions(
         self, dataset: Any, *, n_images: int = CALIBRATION_IMAGES, reader: Any = None
     ) -> Glance:
-        """Measure what the generator draws when one context's aligned dim moves, so that the
-        twin's interventions change that context by what is asked and nothing else.
+        """Measure what the generator draws when one context's aligned dim moves, so that a
+        calibrated twin (``twin(calibrated=True)``) changes that context by what is asked and
+        nothing else; ``evaluate`` reports it either way.
 
         :meth:`fit` calls it at its end; call it on a run fitted before it existed (the result
         lives on this object; :meth:`save` writes it into the run). A context reader is fitted

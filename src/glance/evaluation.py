@@ -83,7 +83,9 @@ _NO_GRAPH = (
 )
 
 
-def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
+def _soundness(
+    est: Any, images: torch.Tensor, reader: Any, *, calibrated: bool = False
+) -> dict[str, Any]:
     """Counterfactual soundness (Monteiro et al. 2023): composition, reversibility, and the
     effectiveness and specificity of an intervention on every aligned context that can be read.
 
@@ -97,7 +99,7 @@ def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
     """
     from glance.explain import Twin, soundness
 
-    twin = Twin.from_glance(est)
+    twin = Twin.from_glance(est, calibrated=calibrated)
     names = list(est.context_names_)
     res: dict[str, Any] = {
         "composition": soundness.composition(twin, images),
@@ -107,7 +109,7 @@ def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
     }
     if not names:
         return res
-    res["calibration"] = _calibration(est, twin)
+    res["calibration"] = _calibration(est)
     if twin.scm is None:
         res["specificity_note"] = _NO_GRAPH
     unreadable = [c for c in names if not reader.readable(c)]
@@ -131,15 +133,18 @@ def _soundness(est: Any, images: torch.Tensor, reader: Any) -> dict[str, Any]:
     return res
 
 
-def _calibration(est: Any, twin: Any) -> dict[str, Any] | None:
+def _calibration(est: Any) -> dict[str, Any] | None:
     """What the fit measured its generator to draw per context (``drawn``: the read change per
-    std asked, uncalibrated) and the step the twin now makes (``step``: in uncalibrated steps);
-    ``None`` for a run whose interventions are not calibrated."""
+    std asked) and the step a calibrated twin makes (``step``: in uncalibrated steps; the
+    checks here use the uncalibrated twin); ``None`` where nothing was measured."""
+    from glance.explain import Twin
+
     readback = getattr(est, "context_readback_", None)
     if readback is None:
         return None
     names = list(est.context_names_)
-    render = twin.node_render if twin.node_render is not None else np.eye(len(names))
+    render = Twin.from_glance(est, calibrated=True).node_render
+    render = render if render is not None else np.eye(len(names))
     return {
         "drawn": {c: _opt(readback[j, j]) for j, c in enumerate(names)},
         "step": {c: float(render[j, j]) for j, c in enumerate(names)},

@@ -137,7 +137,7 @@ def _calibrated(run: ToyRun, images: torch.Tensor) -> ToyRun:
 def test_a_calibrated_twin_moves_the_asked_context_alone(toy_images):
     plain = Twin.from_glance(LeakyRun(toy.BrightnessClassifier()))
     run = _calibrated(LeakyRun(toy.BrightnessClassifier()), toy_images)
-    twin = Twin.from_glance(run)
+    twin = Twin.from_glance(run, calibrated=True)
     assert twin.node_render[0, 0] > 1.4  # size is drawn further: it is under-drawn
     assert twin.node_render[0, 1] < -0.3  # brightness dim moves against the leak
     np.testing.assert_allclose(twin.node_std, plain.node_std)  # the nodes' own units stay
@@ -155,7 +155,7 @@ def test_a_calibrated_twin_moves_the_asked_context_alone(toy_images):
     imp = InterventionalImportance(twin).explain(toy_images).importance
     assert imp[:, 0].mean() < 0.25 * imp_plain[:, 0].mean()
     assert imp[:, 1].mean() > 0.5 * imp_plain[:, 1].mean()
-    uncal = Twin.from_glance(run, calibrated=False)
+    uncal = Twin.from_glance(run)  # the default: uncalibrated
     assert uncal.node_render is None
     np.testing.assert_allclose(uncal.node_std[:2], plain.node_std[:2])
 
@@ -197,4 +197,4 @@ def test_a_render_map_is_validated(toy_images):
         )
     run = LeakyRun(context_readback_=np.ones((3, 3)), context_tied_=np.zeros((3, 3), bool))
     with pytest.raises(ConfigError, match="context_readback_"):
-        Twin.from_glance(run)
+        Twin.from_glance(run, calibrated=True)
