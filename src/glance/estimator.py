@@ -113,8 +113,9 @@ class Glance:
     context_readback_ : ndarray of shape (n_contexts, n_contexts) or None
         What the generator draws: the change of context ``k`` read on the generated image (in
         its stds) per std of context ``j`` asked, when only ``j``'s aligned dim moves (NaN where
-        not measured; :meth:`calibrate_interventions`). The twin calibrates its interventions
-        with it. ``None``: not measured (too few images, no contexts, or an older run).
+        not measured; :meth:`calibrate_interventions`). ``evaluate`` reports it, and a
+        calibrated twin (``twin(calibrated=True)``, opt-in) intervenes with it. ``None``: not
+        measured (too few images, no contexts, or an older run).
     context_tied_ : ndarray of shape (n_contexts, n_contexts) or None
         Contexts whose training values are tied (correlated beyond
         :data:`glance.explain.calibration.TIED_CORRELATION`): not held still for each other.
@@ -768,7 +769,7 @@ class Glance:
         their own step but hold no other context still (``cross`` of
         :func:`~glance.explain.calibration.measure_readback`).
         With fewer than ``MIN_CALIBRATION_IMAGES`` images, or no contexts, nothing is measured
-        (``context_readback_ = None``: the twin intervenes uncalibrated).
+        (``context_readback_ = None``: a calibrated twin is then the uncalibrated one).
 
         ``reader`` (a :class:`glance.metrics.readers.ContextReader` of the contexts) skips
         fitting one.
