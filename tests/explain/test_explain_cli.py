@@ -121,3 +121,27 @@ def test_parse_index():
         parse_index("20:30", 10)
     with pytest.raises(Exception, match="index"):
         parse_index("a:b", 10)
+
+
+def test_explain_calibrated_draws_through_the_fits_measurement(monkeypatch, tmp_path, capsys):
+    a = _png(tmp_path / "a.png", [0.2, 0.0, 0.0])
+    plain = serve_toy_run(monkeypatch, tmp_path / "plain")
+    assert (
+        main(["-q", "explain", str(plain), str(a), "--calibrated", "--out", str(tmp_path / "x")])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "--calibrated: the run" in err and "measured no calibration" in err
+    assert len(err.splitlines()) == 1
+    # the fit measured size drawn at half the asked change: a calibrated twin draws it twice
+    measured = {"context_readback_": np.diag([0.5, 1.0]), "context_tied_": np.zeros((2, 2), bool)}
+    run = serve_toy_run(monkeypatch, tmp_path / "run", **measured)
+    imp = {}
+    for flag in ([], ["--calibrated"]):
+        out = tmp_path / f"out{len(flag)}"
+        assert main(["-q", "explain", str(run), str(a), "--out", str(out), *flag]) == 0
+        data = json.loads((out / "explanations.json").read_text())
+        assert data["meta"]["calibrated_interventions"] is bool(flag)
+        imp[bool(flag)] = data["explanations"][0]["importance"]
+    assert imp[True]["size"] > imp[False]["size"]
+    assert imp[True]["concept_0"] == pytest.approx(imp[False]["concept_0"])

@@ -45,18 +45,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (instead of image files)")
     p.add_argument("--split", help="split of --data (default: the held-out split)")
     p.add_argument("--index", default="0:16", help="images of --data, 'A:B' or 'i,j,k'")
-    p.add_argument(
-        "--target", type=nonneg_int, default=None, help="class for the counterfactual"
-    )
+    p.add_argument("--target", type=nonneg_int, default=None, help="class for the counterfactual")
     p.add_argument(
         "--out", type=Path, default=None, help="output directory (default RUN/explanations)"
     )
-    p.add_argument(
-        "--force", action="store_true", help="replace an existing --out outside the run"
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=16, help="images explained together"
-    )
+    p.add_argument("--force", action="store_true", help="replace an existing --out outside the run")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images explained together")
     p.add_argument(
         "--method",
         choices=EXPLAINERS.names(),
@@ -65,6 +59,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "interactions, counterfactual and traversals",
     )
     p.add_argument("--no-pngs", action="store_true", help="write the JSON only")
+    p.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="draw every intervention with what the fit measured its generator to draw "
+        "(opt-in; docs/faithfulness.md#calibrated-interventions)",
+    )
     p.add_argument(
         "--significance",
         type=nonneg_int,
@@ -183,7 +183,12 @@ def _run(args: argparse.Namespace) -> int:
     significance = {"n_random": args.significance} if args.significance else {}
     with compute(args.threads):
         exp = explain(
-            model, x, args.target, explainer=args.method, batch_size=args.batch_size, **significance
+            _twin(model, args.calibrated),
+            x,
+            args.target,
+            explainer=args.method,
+            batch_size=args.batch_size,
+            **significance,
         )
     graph = None if args.no_pngs else getattr(model, "graph_", None)
     path = exp.save(out, pngs=not args.no_pngs, graph=graph, replace=True)
@@ -196,6 +201,21 @@ def _run(args: argparse.Namespace) -> int:
         path,
     )
     return 0
+
+
+def _twin(model: Any, calibrated: bool) -> Any:
+    """The run itself, or its calibrated twin for ``--calibrated``."""
+    from glance.explain import Twin
+
+    if not calibrated:
+        return model
+    if getattr(model, "context_readback_", None) is None:
+        raise ConfigError(
+            f"--calibrated: the run {model.run_.path} measured no calibration (a run fitted "
+            "before it existed, on fewer than 500 images, or without contexts); "
+            "Glance.calibrate_interventions(train) then save() adds it"
+        )
+    return Twin.from_glance(model, calibrated=True)
 
 
 def _concepts(args: argparse.Namespace) -> int:

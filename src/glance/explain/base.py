@@ -113,6 +113,8 @@ class Explainer:
             n_images=int(x.shape[0]),
             n_generated=renderer.n_rendered,
             seconds={"total": time.perf_counter() - t0, **renderer.seconds},
+            # drawn through Twin.node_render (glance.explain.calibration), not the default
+            calibrated_interventions=self.twin.node_render is not None,
         )
         agreement = float(np.mean(out.prediction == out.reconstruction_prediction))
         meta["reconstruction_agreement"] = agreement
