@@ -118,7 +118,7 @@ class Glance:
         measured (too few images, no contexts, or an older run).
     context_tied_ : ndarray of shape (n_contexts, n_contexts) or None
         Contexts whose training values are tied (correlated beyond
-        :data:`glance.explain.calibration.TIED_CORRELATION`): not held still for each other.
+        :data:`glance.metrics.readers.TIED_CORRELATION`): not held still for each other.
     concept_names_ : list of str
         Context names, then ``concept_0`` ... for the free dims (length ``d``).
     classes_ : list of str
@@ -775,11 +775,11 @@ class Glance:
         fitting one.
 
         Sets ``context_readback_`` ((m, m), NaN where not measured) and ``context_tied_`` ((m, m)
-        bool: contexts whose training values correlate at least
-        :data:`glance.explain.calibration.TIED_CORRELATION`).
+        bool: contexts whose training values correlate beyond
+        :data:`glance.metrics.readers.TIED_CORRELATION`).
         """
-        from glance.explain import Twin
-        from glance.explain.calibration import measure_readback, tied_pairs
+        from glance.explain.calibration import measure_readback
+        from glance.metrics.readers import tied_pairs
 
         self._check_fitted()
         names = list(self.context_names_)
@@ -796,14 +796,13 @@ class Glance:
             reader = self._own_reader(dataset, morphometrics=True)
         rng = np.random.default_rng(int(self.random_state))
         idx = np.sort(rng.permutation(len(dataset))[: int(n_images)])
-        twin = Twin.from_glance(self, calibrated=False)
         levels = list(getattr(self, "context_levels_", None) or [None] * len(names))
         self.context_readback_ = measure_readback(
             self.encode,
             self.generate,
             dataset.load_images(idx).float(),
             reader.read,
-            twin.node_std[: len(names)],
+            self.context_scale_,  # each context's uncalibrated step (see Twin.from_glance)
             readable=[reader.readable(c) for c in names],
             discrete=[lv is not None for lv in levels],
             read_std=reader.std,

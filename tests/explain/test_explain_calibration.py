@@ -13,8 +13,8 @@ from glance.explain.calibration import (
     MAX_STEP_RATIO,
     intervention_basis,
     measure_readback,
-    tied_pairs,
 )
+from glance.metrics.readers import tied_pairs
 
 NONE_BELOW = lambda j: ()  # noqa: E731
 

@@ -45,12 +45,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="dataset directory (instead of image files)")
     p.add_argument("--split", help="split of --data (default: the held-out split)")
     p.add_argument("--index", default="0:16", help="images of --data, 'A:B' or 'i,j,k'")
-    p.add_argument("--target", type=nonneg_int, default=None, help="class for the counterfactual")
+    p.add_argument(
+        "--target", type=nonneg_int, default=None, help="class for the counterfactual"
+    )
     p.add_argument(
         "--out", type=Path, default=None, help="output directory (default RUN/explanations)"
     )
-    p.add_argument("--force", action="store_true", help="replace an existing --out outside the run")
-    p.add_argument("--batch-size", type=positive_int, default=16, help="images explained together")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --out outside the run"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=16, help="images explained together"
+    )
     p.add_argument(
         "--method",
         choices=EXPLAINERS.names(),

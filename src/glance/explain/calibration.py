@@ -35,21 +35,15 @@ import torch
 
 __all__ = [
     "READBACK_DELTAS",
-    "TIED_CORRELATION",
     "MIN_DRAWN",
     "MAX_STEP_RATIO",
     "MAX_CORRECTION",
-    "tied_pairs",
     "measure_readback",
     "intervention_basis",
 ]
 
 #: Shifts (context stds) at which the read-back is measured; the slope through them is ``A``.
 READBACK_DELTAS = (-1.0, -0.5, 0.5, 1.0)
-#: Contexts whose training values correlate at least this much (|Pearson r|) are *tied*: a reader
-#: fitted on the data reads one partly through the other, so neither is held still for the other
-#: (the read-back loss compares the same pairs; ``LossConfig.readback``).
-TIED_CORRELATION = 0.5
 #: A context whose own drawn change is below this fraction of the asked one is left as it is: a
 #: bigger step would ask the generator for what it does not draw, not for more of it.
 MIN_DRAWN = 0.2
@@ -60,25 +54,6 @@ MAX_CORRECTION = 1.0
 #: Above this condition number the system is not trusted: the step is calibrated on the
 #: diagonal alone, with no correction.
 MAX_CONDITION = 100.0
-
-
-def tied_pairs(contexts: np.ndarray, threshold: float = TIED_CORRELATION) -> np.ndarray:
-    """``(m, m)`` bool: contexts whose training values correlate at least ``threshold``.
-
-    ``contexts`` is (N, m), NaN for unknown values (each pair uses the rows where both are
-    known); a constant column is tied to nothing.
-    """
-    c = np.asarray(contexts, dtype=np.float64)
-    m = c.shape[1]
-    tied = np.zeros((m, m), dtype=bool)
-    for j in range(m):
-        for k in range(j + 1, m):
-            ok = np.isfinite(c[:, j]) & np.isfinite(c[:, k])
-            a, b = c[ok, j], c[ok, k]
-            if ok.sum() < 3 or a.std() == 0 or b.std() == 0:
-                continue
-            tied[j, k] = tied[k, j] = abs(float(np.corrcoef(a, b)[0, 1])) >= threshold
-    return tied
 
 
 @torch.no_grad()
@@ -160,8 +135,8 @@ def intervention_basis(
     standard deviation of ``j`` asked (1 where not calibrated). ``correction[j, k]``: how far
     context ``k``'s dimension moves with it, in ``k``'s uncalibrated steps (0 on the diagonal
     and where not corrected; scaled down with ``step[j]`` where that was bounded). ``tied`` is
-    :func:`tied_pairs` of the training contexts; ``descendants(j)`` gives the context indices
-    below ``j`` in the causal graph.
+    :func:`glance.metrics.readers.tied_pairs` of the training contexts; ``descendants(j)``
+    gives the context indices below ``j`` in the causal graph.
     """
     a = np.asarray(readback, dtype=np.float64)
     m = a.shape[0]

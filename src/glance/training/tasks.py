@@ -168,11 +168,6 @@ class EncoderTask(nn.Module):
         return _weighted(terms, weights, on_loss)
 
 
-#: Pairs of contexts whose training values correlate beyond this (|Pearson r|) are not compared
-#: by the read-back loss: a reader fitted on observational data cannot tell them apart (on causal
-#: shapes it reads ``shape`` partly through ``hue``), so penalising one when the other moves
-#: would fight the intervention itself.
-READBACK_LINKED_R = 0.5
 #: Samples per read-back step, and the range of |shift| in standardised units.
 READBACK_SAMPLES = 8
 READBACK_SHIFT = (0.5, 1.5)
@@ -192,7 +187,8 @@ class ReadbackSpec:
         (R,) bool: the reader reads that context (held-out R² at least ``READABLE_R2``).
     linked
         (m, R) bool: when aligned dim ``j`` moves, column ``c`` is not compared (the two contexts
-        correlate too strongly in the training data to be read apart).
+        are tied in the training data, :func:`glance.metrics.readers.tied_pairs`: penalising
+        one when the other moves would fight the intervention itself).
     """
 
     reader: nn.Module
@@ -208,17 +204,9 @@ class ReadbackSpec:
         names = list(reader.cnn_contexts)  # type: ignore[attr-defined]
         cols = torch.tensor([contexts.index(c) for c in names], dtype=torch.long)
         readable = torch.tensor([reader.readable(c) for c in names], dtype=torch.bool)  # type: ignore[attr-defined]
-        v = values.double()
-        m = v.shape[1]
-        corr = torch.zeros(m, m, dtype=torch.float64)
-        for i in range(m):
-            for j in range(m):
-                ok = torch.isfinite(v[:, i]) & torch.isfinite(v[:, j])
-                if i != j and ok.sum() > 2:
-                    a, b = v[ok, i], v[ok, j]
-                    a, b = a - a.mean(), b - b.mean()
-                    corr[i, j] = (a @ b) / (a.norm() * b.norm()).clamp(min=1e-12)
-        linked = corr[:, cols].abs() > READBACK_LINKED_R
+        from glance.metrics.readers import tied_pairs
+
+        linked = torch.as_tensor(tied_pairs(values.double().cpu().numpy()))[:, cols]
         net = reader.net.eval().requires_grad_(False)  # type: ignore[attr-defined]
         return cls(reader=net, columns=cols, readable=readable, linked=linked)
 
