@@ -118,7 +118,7 @@ class Glance:
         measured (too few images, no contexts, or an older run).
     context_tied_ : ndarray of shape (n_contexts, n_contexts) or None
         Contexts whose training values are tied (correlated beyond
-        :data:`glance.metrics.readers.TIED_CORRELATION`): not held still for each other.
+        :data:`glance.training.tasks.TIED_CORRELATION`): not held still for each other.
     concept_names_ : list of str
         Context names, then ``concept_0`` ... for the free dims (length ``d``).
     classes_ : list of str
@@ -776,10 +776,10 @@ class Glance:
 
         Sets ``context_readback_`` ((m, m), NaN where not measured) and ``context_tied_`` ((m, m)
         bool: contexts whose training values correlate beyond
-        :data:`glance.metrics.readers.TIED_CORRELATION`).
+        :data:`glance.training.tasks.TIED_CORRELATION`).
         """
         from glance.explain.calibration import measure_readback
-        from glance.metrics.readers import tied_pairs
+        from glance.training.tasks import tied_pairs
 
         self._check_fitted()
         names = list(self.context_names_)

@@ -14,7 +14,7 @@ from glance.explain.calibration import (
     intervention_basis,
     measure_readback,
 )
-from glance.metrics.readers import tied_pairs
+from glance.training.tasks import tied_pairs
 
 NONE_BELOW = lambda j: ()  # noqa: E731
 

@@ -135,7 +135,7 @@ def intervention_basis(
     standard deviation of ``j`` asked (1 where not calibrated). ``correction[j, k]``: how far
     context ``k``'s dimension moves with it, in ``k``'s uncalibrated steps (0 on the diagonal
     and where not corrected; scaled down with ``step[j]`` where that was bounded). ``tied`` is
-    :func:`glance.metrics.readers.tied_pairs` of the training contexts; ``descendants(j)``
+    :func:`glance.training.tasks.tied_pairs` of the training contexts; ``descendants(j)``
     gives the context indices below ``j`` in the causal graph.
     """
     a = np.asarray(readback, dtype=np.float64)

@@ -52,8 +52,6 @@ __all__ = [
     "r2_score",
     "MORPHOMETRIC_CONTEXTS",
     "READABLE_R2",
-    "TIED_CORRELATION",
-    "tied_pairs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,36 +60,12 @@ logger = logging.getLogger(__name__)
 MORPHOMETRIC_CONTEXTS = ("area", "length", "thickness", "slant", "width", "height", "intensity")
 #: Below this held-out R² a context cannot be read from images: its figures are not given.
 READABLE_R2 = 0.80
-#: Contexts whose training values correlate beyond this (|Pearson r|) are *tied*: a reader fitted
-#: on observational data reads one partly through the other (on causal shapes it reads ``shape``
-#: partly through ``hue``), so neither is held still when the other moves (the read-back loss,
-#: calibrated interventions).
-TIED_CORRELATION = 0.5
 #: Held-out values below this count give no R² worth reporting (the context is unreadable).
 MIN_HELDOUT = 10
 FORMAT_VERSION = 1
 KIND = "glance-context-reader"
 _JSON = "reader.json"
 _WEIGHTS = "reader.safetensors"
-
-
-def tied_pairs(contexts: np.ndarray, threshold: float = TIED_CORRELATION) -> np.ndarray:
-    """``(m, m)`` bool: contexts whose training values correlate beyond ``threshold``.
-
-    ``contexts`` is (N, m), NaN for unknown values (each pair uses the rows where both are
-    known, at least 3); a constant column is tied to nothing, nor is a context to itself.
-    """
-    c = np.asarray(contexts, dtype=np.float64)
-    m = c.shape[1]
-    tied = np.zeros((m, m), dtype=bool)
-    for j in range(m):
-        for k in range(j + 1, m):
-            ok = np.isfinite(c[:, j]) & np.isfinite(c[:, k])
-            a, b = c[ok, j] - c[ok, j].mean(), c[ok, k] - c[ok, k].mean()
-            norm = np.linalg.norm(a) * np.linalg.norm(b)
-            if ok.sum() > 2 and norm > 0:
-                tied[j, k] = tied[k, j] = abs(float(a @ b) / norm) > threshold
-    return tied
 
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:

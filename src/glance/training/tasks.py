@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,8 @@ __all__ = [
     "GeneratorTask",
     "DiscriminatorTask",
     "ReadbackSpec",
+    "TIED_CORRELATION",
+    "tied_pairs",
 ]
 
 LossHook = Callable[[str, torch.Tensor], torch.Tensor]
@@ -168,9 +171,33 @@ class EncoderTask(nn.Module):
         return _weighted(terms, weights, on_loss)
 
 
+#: Contexts whose training values correlate beyond this (|Pearson r|) are *tied*: a reader fitted
+#: on observational data reads one partly through the other (on causal shapes it reads ``shape``
+#: partly through ``hue``), so neither is held still when the other moves (the read-back loss,
+#: calibrated interventions).
+TIED_CORRELATION = 0.5
 #: Samples per read-back step, and the range of |shift| in standardised units.
 READBACK_SAMPLES = 8
 READBACK_SHIFT = (0.5, 1.5)
+
+
+def tied_pairs(contexts: np.ndarray, threshold: float = TIED_CORRELATION) -> np.ndarray:
+    """``(m, m)`` bool: contexts whose training values correlate beyond ``threshold``.
+
+    ``contexts`` is (N, m), NaN for unknown values (each pair uses the rows where both are
+    known, at least 3); a constant column is tied to nothing, nor is a context to itself.
+    """
+    c = np.asarray(contexts, dtype=np.float64)
+    m = c.shape[1]
+    tied = np.zeros((m, m), dtype=bool)
+    for j in range(m):
+        for k in range(j + 1, m):
+            ok = np.isfinite(c[:, j]) & np.isfinite(c[:, k])
+            a, b = c[ok, j] - c[ok, j].mean(), c[ok, k] - c[ok, k].mean()
+            norm = np.linalg.norm(a) * np.linalg.norm(b)
+            if ok.sum() > 2 and norm > 0:
+                tied[j, k] = tied[k, j] = abs(float(a @ b) / norm) > threshold
+    return tied
 
 
 @dataclass(frozen=True)
@@ -187,7 +214,7 @@ class ReadbackSpec:
         (R,) bool: the reader reads that context (held-out R² at least ``READABLE_R2``).
     linked
         (m, R) bool: when aligned dim ``j`` moves, column ``c`` is not compared (the two contexts
-        are tied in the training data, :func:`glance.metrics.readers.tied_pairs`: penalising
+        are tied in the training data, :func:`tied_pairs`: penalising
         one when the other moves would fight the intervention itself).
     """
 
@@ -204,8 +231,6 @@ class ReadbackSpec:
         names = list(reader.cnn_contexts)  # type: ignore[attr-defined]
         cols = torch.tensor([contexts.index(c) for c in names], dtype=torch.long)
         readable = torch.tensor([reader.readable(c) for c in names], dtype=torch.bool)  # type: ignore[attr-defined]
-        from glance.metrics.readers import tied_pairs
-
         linked = torch.as_tensor(tied_pairs(values.double().cpu().numpy()))[:, cols]
         net = reader.net.eval().requires_grad_(False)  # type: ignore[attr-defined]
         return cls(reader=net, columns=cols, readable=readable, linked=linked)
