@@ -280,7 +280,7 @@ def test_both_generator_stages_add_the_cross_entropy_by_its_weight(weight):
     torch.manual_seed(0)
     y, x = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
     cfg = LossConfig(reconstruction_loss="laplacian", reconstruction_bce=weight)
-    task = GeneratorTask(_DrawsItsInput(), None, None, None, None, cfg, n_aligned=0)
+    task = GeneratorTask(_DrawsItsInput(), None, None, None, None, cfg)
     want = reconstruction_laplacian(y, x) + weight * reconstruction_bce(y, x)
     assert task.reconstruction(y, x).item() == pytest.approx(want.item())
     # the warm-up's loss is that term at the reconstruction weight (the full stage calls the

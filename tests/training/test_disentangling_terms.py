@@ -10,7 +10,7 @@ import torch
 import glance
 from glance.estimator import Glance
 from glance.training.loop import Hooks
-from glance.training.tasks import READBACK_SHIFT, ReadbackSpec, swap_free_dims
+from glance.training.tasks import READBACK_SHIFT, ReadbackSpec
 
 TRAIN = {"encoder_steps": 4, "generator_steps": 4, "checkpoint_every": 4, "generator_batch": 8}
 
@@ -142,58 +142,3 @@ def test_a_classifier_that_predicts_one_class_is_warned_about(tiny_classifier, t
     logits[1, 1] = 0.0
     with pytest.warns(UserWarning, match="predicts class 'a' for 99.0% of the 100"):
         _warn_if_one_class(logits, ["a", "b"])
-
-
-def test_swap_free_dims_passes_free_dims_round_and_keeps_aligned_ones():
-    z = torch.arange(40.0).reshape(10, 4)  # 2 aligned dims, 2 free dims
-    out = swap_free_dims(z, 2, 0.5, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(out[:, :2], z[:, :2])
-    changed = (out[:, 2:] != z[:, 2:]).any(1)
-    assert int(changed.sum()) == 5
-    # every changed row holds another changed row's free dims, each donor used once
-    donors = [int((z[:, 2:] == out[i, 2:]).all(1).nonzero()) for i in changed.nonzero().ravel()]
-    assert sorted(donors) == changed.nonzero().ravel().tolist()
-    assert torch.equal(z, torch.arange(40.0).reshape(10, 4))  # the input is not modified
-
-
-@pytest.mark.parametrize(("n_aligned", "fraction"), [(2, 0.0), (2, 0.1), (4, 1.0)])
-def test_swap_free_dims_leaves_z_when_there_is_nothing_to_swap(n_aligned, fraction):
-    z = torch.randn(10, 4)
-    # fraction 0.1 of 10 rows is one row: it has no other row to take from
-    assert torch.equal(swap_free_dims(z, n_aligned, fraction, torch.Generator()), z)
-
-
-class _RecordingGenerator(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(()))
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, z, noise_mode="random", generator=None):
-        self.seen.append(z.detach().clone())
-        return torch.sigmoid(self.w).expand(len(z), 1, 4, 4)
-
-
-@pytest.mark.parametrize("fraction", [0.0, 1.0])
-def test_generator_task_draws_swapped_free_dims_against_the_own_image(fraction):
-    from glance.training.config import LossConfig
-    from glance.training.tasks import GeneratorTask
-
-    g = _RecordingGenerator()
-    task = GeneratorTask(g, None, None, None, None, LossConfig(free_shuffle=fraction), n_aligned=2)
-    z = torch.randn(6, 5)
-    real = torch.rand(6, 1, 4, 4)
-    out = task(real, None, z, z[:0], torch.Generator().manual_seed(0), warmup=True)
-    (drawn,) = g.seen
-    torch.testing.assert_close(drawn[:, :2], z[:, :2])
-    assert (drawn[:, 2:] != z[:, 2:]).any(1).all() == (fraction == 1.0)
-    # the target is still each row's own image
-    torch.testing.assert_close(out["reconstruction"], task.reconstruction(g(z), real))
-
-
-def test_free_shuffle_must_be_a_fraction():
-    from glance.exceptions import ConfigError
-    from glance.training.config import LossConfig
-
-    with pytest.raises(ConfigError, match="free_shuffle"):
-        LossConfig(free_shuffle=1.5).validate()

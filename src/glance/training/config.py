@@ -139,13 +139,6 @@ class LossConfig(ConfigBase):
     #: images (:func:`glance.training.losses.intervention_readback`). 0 = off.
     readback: float = 0.0
     readback_interval: int = 4
-    #: Fraction of the encoded real images of each generator step whose *free* dims are swapped
-    #: with another image's of the batch before they are drawn (the reconstruction and feature
-    #: matching still target the image itself); 0 = off. The free dims also carry the contexts,
-    #: so the generator learns to draw a context from both places, and moving its aligned dim
-    #: alone draws only part of it; with swapped free dims only the aligned dims say the image's
-    #: contexts.
-    free_shuffle: float = 0.0
 
     def validate(self) -> None:
         _positive(
@@ -168,10 +161,6 @@ class LossConfig(ConfigBase):
             allow_zero=True,
         )
         _positive(self, "temperature", "r1_interval", "disentangle_interval", "readback_interval")
-        if not 0.0 <= self.free_shuffle <= 1.0:
-            raise ConfigError(
-                f"LossConfig.free_shuffle must be in [0, 1]; got {self.free_shuffle!r}"
-            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -283,14 +283,7 @@ class Trainer:
         p, cfg = self.parts, self.config.loss
         self.enc_task = EncoderTask(p.encoder, p.head, self.n_aligned, cfg)
         self.gen_task = GeneratorTask(
-            p.generator,
-            p.discriminator,
-            p.encoder,
-            p.head,
-            p.classify,
-            cfg,
-            p.readback,
-            n_aligned=self.n_aligned,
+            p.generator, p.discriminator, p.encoder, p.head, p.classify, cfg, p.readback
         )
         self.disc_task = DiscriminatorTask(p.discriminator, cfg)
         self.enc_ddp = self.dist.wrap(self.enc_task)

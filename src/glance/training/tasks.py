@@ -30,7 +30,6 @@ __all__ = [
     "ReadbackSpec",
     "TIED_CORRELATION",
     "tied_pairs",
-    "swap_free_dims",
 ]
 
 LossHook = Callable[[str, torch.Tensor], torch.Tensor]
@@ -256,25 +255,6 @@ class ReadbackSpec:
         return moved.to(dev), shift.to(dev), weights.to(dev)
 
 
-def swap_free_dims(
-    z: torch.Tensor, n_aligned: int, fraction: float, rng: torch.Generator
-) -> torch.Tensor:
-    """``z`` with the free dims (``z[:, n_aligned:]``) of ``round(fraction * len(z))`` random
-    rows passed round among those rows (each gets another's; ``LossConfig.free_shuffle``).
-
-    The aligned dims stay, so a generator asked to reconstruct the row's own image can learn its
-    contexts from the aligned dims only.
-    """
-    k = int(round(fraction * len(z)))
-    if k < 2 or n_aligned >= z.shape[1]:
-        return z
-    rows = torch.randperm(len(z), generator=rng)[:k]
-    donors = torch.roll(rows, 1)  # a cycle over the chosen rows: no row keeps its own
-    out = z.clone()
-    out[rows.to(z.device), n_aligned:] = z[donors.to(z.device), n_aligned:]
-    return out
-
-
 class GeneratorTask(nn.Module):
     """Stage 2 generator step (E, S, classifier and D frozen; gradients reach G only).
 
@@ -292,12 +272,9 @@ class GeneratorTask(nn.Module):
         classify: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         cfg: LossConfig,
         readback: ReadbackSpec | None = None,
-        *,
-        n_aligned: int,
     ):
         super().__init__()
         self.G = generator
-        self.n_aligned = n_aligned  # the first n_aligned dims of z are the aligned ones
         self.readback = readback  # a frozen dataclass: not registered, not seen by DDP
         # Frozen collaborators are kept out of the module tree (a tuple is not registered), so
         # DDP and the optimiser see only G's parameters.
@@ -327,8 +304,6 @@ class GeneratorTask(nn.Module):
         on_loss: LossHook | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg, n_real = self.cfg, len(z_real)
-        if cfg.free_shuffle > 0:
-            z_real = swap_free_dims(z_real, self.n_aligned, cfg.free_shuffle, rng)
         if warmup:  # the reconstruction loss alone (TrainConfig.generator_warmup_steps)
             images = self.G(z_real, noise_mode="random", generator=rng)
             loss = self.reconstruction(images, real)
