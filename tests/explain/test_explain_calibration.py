@@ -160,11 +160,12 @@ def test_a_calibrated_twin_moves_the_asked_context_alone(toy_images):
     np.testing.assert_allclose(uncal.node_std[:2], plain.node_std[:2])
 
 
-def test_the_scm_works_in_the_nodes_units_and_every_change_is_drawn_through_the_map(
+def test_the_scm_works_in_the_nodes_units_and_only_the_intervened_change_is_calibrated(
     toy_images,
 ):
-    """A descendant that follows an intervention is drawn by its own row of the map, not by
-    the intervened node's calibrated step pushed through the SCM."""
+    """The intervened node's own change is drawn through its row of the map; a descendant
+    that follows through the SCM is drawn as the twin draws it (neither the intervened node's
+    calibrated step pushed through the SCM nor the descendant's own calibration)."""
     render = np.array([[1.5, -0.4, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
     scm = toy.LinearSCM(3, {(0, 1): 0.8})
     twin = toy.make_twin(toy.BrightnessClassifier())
@@ -178,10 +179,14 @@ def test_the_scm_works_in_the_nodes_units_and_every_change_is_drawn_through_the_
     before = plain.intervene(z, asked)  # size +0.3, brightness +0.24 through the SCM
     np.testing.assert_allclose((before - z)[:, 1].numpy(), 0.24, atol=1e-5)
     after = drawn.intervene(z, asked)
-    change = (before - z).numpy() @ render
-    np.testing.assert_allclose((after - z).numpy(), change, atol=1e-5)
-    np.testing.assert_allclose((after - z)[:, 1].numpy(), 0.3 * -0.4 + 0.24 * 2.0, atol=1e-5)
+    np.testing.assert_allclose((after - z)[:, 0].numpy(), 0.3 * 1.5, atol=1e-5)
+    np.testing.assert_allclose((after - z)[:, 1].numpy(), 0.3 * -0.4 + 0.24, atol=1e-5)
+    np.testing.assert_allclose((after - z)[:, 2].numpy(), 0.0, atol=1e-6)
     assert drawn.moves(0, z[:, 0], asked[0]).all()  # judged in the node's own units
+    # intervened on directly, brightness is drawn by its own row
+    direct = drawn.intervene(z, {1: z[:, 1] + 0.3})
+    np.testing.assert_allclose((direct - z)[:, 1].numpy(), 0.3 * 2.0, atol=1e-5)
+    np.testing.assert_allclose((direct - z)[:, 0].numpy(), 0.0, atol=1e-6)
 
 
 def test_a_render_map_is_validated(toy_images):

@@ -1,8 +1,8 @@
 """Calibrated interventions: one standard deviation of a context asked, one drawn, nothing else.
 
 The twin intervenes on a context by moving its aligned dimension. A generator that also draws a
-context from the free dimensions (and from other contexts' dimensions) then under-draws the
-asked change and lets other contexts drift with it, and the real classifier judges that image:
+context from other contexts' dimensions (those the data tie it to) then under-draws the asked
+change and lets other contexts drift with it, and the real classifier judges that image:
 an explanation then ranks the contexts below the top one by how well the generator draws each,
 not by how much the classifier uses it (``docs/faithfulness.md``, "Where the entanglement
 enters").
@@ -20,9 +20,11 @@ that is neither a descendant of ``j`` in the causal graph (those follow through 
 tied to it in the data (a reader of observational data cannot tell the two apart): the linear
 system ``Δ · A[S, S] = e_j`` over those contexts ``S``. It is a first-order correction around
 the training images, bounded (:data:`MAX_STEP_RATIO`, :data:`MAX_CORRECTION`) and left out for a
-context the reader cannot read or the generator barely draws. The twin applies it to the change
-of every context after the SCM has propagated an intervention, so a descendant that follows is
-drawn by its own calibration, and the SCM keeps working in the contexts' own units.
+context the reader cannot read or the generator barely draws. The twin applies it to the
+intervened context's own change; what the SCM moves downstream is drawn as the uncalibrated twin
+draws it (through the calibration too, a descendant tied to its parent in the data was drawn as
+far as a reader that reads one through the other asked), and the SCM keeps working in the
+contexts' own units.
 """
 
 from __future__ import annotations
