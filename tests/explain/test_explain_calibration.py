@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -203,3 +205,32 @@ def test_a_render_map_is_validated(toy_images):
     run = LeakyRun(context_readback_=np.ones((3, 3)), context_tied_=np.zeros((3, 3), bool))
     with pytest.raises(ConfigError, match="context_readback_"):
         Twin.from_glance(run, calibrated=True)
+
+
+@pytest.mark.filterwarnings("ignore:LOW FIDELITY")
+def test_explanations_say_how_much_of_each_change_the_twin_draws(toy_images):
+    from glance.explain._plot import node_label
+
+    run = _calibrated(LeakyRun(toy.BrightnessClassifier()), toy_images)
+    plain, calibrated = Twin.from_glance(run), Twin.from_glance(run, calibrated=True)
+    # the leaky generator draws 60% of an asked size change and all of a brightness change
+    np.testing.assert_allclose(plain.node_drawn[:2], [0.6, 1.0], atol=0.05)
+    np.testing.assert_allclose(calibrated.node_drawn[:2], [1.0, 1.0], atol=0.05)
+    assert np.isnan(plain.node_drawn[2:]).all()  # free concepts are not measured
+    exp = InterventionalImportance(plain).explain(toy_images[:4])
+    assert set(exp.meta["drawn"]) == {"size", "brightness"}
+    assert exp.meta["drawn"]["size"] == pytest.approx(0.6, abs=0.05)
+    assert set(exp.meta["partly_drawn"]) == {"size"}  # outside DRAWN_FAITHFUL
+    assert node_label(exp, "size") == f"size (drawn {exp.meta['drawn']['size']:.0%})"
+    assert node_label(exp, "brightness") == "brightness"  # drawn as asked: no note
+    saved = json.loads(json.dumps(exp.to_dict()))  # kept in explanations.json, strict JSON
+    assert saved["meta"]["drawn"] == exp.meta["drawn"]
+    assert saved["meta"]["partly_drawn"] == exp.meta["partly_drawn"]
+    cal = InterventionalImportance(calibrated).explain(toy_images[:4])
+    assert node_label(cal, "size") == "size"
+    # a run that measured nothing: no figure, no note
+    unmeasured = InterventionalImportance(Twin.from_glance(LeakyRun())).explain(toy_images[:4])
+    assert "drawn" not in unmeasured.meta and node_label(unmeasured, "size") == "size"
+    with pytest.raises(ConfigError, match="node_drawn"):
+        Twin(plain.encode, plain.generate, plain.classify, plain.nodes, plain.classes,
+             node_drawn=np.ones(2))  # fmt: skip

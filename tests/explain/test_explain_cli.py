@@ -123,7 +123,9 @@ def test_parse_index():
         parse_index("a:b", 10)
 
 
-def test_explain_calibrated_draws_through_the_fits_measurement(monkeypatch, tmp_path, capsys):
+def test_explain_calibrated_draws_through_the_fits_measurement(
+    monkeypatch, tmp_path, capsys, caplog
+):
     a = _png(tmp_path / "a.png", [0.2, 0.0, 0.0])
     plain = serve_toy_run(monkeypatch, tmp_path / "plain")
     assert (
@@ -143,5 +145,10 @@ def test_explain_calibrated_draws_through_the_fits_measurement(monkeypatch, tmp_
         data = json.loads((out / "explanations.json").read_text())
         assert data["meta"]["calibrated_interventions"] is bool(flag)
         imp[bool(flag)] = data["explanations"][0]["importance"]
+        # one line says which bars rest on a change drawn only in part (none once calibrated)
+        assert ("size at 50% of an asked change" in caplog.text) is not bool(flag)
+        assert "brightness at" not in caplog.text
+        caplog.clear()
+        assert data["meta"]["drawn"]["size"] == pytest.approx(1.0 if flag else 0.5)
     assert imp[True]["size"] > imp[False]["size"]
     assert imp[True]["concept_0"] == pytest.approx(imp[False]["concept_0"])

@@ -297,3 +297,19 @@ def test_glance_load_checks_the_manifest_first(fixture_run: Path) -> None:
     (fixture_run / "MANIFEST.json").unlink()
     with pytest.raises(CheckpointCorruptError, match="MANIFEST.json missing"):
         glance.load(fixture_run)
+
+
+def test_partly_drawn_contexts_are_named_above_the_local_explanations(tmp_path: Path) -> None:
+    run = make_fixture_run(tmp_path / "run")
+    assert 'id="partly-drawn"' not in render_report(run)  # nothing measured, nothing said
+    path = run / "explanations" / "explanations.json"
+    data = json.loads(path.read_text())
+    data.setdefault("meta", {})["drawn"] = {"thickness": 0.95, "intensity": 0.59, "hue": 1.6}
+    data["meta"]["partly_drawn"] = {"intensity": 0.59, "hue": 1.6}
+    path.write_text(json.dumps(data))
+    write_manifest(run)
+    html = render_report(run)
+    note = html[html.index('id="partly-drawn"') :].split("</p>")[0]
+    assert "<strong>intensity</strong> at 59%" in note
+    assert "<strong>hue</strong> at 160%" in note
+    assert "thickness" not in note  # not flagged: no note

@@ -196,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             **significance,
         )
+    _warn_partly_drawn(exp.meta.get("partly_drawn", {}), args.calibrated)
     graph = None if args.no_pngs else getattr(model, "graph_", None)
     path = exp.save(out, pngs=not args.no_pngs, graph=graph, replace=True)
     valid = exp.counterfactual.valid.mean() if exp.counterfactual is not None else float("nan")
@@ -207,6 +208,18 @@ def _run(args: argparse.Namespace) -> int:
         path,
     )
     return 0
+
+
+def _warn_partly_drawn(partly_drawn: dict[str, float], calibrated: bool) -> None:
+    """One line naming the contexts whose interventions the twin draws too little or too much
+    of (their importances are under- or overstated)."""
+    if partly_drawn:
+        logger.warning(
+            "the twin draws %s of an asked change: read their importances with that in mind%s "
+            "(docs/faithfulness.md#calibrated-interventions)",
+            ", ".join(f"{n} at {v:.0%}" for n, v in partly_drawn.items()),
+            "" if calibrated else "; --calibrated draws them as asked",
+        )
 
 
 def _twin(model: Any, calibrated: bool) -> Any:

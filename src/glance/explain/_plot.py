@@ -42,11 +42,18 @@ def _label(exp: Any, k: int, p: float) -> str:
     return f"{exp.classes[k]} ({p:.2f})"
 
 
+def node_label(exp: Any, node: str) -> str:
+    """``node``, with the fraction of an asked change its twin draws where the explanation
+    flags it (``meta["partly_drawn"]``: its bar is then under- or overstated)."""
+    drawn = (getattr(exp, "meta", None) or {}).get("partly_drawn", {}).get(node)
+    return node if drawn is None else f"{node} (drawn {drawn:.0%})"
+
+
 def _summary(exp: Any, i: int) -> Any:
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(10, 4.2))
-    fig.subplots_adjust(left=0.03, right=0.98, wspace=0.5, hspace=0.5)
+    fig.subplots_adjust(left=0.03, right=0.98, wspace=0.9, hspace=0.5)
     grid = fig.add_gridspec(2, 4)
     pred = int(exp.prediction[i])
     _show(
@@ -75,7 +82,7 @@ def _summary(exp: Any, i: int) -> Any:
     order = np.argsort(exp.importance[i])
     y = np.arange(len(order))
     _importance_bars(ax, exp, i, order)
-    ax.set_yticks(y, [exp.nodes[j] for j in order], fontsize=7)
+    ax.set_yticks(y, [node_label(exp, exp.nodes[j]) for j in order], fontsize=7)
     ax.set_xlabel(f"mean |Δ p({exp.classes[int(exp.target[i])]})|")
     ax.legend(fontsize=6 if getattr(exp, "significance", None) is not None else 7)
     ax = fig.add_subplot(grid[:, 3])

@@ -87,6 +87,12 @@ class Twin:
         SCM moved downstream is added as it is, drawn as the twin draws it. The SCM, the
         shifts, the support and :meth:`moves` keep working in the nodes' own units. ``None``:
         the identity.
+    node_drawn
+        ``(d,)``: the fraction of an asked change of each node that the generated image shows,
+        as the fit measured it (:meth:`glance.Glance.calibrate_interventions`; through
+        ``node_render`` where there is one), NaN where not measured. Explanations report it, so
+        that a reader knows which bars rest on an intervention drawn only in part. ``None``:
+        not measured.
     """
 
     encode: Callable[[torch.Tensor], torch.Tensor]
@@ -100,6 +106,7 @@ class Twin:
     node_range: np.ndarray | None = None
     node_levels: tuple[np.ndarray | None, ...] | None = None
     node_render: np.ndarray | None = None
+    node_drawn: np.ndarray | None = None
     _descendants: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +159,14 @@ class Twin:
                     f"{render.shape}"
                 )
             object.__setattr__(self, "node_render", render.copy())
+        if self.node_drawn is not None:
+            drawn = np.asarray(self.node_drawn, dtype=np.float64)
+            if drawn.shape != (d,):
+                raise ConfigError(
+                    f"Twin: 'node_drawn' must hold one value per node ({d}); got shape "
+                    f"{drawn.shape}"
+                )
+            object.__setattr__(self, "node_drawn", drawn.copy())
         if self.scm is not None and not isinstance(self.scm, ZSpaceSCM):
             raise ConfigError(
                 "Twin: 'scm' must provide counterfactual(z, interventions) and descendants(j); "
@@ -298,9 +313,9 @@ class Twin:
 
         ``calibrated=True`` (opt-in: measured, not yet better on every benchmark; see
         docs/faithfulness.md) uses what the model measured its generator to draw
-        (``context_readback_``, from :meth:`glance.Glance.calibrate_interventions`): every
-        context's change is drawn so that the image changes it by what was asked and the other
-        contexts not at all (``node_render``; :mod:`glance.explain.calibration`). A model
+        (``context_readback_``, from :meth:`glance.Glance.calibrate_interventions`): an
+        intervened context's change is drawn so that the image changes it by what was asked and
+        the other contexts not at all (``node_render``; :mod:`glance.explain.calibration`). A model
         without the measurement gives the uncalibrated twin either way.
         """
         for attr in ("encode", "generate", "classify", "concept_names_"):
@@ -354,10 +369,16 @@ class Twin:
         classes = tuple(getattr(model, "classes_", ()) or ())
         if not classes:
             raise NotFittedError("explain: the model has no 'classes_'; fit it first")
-        render = None
-        readback = getattr(model, "context_readback_", None) if calibrated else None
+        render, drawn = None, None
+        readback = getattr(model, "context_readback_", None)
         if readback is not None and m:
-            render = _render_map(model, readback, std, scm, m)
+            from glance.explain.calibration import drawn_fractions
+
+            if calibrated:  # validates the measurement's shape
+                render = _render_map(model, readback, std, scm, m)
+            if np.shape(readback) == (m, m):
+                drawn = np.full(len(nodes), np.nan)
+                drawn[:m] = drawn_fractions(readback, render, std)
         return cls(
             encode=model.encode,
             generate=model.generate,
@@ -370,6 +391,7 @@ class Twin:
             node_range=node_range,
             node_levels=node_levels,
             node_render=render,
+            node_drawn=drawn,
         )
 
 

@@ -18,6 +18,7 @@ import torch
 from glance.exceptions import ConfigError, ShapeError
 from glance.explain._engine import Batch, Renderer
 from glance.explain._twin import Twin
+from glance.explain.calibration import DRAWN_FAITHFUL
 from glance.explain.explanation import LocalExplanation
 from glance.registry import Registry
 
@@ -116,6 +117,16 @@ class Explainer:
             # drawn through Twin.node_render (glance.explain.calibration), not the default
             calibrated_interventions=self.twin.node_render is not None,
         )
+        if self.twin.node_drawn is not None:  # what the fit measured its generator to draw
+            meta["drawn"] = {
+                n: float(v)
+                for n, v in zip(self.twin.nodes, self.twin.node_drawn, strict=True)
+                if np.isfinite(v)
+            }
+            # The verdict travels with the explanation (like low_fidelity), so that whatever
+            # shows it (plots, the CLI, the report) need not know the band.
+            lo, hi = DRAWN_FAITHFUL
+            meta["partly_drawn"] = {n: v for n, v in meta["drawn"].items() if not lo <= v <= hi}
         agreement = float(np.mean(out.prediction == out.reconstruction_prediction))
         meta["reconstruction_agreement"] = agreement
         meta["low_fidelity"] = agreement < self.fidelity_floor

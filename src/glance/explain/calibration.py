@@ -40,8 +40,10 @@ __all__ = [
     "MIN_DRAWN",
     "MAX_STEP_RATIO",
     "MAX_CORRECTION",
+    "DRAWN_FAITHFUL",
     "measure_readback",
     "intervention_basis",
+    "drawn_fractions",
 ]
 
 #: Shifts (context stds) at which the read-back is measured; the slope through them is ``A``.
@@ -56,6 +58,9 @@ MAX_CORRECTION = 1.0
 #: Above this condition number the system is not trusted: the step is calibrated on the
 #: diagonal alone, with no correction.
 MAX_CONDITION = 100.0
+#: A context drawn within this band of the asked change is drawn faithfully enough that its
+#: importance is not flagged; outside it an explanation says how much is drawn.
+DRAWN_FAITHFUL = (0.8, 1.25)
 
 
 @torch.no_grad()
@@ -175,3 +180,24 @@ def intervention_basis(
             if k != j:
                 corr[j, k] = float(np.clip(v / own * step[j], -MAX_CORRECTION, MAX_CORRECTION))
     return step, corr
+
+
+def drawn_fractions(
+    readback: np.ndarray, render: np.ndarray | None, node_std: Sequence[float]
+) -> np.ndarray:
+    """What fraction of an asked change of each context the image shows, (m,), NaN where not
+    measured: the diagonal of ``readback`` for an uncalibrated twin (``render`` ``None``), else
+    the first-order prediction through the calibrated moves (``node_render``'s context block):
+    ``Σ_k (std_j · render[j, k] / std_k) · A[k, j]`` over the measured ``A[k, j]``."""
+    a = np.asarray(readback, dtype=np.float64)
+    m = a.shape[0]
+    if render is None:
+        return np.diag(a).copy()
+    std = np.asarray(node_std, dtype=np.float64)[:m]
+    moves = np.asarray(render, dtype=np.float64)[:m, :m] * std[:, None] / std[None, :]
+    out = np.full(m, np.nan)
+    for j in range(m):
+        if np.isfinite(a[j, j]):
+            known = np.isfinite(a[:, j])
+            out[j] = float(moves[j, known] @ a[known, j])
+    return out

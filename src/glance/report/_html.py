@@ -597,6 +597,21 @@ def _local(art: RunArtifacts, links: Mapping[str, str]) -> tuple[list[dict], dic
     return out, inter, test
 
 
+def _partly_drawn(raw: dict | None) -> list[dict]:
+    """The nodes the explanations flag as drawn only in part or too far (``meta.partly_drawn``:
+    the fraction of an asked change the fit measured its twin to draw); empty when none."""
+    meta = raw.get("meta") if isinstance(raw, Mapping) else None
+    flagged = meta.get("partly_drawn") if isinstance(meta, Mapping) else None
+    if not isinstance(flagged, Mapping):
+        return []
+    rows = []
+    for node, value in flagged.items():
+        v = _num(value)
+        if v is not None:
+            rows.append({"node": str(node), "drawn": f"{v:.0%}"})
+    return rows
+
+
 def _counterfactual(cf: Mapping[str, Any] | None) -> dict | None:
     if cf is None:
         return None
@@ -698,6 +713,7 @@ def render_report(run_dir: str | os.PathLike[str], *, verify: bool = True) -> st
         "graph": _graph_section(art),
         "global_importance": _global_importance(art, local),
         "local": local,
+        "partly_drawn": _partly_drawn(art.explanations),
         "atlas": atlas,
         "significance": significance,
         "interactions": interactions,
