@@ -237,13 +237,17 @@ TOY_GRAPH = {
 
 def toy_backend(n_images: int = 12, **kwargs):
     """An explorer backend on glance's analytic toy world (size → brightness; size decides)."""
+    import dataclasses
+
     from glance.explain.toy import make_twin, render, sample_concepts
     from glance.serve import ExplorerBackend
 
     z = sample_concepts(n_images, random_state=0)
     labels = [int(v > 0) for v in z[:, 0].tolist()]
+    # as if the fit had measured its generator to draw half of an asked size change
+    twin = dataclasses.replace(make_twin(), node_drawn=np.array([0.5, 1.0, np.nan]))
     return ExplorerBackend(
-        make_twin(),
+        twin,
         render(z),
         labels,
         graph=TOY_GRAPH,

@@ -277,3 +277,20 @@ def test_discrete_nodes_are_offered_and_set_level_by_level() -> None:
     assert size["levels"] == [-1.0, 1.0] and bright["levels"] is None
     r = b.counterfactual("0", {"size": 0.3})  # between the levels: the nearest one is set
     assert r["nodes"]["size"] == pytest.approx(1.0)
+
+
+def test_nodes_say_how_much_of_an_asked_change_the_twin_draws() -> None:
+    import dataclasses
+
+    from glance.explain.toy import make_twin, render, sample_concepts
+    from glance.serve import ExplorerBackend
+
+    images = render(sample_concepts(4, random_state=0))
+    plain = ExplorerBackend(make_twin(), images, [0, 1, 0, 1])
+    assert all(n["drawn"] is None and not n["partly_drawn"] for n in plain.info()["nodes"])
+    twin = dataclasses.replace(make_twin(), node_drawn=np.array([0.5, 0.95, np.nan]))
+    size, bright, free = ExplorerBackend(twin, images, [0, 1, 0, 1]).info()["nodes"]
+    assert size["drawn"] == pytest.approx(0.5) and size["partly_drawn"]
+    assert bright["drawn"] == pytest.approx(0.95) and not bright["partly_drawn"]
+    assert free["drawn"] is None and not free["partly_drawn"]
+    json.dumps(size)  # served as strict JSON

@@ -59,6 +59,9 @@ def test_slider_changes_image_and_probabilities(toy_server: str, browser) -> Non
     page.wait_for_selector("body[data-ready='1']")
     _wait(page, "window.glanceExplorer.requests >= 1")
     assert page.locator("#sliders input[type=range]").count() == 3
+    # a node the twin draws only in part says so beside its slider
+    assert page.locator("label[for='s-size']").inner_text() == "size (drawn 50%)"
+    assert page.locator("label[for='s-brightness']").inner_text() == "brightness"
     assert page.locator("#thumbs img").count() == 12
     # the readable graph by default (the outputs' neighbourhood), the full one on request
     readable = page.locator("#graph svg g.node").count()

@@ -236,6 +236,7 @@ class ExplorerBackend:
         """Nodes (name, kind, slider range), classes, image shape, graph (the readable one, its
         story and the full one), the concept atlas, limits."""
         from glance.causal import CausalGraph, graph_story, readable_graph
+        from glance.explain.calibration import DRAWN_FAITHFUL
         from glance.report._svg import graph_svg
 
         readable = story = None
@@ -248,13 +249,24 @@ class ExplorerBackend:
             "name": self.name,
             "classes": list(self.twin.classes),
             "nodes": [
-                {"name": n, "kind": k, "std": float(s), "min": lo, "max": hi, "levels": lv}
-                for n, k, s, (lo, hi), lv in zip(
+                {
+                    "name": n,
+                    "kind": k,
+                    "std": float(s),
+                    "min": lo,
+                    "max": hi,
+                    "levels": lv,
+                    "drawn": dr,
+                    "partly_drawn": dr is not None
+                    and not DRAWN_FAITHFUL[0] <= dr <= DRAWN_FAITHFUL[1],
+                }
+                for n, k, s, (lo, hi), lv, dr in zip(
                     self.nodes,
                     self.twin.node_kinds,
                     self.node_std,
                     self._slider_ranges(),
                     self._levels(),
+                    self._drawn(),
                     strict=True,
                 )
             ],
@@ -269,6 +281,14 @@ class ExplorerBackend:
             "max_upload_bytes": self.max_upload_bytes,
             "propagates": bool(self.has_scm),
         }
+
+    def _drawn(self) -> list[float | None]:
+        """Per node, the fraction of an asked change the twin draws (``Twin.node_drawn``), or
+        ``None`` where the fit did not measure it."""
+        drawn = getattr(self.twin, "node_drawn", None)
+        if drawn is None:
+            return [None] * len(self.nodes)
+        return [float(v) if np.isfinite(v) else None for v in drawn]
 
     def list_images(self) -> list[dict]:
         """The images offered in the picker: ``[{"id", "label"}]``."""

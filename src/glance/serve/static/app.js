@@ -35,6 +35,12 @@ function buildSliders() {
     const label = el("label", { for: `s-${node.name}` }, node.name);
     const entry = (state.info.atlas || []).find((a) => a.node === node.name);
     if (entry) label.title = entry.description;  // what the node is, from the concept atlas
+    if (node.partly_drawn) {  // the fit measured the twin to draw this much of an asked change
+      label.append(el("span", {
+        class: "drawn",
+        title: "the twin draws this fraction of an asked change (measured when the run was fitted)",
+      }, ` (drawn ${Math.round(node.drawn * 100)}%)`));
+    }
     // A discrete node (a flag, a category) moves between its levels only.
     const lv = node.levels;
     const gap = lv ? Math.min(...lv.slice(1).map((v, i) => v - lv[i])) : 0.05;
