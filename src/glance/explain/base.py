@@ -18,7 +18,7 @@ import torch
 from glance.exceptions import ConfigError, ShapeError
 from glance.explain._engine import Batch, Renderer
 from glance.explain._twin import Twin
-from glance.explain.calibration import DRAWN_FAITHFUL
+from glance.explain.calibration import partly_drawn
 from glance.explain.explanation import LocalExplanation
 from glance.registry import Registry
 
@@ -125,8 +125,7 @@ class Explainer:
             }
             # The verdict travels with the explanation (like low_fidelity), so that whatever
             # shows it (plots, the CLI, the report) need not know the band.
-            lo, hi = DRAWN_FAITHFUL
-            meta["partly_drawn"] = {n: v for n, v in meta["drawn"].items() if not lo <= v <= hi}
+            meta["partly_drawn"] = {n: v for n, v in meta["drawn"].items() if partly_drawn(v)}
         agreement = float(np.mean(out.prediction == out.reconstruction_prediction))
         meta["reconstruction_agreement"] = agreement
         meta["low_fidelity"] = agreement < self.fidelity_floor

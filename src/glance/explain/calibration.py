@@ -41,6 +41,7 @@ __all__ = [
     "MAX_STEP_RATIO",
     "MAX_CORRECTION",
     "DRAWN_FAITHFUL",
+    "partly_drawn",
     "measure_readback",
     "intervention_basis",
     "drawn_fractions",
@@ -61,6 +62,12 @@ MAX_CONDITION = 100.0
 #: A context drawn within this band of the asked change is drawn faithfully enough that its
 #: importance is not flagged; outside it an explanation says how much is drawn.
 DRAWN_FAITHFUL = (0.8, 1.25)
+
+
+def partly_drawn(fraction: float | None) -> bool:
+    """Whether a context drawn at ``fraction`` of an asked change is outside
+    :data:`DRAWN_FAITHFUL` (``None``, not measured, is not flagged)."""
+    return fraction is not None and not DRAWN_FAITHFUL[0] <= fraction <= DRAWN_FAITHFUL[1]
 
 
 @torch.no_grad()

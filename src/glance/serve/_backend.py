@@ -236,7 +236,7 @@ class ExplorerBackend:
         """Nodes (name, kind, slider range), classes, image shape, graph (the readable one, its
         story and the full one), the concept atlas, limits."""
         from glance.causal import CausalGraph, graph_story, readable_graph
-        from glance.explain.calibration import DRAWN_FAITHFUL
+        from glance.explain.calibration import partly_drawn
         from glance.report._svg import graph_svg
 
         readable = story = None
@@ -257,8 +257,7 @@ class ExplorerBackend:
                     "max": hi,
                     "levels": lv,
                     "drawn": dr,
-                    "partly_drawn": dr is not None
-                    and not DRAWN_FAITHFUL[0] <= dr <= DRAWN_FAITHFUL[1],
+                    "partly_drawn": partly_drawn(dr),
                 }
                 for n, k, s, (lo, hi), lv, dr in zip(
                     self.nodes,
