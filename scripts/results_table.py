@@ -376,10 +376,11 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     for r in explain.get("must_reach", []) if explain else []:
         out.append(("explain", r["figure"], _fmt(r["value"]), str(r["target"]), _passed(r)))
     # causal shapes explained by the default preset's twin (the rows above use the fast one),
-    # seed 0 and a second seed (its own data, classifier and fit)
+    # seed 0 and two more seeds (each its own data, classifier and fit)
     for name, label in (
         ("explain-shapes-default", "shapes (default preset)"),
         ("explain-shapes-default-seed1", "shapes (default preset, seed 1)"),
+        ("explain-shapes-default-seed2", "shapes (default preset, seed 2)"),
     ):
         res = _load(name)
         for r in res.get("must_reach", []) if res else []:
