@@ -143,8 +143,7 @@ def _calibration(est: Any) -> dict[str, Any] | None:
     if readback is None:
         return None
     names = list(est.context_names_)
-    render = Twin.from_glance(est, calibrated=True).node_render
-    render = render if render is not None else np.eye(len(names))
+    render = Twin.from_glance(est, calibrated=True).node_render  # set: there is a readback
     return {
         "drawn": {c: _opt(readback[j, j]) for j, c in enumerate(names)},
         "step": {c: float(render[j, j]) for j, c in enumerate(names)},

@@ -193,18 +193,13 @@ def drawn_fractions(
     readback: np.ndarray, render: np.ndarray | None, node_std: Sequence[float]
 ) -> np.ndarray:
     """What fraction of an asked change of each context the image shows, (m,), NaN where not
-    measured: the diagonal of ``readback`` for an uncalibrated twin (``render`` ``None``), else
-    the first-order prediction through the calibrated moves (``node_render``'s context block):
-    ``Σ_k (std_j · render[j, k] / std_k) · A[k, j]`` over the measured ``A[k, j]``."""
+    measured: ``Σ_k (std_j · render[j, k] / std_k) · A[k, j]`` over the measured ``A[k, j]``,
+    the first-order prediction through the calibrated moves (``node_render``'s context block);
+    with no ``render`` (an uncalibrated twin) that is the diagonal of ``readback``."""
     a = np.asarray(readback, dtype=np.float64)
     m = a.shape[0]
-    if render is None:
-        return np.diag(a).copy()
     std = np.asarray(node_std, dtype=np.float64)[:m]
-    moves = np.asarray(render, dtype=np.float64)[:m, :m] * std[:, None] / std[None, :]
-    out = np.full(m, np.nan)
-    for j in range(m):
-        if np.isfinite(a[j, j]):
-            known = np.isfinite(a[:, j])
-            out[j] = float(moves[j, known] @ a[known, j])
-    return out
+    r = np.eye(m) if render is None else np.asarray(render, dtype=np.float64)[:m, :m]
+    moves = r * std[:, None] / std[None, :]
+    out = (moves * np.where(np.isfinite(a), a, 0.0).T).sum(1)
+    return np.where(np.isfinite(np.diag(a)), out, np.nan)
