@@ -164,8 +164,14 @@ class _ToyReader:
     contexts = ("size", "brightness")
     std = np.ones(2)
 
+    def __init__(self, tied: bool = False) -> None:
+        self.tied = tied  # as if fitted on data where size and brightness go together
+
     def readable(self, name: str) -> bool:
         return True
+
+    def read_through(self, name: str) -> list[str]:
+        return [c for c in self.contexts if c != name] if self.tied else []
 
     def reason(self, name: str) -> None:
         return None
@@ -192,3 +198,19 @@ def test_specificity_leaves_out_the_descendants_of_the_graph(monkeypatch, with_s
         assert size["excluded"] == []
         assert size["cross_talk"]["brightness"] == pytest.approx(0.0, abs=0.05)
         assert "no causal graph" in res["specificity_note"]
+
+
+def test_specificity_does_not_compare_a_context_its_reader_may_read_through_the_moved_one(
+    monkeypatch,
+):
+    twin = toy.make_twin(with_scm=False)
+    monkeypatch.setattr(Twin, "from_glance", classmethod(lambda cls, est, **_: twin))
+    est = SimpleNamespace(context_names_=["size", "brightness"], context_std_=np.ones(2))
+    images = toy.render(toy.sample_concepts(16, random_state=1))
+    res = _soundness(est, images, _ToyReader(tied=True))
+    for name, other in (("size", "brightness"), ("brightness", "size")):
+        spec = res["specificity"][name]
+        assert spec["tied"] == [other] and spec["cross_talk"] == {} and spec["worst"] is None
+        assert spec["excluded"] == []  # not a descendant: left out for the reader's sake
+    # effectiveness is still read
+    assert res["effectiveness"]["size"]["spearman"] > 0.95

@@ -95,7 +95,10 @@ def _soundness(
     on real images for the others. A context the reader cannot read gets ``None`` with the
     reason. Specificity of ``do(k)``: the mean absolute read change of each other readable
     context that is not a descendant of ``k`` in the twin's causal graph, as a fraction of the
-    read change of ``k`` (both in context std units).
+    read change of ``k`` (both in context std units). A context whose reader may read ``k``'s
+    change as its own (tied to ``k`` in the reader's training data,
+    :meth:`~glance.metrics.readers.ContextReader.read_through`) is not compared either: it is
+    listed under ``tied``.
     """
     from glance.explain import Twin, soundness
 
@@ -122,12 +125,16 @@ def _soundness(
         readout = soundness.read_interventions(twin, images, k, reader.read)
         res["effectiveness"][name] = soundness.effectiveness_from(
             readout, column=k, unit=float(est.context_std_[k])
-        )
+        ) | {"read_through": reader.read_through(name)}
         descendants = [names[d] for d in twin.descendants(k) if d < len(names)]
+        # A reader that may read this context's change as theirs cannot tell cross-talk from
+        # its own shortcut (ContextReader.read_through): not compared, and said so.
+        tied = [c for c in names if c not in descendants and name in reader.read_through(c)]
         spec = soundness.specificity_from(
-            readout, names, scale=reader.std, exclude=[*descendants, *unreadable]
+            readout, names, scale=reader.std, exclude=[*descendants, *tied, *unreadable]
         )
         spec["excluded"] = sorted(set(descendants) & set(names))
+        spec["tied"] = tied
         spec["unreadable"] = [c for c in unreadable if c != name]
         res["specificity"][name] = spec
     return res

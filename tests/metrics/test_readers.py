@@ -79,6 +79,44 @@ def test_reader_is_deterministic_for_a_seed():
     assert a.heldout_r2 != c.heldout_r2
 
 
+def test_a_context_tied_to_another_is_read_through_it_and_the_reader_says_so():
+    base = _blobs(300, seed=2)
+    radius = base.attribute("thickness")
+    # 'ring' is never drawn: it follows the radius (r > 0.99), as hue follows shape in shapes
+    ring = radius + np.random.default_rng(7).normal(0.0, 0.05, len(radius))
+    data = ArrayDataset(
+        base.images,
+        labels=base.labels,
+        attributes=np.column_stack([base.attributes, ring]),
+        attribute_names=[*base.attribute_names, "ring"],
+        source="<tied blobs>",
+    )
+    reader = fit_reader(data, ["thickness", "noise", "ring"], random_state=0, config=FAST)
+    assert reader.record["tied"] == [["thickness", "ring"]]
+    assert reader.read_through("ring") == ["thickness"]
+    assert reader.read_through("thickness") == ["ring"]
+    assert reader.read_through("noise") == []
+    # the shortcut itself: the reader "reads" ring on held-out images it never sees, from the
+    # radius, so a change of the radius alone reads as a change of ring
+    assert reader.readable("ring")
+    x = data.load_images(np.arange(40))
+    got = reader.read(x)
+    assert np.corrcoef(got[:, 0], got[:, 2])[0, 1] > 0.9
+    # morphometrics measure the image itself: nothing is read through a tied context
+    grey = make_dataset(200, size=28, seed=3)
+    thick = grey.attribute("thickness")
+    tied = ArrayDataset(
+        grey.images,
+        labels=grey.labels,
+        attributes=np.column_stack([thick, 0.1 * thick]),
+        attribute_names=["thickness", "intensity"],
+        source="<tied grey blobs>",
+    )
+    morph = fit_reader(tied, ["thickness", "intensity"], random_state=0, config=FAST)
+    assert morph.record["tied"] == [["thickness", "intensity"]]
+    assert morph.read_through("thickness") == [] and morph.read_through("intensity") == []
+
+
 def test_morphometric_contexts_use_glance_morphometrics_on_one_channel():
     gray = make_dataset(200, size=28, channels=1, seed=2)
     r = fit_reader(gray, ["intensity"], random_state=0)

@@ -28,7 +28,7 @@ SECTIONS = [
 
 
 class _Collect(HTMLParser):
-    """Collect ids, metric rows (with their grade and value text) and every URL attribute."""
+    """Collect ids, metric rows (grade, value text, all their text) and every URL attribute."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,7 +51,7 @@ class _Collect(HTMLParser):
             self.imgs.append(a.get("src", ""))
         if tag == "tr" and "data-metric" in a:
             self._row = a["data-metric"]
-            self.rows[self._row] = {"grade": a.get("data-grade"), "value": ""}
+            self.rows[self._row] = {"grade": a.get("data-grade"), "value": "", "text_all": ""}
         if tag == "td" and self._row is not None:
             self._in_value = "value" in (a.get("class") or "")
 
@@ -62,6 +62,8 @@ class _Collect(HTMLParser):
             self._in_value = False
 
     def handle_data(self, data):
+        if self._row is not None:
+            self.rows[self._row]["text_all"] += data
         if self._row is not None and self._in_value:
             self.rows[self._row]["value"] += data.strip()
 
@@ -163,6 +165,27 @@ def test_specificity_rows_grade_the_worst_cross_talk(tmp_path: Path) -> None:
     assert doc.rows["counterfactual_specificity.intensity"]["grade"] == "fail"
     assert "worst: thickness" in html and "no causal graph in the run" in html
     assert "low-fidelity" not in doc.ids  # counterfactual figures do not stamp the run
+
+
+def test_soundness_rows_name_what_a_reader_may_read_through(tmp_path: Path) -> None:
+    cs = {
+        "effectiveness": {
+            "shape": {"spearman": 0.9, "read_through": ["hue"]},
+            "size": {"spearman": 0.95, "read_through": []},
+        },
+        "specificity": {
+            "hue": {"worst": 0.05, "worst_context": "size", "tied": ["shape"]},
+            "size": {"worst": 0.02, "worst_context": "hue", "tied": []},
+        },
+    }
+    html = render_report(
+        make_fixture_run(tmp_path / "run", metrics_extra={"counterfactual_soundness": cs})
+    )
+    doc = _parse(html)
+    assert "may read it through hue" in doc.rows["counterfactual_effectiveness.shape"]["text_all"]
+    assert "may read it" not in doc.rows["counterfactual_effectiveness.size"]["text_all"]
+    assert "not compared: shape" in doc.rows["counterfactual_specificity.hue"]["text_all"]
+    assert "not compared" not in doc.rows["counterfactual_specificity.size"]["text_all"]
 
 
 def test_report_is_self_contained(fixture_run: Path) -> None:

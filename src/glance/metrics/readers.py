@@ -62,7 +62,9 @@ MORPHOMETRIC_CONTEXTS = ("area", "length", "thickness", "slant", "width", "heigh
 READABLE_R2 = 0.80
 #: Held-out values below this count give no R² worth reporting (the context is unreadable).
 MIN_HELDOUT = 10
-FORMAT_VERSION = 1
+#: 2: the record names the contexts tied in the training data (``tied``); older cached readers
+#: are refitted.
+FORMAT_VERSION = 2
 KIND = "glance-context-reader"
 _JSON = "reader.json"
 _WEIGHTS = "reader.safetensors"
@@ -131,6 +133,22 @@ class ContextReader:
     def reason(self, name: str) -> str | None:
         """Why ``name`` cannot be read (``None`` if it can)."""
         return self.reasons.get(name)
+
+    def read_through(self, name: str) -> list[str]:
+        """Contexts whose change this reader may read as a change of ``name``.
+
+        A CNN fitted on observational images learns whatever evidence predicts a context there,
+        and where two contexts are tied in its training data (``record["tied"]``, training values
+        correlated beyond :data:`glance.training.tasks.TIED_CORRELATION`) that can be the other
+        context's evidence: fitted on causal shapes, where the hue is the shape's own colour, the
+        reader of ``shape`` reads a circle painted in the square's colour as a square. So a
+        change read in ``name`` when one of these moves alone is no evidence that ``name``
+        changed. Empty for a context measured by morphometrics (it measures the image itself).
+        """
+        if self.sources.get(name) != "cnn":
+            return []
+        pairs = self.record.get("tied") or []
+        return sorted({b if a == name else a for a, b in pairs if name in (a, b)})
 
     @torch.no_grad()
     def read(self, images: torch.Tensor, *, batch_size: int = 512) -> np.ndarray:
@@ -320,6 +338,7 @@ def fit_reader(
         reasons.setdefault(c, _unreadable(c, sources[c], heldout[c], values[hold, k]))
     record = {
         "fingerprint": fingerprint or _fingerprint(dataset),
+        "tied": _tied(values[train], names),
         "image_shape": list(dataset.image_shape),
         "settings": cfg.to_dict(),
         "random_state": int(random_state),
@@ -364,6 +383,14 @@ def _load(
         if part.shape[1] == 1:
             native.append(part)
     return torch.cat(small), (torch.cat(native) if native else None)
+
+
+def _tied(values: np.ndarray, names: Sequence[str]) -> list[list[str]]:
+    """Pairs of contexts tied in the reader's training values (``[a, b]`` in context order)."""
+    from glance.training.tasks import tied_pairs
+
+    t = tied_pairs(values) if len(values) else np.zeros((len(names), len(names)), dtype=bool)
+    return [[names[j], names[k]] for j, k in zip(*np.nonzero(np.triu(t)), strict=True)]
 
 
 def _fingerprint(dataset: Any) -> str:

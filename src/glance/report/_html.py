@@ -81,6 +81,12 @@ def _soundness_rows(cs: Any) -> list[dict]:
         label = f"{THRESHOLDS['counterfactual_effectiveness'].label}: {ctx}"
         row = _metric_row(f"counterfactual_effectiveness.{ctx}", label, value,
                           "counterfactual_effectiveness")  # fmt: skip
+        through = e.get("read_through") if isinstance(e, Mapping) else None
+        if value is not None and through:
+            row["description"] += (
+                f" (read by a reader that may read it through {', '.join(through)}, tied to it "
+                "in the training images)"
+            )
         rows.append(_with_reason(row, why, ctx))
     rows += _specificity_rows(cs)
     comp, rev = cs.get("composition"), cs.get("reversibility")
@@ -106,6 +112,11 @@ def _specificity_rows(cs: Mapping[str, Any]) -> list[dict]:
         )
         if isinstance(sp, Mapping) and sp.get("worst_context"):
             row["description"] += f" (worst: {sp['worst_context']})"
+        if isinstance(sp, Mapping) and sp.get("tied"):
+            row["description"] += (
+                f"; not compared: {', '.join(sp['tied'])}, whose reader may read this change as "
+                "theirs (tied to it in the training images)"
+            )
         rows.append(row)
     if rows and isinstance(cs.get("specificity_note"), str):
         rows[-1]["description"] += f". {cs['specificity_note']}"

@@ -172,9 +172,10 @@ class EncoderTask(nn.Module):
 
 
 #: Contexts whose training values correlate beyond this (|Pearson r|) are *tied*: a reader fitted
-#: on observational data reads one partly through the other (on causal shapes it reads ``shape``
-#: partly through ``hue``), so neither is held still when the other moves (the read-back loss,
-#: calibrated interventions).
+#: on observational data reads one partly or wholly through the other (on causal shapes it reads
+#: ``shape`` through the colour alone, and ``brightness`` a quarter through ``pos_y``:
+#: benchmarks/bench_readers.py), so neither is held still when the other moves (the read-back
+#: loss, calibrated interventions) nor counted as the other's cross-talk (``glance evaluate``).
 TIED_CORRELATION = 0.5
 #: Samples per read-back step, and the range of |shift| in standardised units.
 READBACK_SAMPLES = 8
