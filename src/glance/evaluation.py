@@ -129,7 +129,11 @@ def _soundness(
         descendants = [names[d] for d in twin.descendants(k) if d < len(names)]
         # A reader that may read this context's change as theirs cannot tell cross-talk from
         # its own shortcut (ContextReader.read_through): not compared, and said so.
-        tied = [c for c in names if c not in descendants and name in reader.read_through(c)]
+        tied = [
+            c
+            for c in names
+            if c not in descendants and c not in unreadable and name in reader.read_through(c)
+        ]
         spec = soundness.specificity_from(
             readout, names, scale=reader.std, exclude=[*descendants, *tied, *unreadable]
         )
