@@ -96,6 +96,7 @@ def test_a_context_tied_to_another_is_read_through_it_and_the_reader_says_so():
     assert reader.read_through("ring") == ["thickness"]
     assert reader.read_through("thickness") == ["ring"]
     assert reader.read_through("noise") == []
+    assert reader.summary()["ring"]["read_through"] == ["thickness"]  # metrics.json says so
     # the shortcut itself: the reader "reads" ring on held-out images it never sees, from the
     # radius, so a change of the radius alone reads as a change of ring
     assert reader.readable("ring")

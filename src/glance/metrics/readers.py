@@ -183,13 +183,15 @@ class ContextReader:
         return out
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per context: ``heldout_r2``, ``source``, ``readable`` and ``reason`` (JSON-ready)."""
+        """Per context: ``heldout_r2``, ``source``, ``readable``, ``reason`` and
+        ``read_through`` (:meth:`read_through`), JSON-ready."""
         return {
             c: {
                 "heldout_r2": _finite(self.heldout_r2.get(c)),
                 "source": self.sources[c],
                 "readable": self.readable(c),
                 "reason": self.reason(c),
+                "read_through": self.read_through(c),
             }
             for c in self.contexts
         }
