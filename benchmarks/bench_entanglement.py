@@ -175,6 +175,7 @@ def _generator_soundness(
             "worst_cross_talk": sp["worst"],
             "worst_context": sp["worst_context"],
             "cross_talk": sp["cross_talk"],
+            "not_compared_tied": sp["tied"],
         }
     return out
 
