@@ -314,6 +314,14 @@ def _print(r: dict[str, Any]) -> None:
             f"{e['oracle_mean_as_constant']['mean_spearman']:.3f})"
             f" {s['fidelity']:.3f} {s['reconstruction_fidelity']:.3f} | {slopes}"
         )
+    print("worst cross-talk of a single-dim move (read; tied contexts not compared)")
+    for name, s in r["settings"].items():
+        worst = " ".join(
+            f"{c[:5]}={g['worst_cross_talk']:.2f}({(g['worst_context'] or '')[:5]})"
+            for c, g in s["generator"].items()
+            if g.get("worst_cross_talk") is not None
+        )
+        print(f"{name:18s} {worst}")
     for name, s in r["settings"].items():
         e = s["explanation"]
         if "glance_calibrated" in e:
