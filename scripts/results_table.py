@@ -240,6 +240,27 @@ KEYED += [
     ("64 px", "shapes: fast fit wall (s)", "resolution", "shapes.fit_wall_s", "(info)"),
 ]  # fmt: skip
 
+# What the context readers read, against the renderer (benchmarks/bench_readers.py, issue 13):
+# read change per std of one factor moved alone; 1 on the diagonal, 0 elsewhere when clean.
+KEYED += [
+    ("readers", "shapes: shape read when the shape alone changes", "readers",
+     "tasks.shapes.slope.shape.shape", "(info)"),
+    ("readers", "shapes: shape read when the hue alone changes", "readers",
+     "tasks.shapes.slope.hue.shape", "(info)"),
+    ("readers", "shapes: brightness read when the brightness alone changes", "readers",
+     "tasks.shapes.slope.brightness.brightness", "(info)"),
+    ("readers", "shapes: brightness read when pos_y alone changes", "readers",
+     "tasks.shapes.slope.pos_y.brightness", "(info)"),
+    ("readers", "pendulum: shadow_position read when it alone changes", "readers",
+     "tasks.pendulum.slope.shadow_position.shadow_position", "(info)"),
+    ("readers", "pendulum: shadow_length read when it alone changes", "readers",
+     "tasks.pendulum.slope.shadow_length.shadow_length", "(info)"),
+    ("readers", "shapes: every reading >= 0.2 across contexts is a declared tie", "readers",
+     "tasks.shapes.all_leaks_declared", "(info)"),
+    ("readers", "pendulum: every reading >= 0.2 across contexts is a declared tie", "readers",
+     "tasks.pendulum.all_leaks_declared", "(info)"),
+]  # fmt: skip
+
 
 def rows() -> list[tuple[str, str, str, str, str]]:
     out = []
