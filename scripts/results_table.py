@@ -240,6 +240,41 @@ KEYED += [
     ("64 px", "shapes: fast fit wall (s)", "resolution", "shapes.fit_wall_s", "(info)"),
 ]  # fmt: skip
 
+# The same, the pendulum rendered at 128 px (--size 128): the fast preset with its 64 px override.
+_R128 = "resolution-pendulum-128px"
+KEYED += [
+    ("128 px", "pendulum: ResNet-18 test accuracy", _R128, "pendulum.classifier.test_accuracy",
+     "(info)"),
+    ("128 px", "pendulum: fast fit wall (s)", _R128, "pendulum.fit_wall_s", "(info)"),
+    ("128 px", "pendulum: fidelity", _R128, "pendulum.metrics.fidelity", ">= 0.95"),
+    ("128 px", "pendulum: reconstruction fidelity", _R128,
+     "pendulum.metrics.reconstruction_fidelity", ">= 0.90"),
+    ("128 px", "pendulum: sampled fidelity", _R128, "pendulum.metrics.sampled_fidelity",
+     ">= 0.85"),
+    ("128 px", "pendulum: reconstruction SSIM", _R128, "pendulum.metrics.reconstruction_ssim",
+     ">= 0.75"),
+    ("128 px", "pendulum: reconstruction edges (report floor 0.60)", _R128,
+     "pendulum.metrics.reconstruction_edges", ">= 0.90"),
+    ("128 px", "pendulum: read-back R² shadow_length (weakest)", _R128,
+     "pendulum.metrics.readback_r2.shadow_length", ">= 0.80"),
+    ("128 px", "pendulum: mediator first by direct importance", _R128,
+     "pendulum.mediator_first_direct", ">= 0.90"),
+    ("128 px", "pendulum: pendulum_angle direct / total", _R128,
+     "pendulum.pendulum_angle_direct_over_total", "<= 0.10"),
+    ("128 px", "pendulum: light_angle direct / total", _R128,
+     "pendulum.light_angle_direct_over_total", "<= 0.10"),
+    ("128 px", "pendulum: agreement with the oracle (Spearman, total)", _R128,
+     "pendulum.oracle.agreement.mean_spearman", "(info)"),
+    ("128 px", "pendulum: shadow_length -> output in bootstrap resamples", _R128,
+     "pendulum.parents_of_output.shadow_length.directed_into_output", ">= 0.90"),
+    ("128 px", "pendulum: light_angle adjacent to output (resamples)", _R128,
+     "pendulum.parents_of_output.light_angle.adjacent_to_output", "<= 0.10"),
+    ("128 px", "pendulum: the classifier's logit vs light_angle given the shadow (partial r)",
+     _R128, "pendulum.classifier_dependence.light_angle.partial_r", "(info)"),
+    ("128 px", "pendulum: counterfactual validity", _R128, "pendulum.counterfactual_validity",
+     ">= 0.90"),
+]  # fmt: skip
+
 # What the context readers read, against the renderer (benchmarks/bench_readers.py, issue 13):
 # read change per std of one factor moved alone; 1 on the diagonal, 0 elsewhere when clean.
 KEYED += [
