@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _machine import machine_info  # noqa: E402
 from bench_explain import SHAPES_BOUNDS, _support  # noqa: E402
+from bench_resolution import _data as resolution_data  # noqa: E402
 
 from glance._io import atomic_write_json  # noqa: E402
 
@@ -47,17 +48,10 @@ DELTAS = (-1.0, 1.0)  # training stds
 
 
 def _data(task: str, work: Path, n: int, seed: int) -> Path:
-    """The benchmarks' own data: causal shapes at 32 px (bench_explain), the pendulum at 64 px
-    (bench_resolution)."""
-    from glance.data.pendulum import generate_pendulum
-    from glance.data.shapes import generate_shapes
-
+    """The benchmarks' own data (bench_resolution's layout): causal shapes at 32 px as
+    bench_explain explains them, the pendulum at 64 px."""
     size = 32 if task == "shapes" else 64
-    out = work / f"{task}-{size}px-n{n}-s{seed}"
-    if not (out / "MANIFEST.json").is_file():
-        make = generate_shapes if task == "shapes" else generate_pendulum
-        make(out, n=n, size=size, seed=seed, force=True)
-    return out
+    return resolution_data(task, argparse.Namespace(work=work, size=size, n=n, seed=seed))
 
 
 def _moves(task: str, name: str, f: dict[str, float], std: float, lo: float, hi: float):

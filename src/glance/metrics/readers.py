@@ -391,8 +391,8 @@ def _tied(values: np.ndarray, names: Sequence[str]) -> list[list[str]]:
     """Pairs of contexts tied in the reader's training values (``[a, b]`` in context order)."""
     from glance.training.tasks import tied_pairs
 
-    t = tied_pairs(values) if len(values) else np.zeros((len(names), len(names)), dtype=bool)
-    return [[names[j], names[k]] for j, k in zip(*np.nonzero(np.triu(t)), strict=True)]
+    t = np.triu(tied_pairs(values))
+    return [[names[j], names[k]] for j, k in zip(*np.nonzero(t), strict=True)]
 
 
 def _fingerprint(dataset: Any) -> str:

@@ -194,9 +194,11 @@ def tied_pairs(contexts: np.ndarray, threshold: float = TIED_CORRELATION) -> np.
     for j in range(m):
         for k in range(j + 1, m):
             ok = np.isfinite(c[:, j]) & np.isfinite(c[:, k])
+            if ok.sum() <= 2:  # too few rows known for both: no correlation to speak of
+                continue
             a, b = c[ok, j] - c[ok, j].mean(), c[ok, k] - c[ok, k].mean()
             norm = np.linalg.norm(a) * np.linalg.norm(b)
-            if ok.sum() > 2 and norm > 0:
+            if norm > 0:
                 tied[j, k] = tied[k, j] = abs(float(a @ b) / norm) > threshold
     return tied
 
