@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", default="resnet18", choices=sorted(ARCHS))
     ap.add_argument("--work", type=Path, default=Path("/tmp/glance-bench-resolution"))
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--n", type=int, default=5000, help="images per dataset (80% train)")
+    ap.add_argument("--n", type=int, default=5000, help="images per dataset (80%% train)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--n-explain", type=int, default=64)
     ap.add_argument("--eval-images", type=int, default=1000)
