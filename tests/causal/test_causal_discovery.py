@@ -121,6 +121,40 @@ def test_kci_finds_a_nonlinear_dependence():
     assert g_kci.meta["params"]["kci_subsample"] == 150
 
 
+def _copula_chain(seed, n=2000):
+    """x -> m -> y, jointly Gaussian underneath; m and y are seen through monotone, nonlinear
+    transforms (y saturates, as a classifier's logit does)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    m = x + 0.5 * rng.normal(size=n)
+    y = m + 0.3 * rng.normal(size=n)
+    return np.c_[x, np.exp(m), 1 / (1 + np.exp(-2 * y))]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rank_fisherz_separates_through_a_monotone_mediator(seed):
+    data, names = _copula_chain(seed), ["x", "m", "output_y"]
+    linear = discover(data, names, ci_test="fisherz")
+    ranks = discover(data, names, ci_test="rank_fisherz")
+    # the linear test mistakes the curvature for a second path; the ranks do not
+    assert linear.edge("x", "output_y") is not None
+    assert ranks.edge("x", "output_y") is None
+    assert ranks.edge("x", "m") is not None and ranks.edge("m", "output_y") is not None
+    assert ranks.meta["params"]["ci_test"] == "rank_fisherz"
+
+
+def test_normal_scores_ignore_monotone_transforms():
+    from glance.causal._causallearn import normal_scores
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 2))
+    scores = normal_scores(x)
+    np.testing.assert_array_equal(scores, normal_scores(np.c_[np.exp(x[:, 0]), x[:, 1] ** 3]))
+    assert np.argsort(scores[:, 0]).tolist() == np.argsort(x[:, 0]).tolist()
+    assert abs(scores.mean()) < 1e-12 and 0.95 < scores.std() < 1.0
+    assert np.all(np.isfinite(normal_scores(np.ones((10, 1)))))  # ties: no infinite score
+
+
 @pytest.mark.parametrize(
     "make, match",
     [

@@ -15,8 +15,8 @@ from glance.exceptions import ConfigError
 
 def test_choices_are_derived_from_the_literals():
     assert opts.DISCOVERY_METHODS == ("pc", "ges")
-    assert opts.DATA_CI_TESTS == ("fisherz", "kci")
-    assert opts.CI_TESTS == ("fisherz", "kci", "d_separation")
+    assert opts.DATA_CI_TESTS == ("fisherz", "rank_fisherz", "kci")
+    assert opts.CI_TESTS == ("fisherz", "rank_fisherz", "kci", "d_separation")
     assert opts.ORIENTATIONS == ("conservative", "sepset")
     assert opts.MECHANISMS == ("linear", "mlp", "gbm")
     hints = typing.get_type_hints(DiscoveryOptions)

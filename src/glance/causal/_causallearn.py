@@ -18,7 +18,7 @@ import numpy as np
 from glance.causal.knowledge import ResolvedKnowledge
 from glance.exceptions import DiscoveryError
 
-__all__ = ["run_pc", "run_ges", "RawResult"]
+__all__ = ["run_pc", "run_ges", "normal_scores", "RawResult"]
 
 RawResult = tuple[list[tuple[int, int]], list[tuple[int, int]], dict[str, Any]]
 
@@ -57,6 +57,16 @@ def _quiet():
 _SINK_AWARE = "glance_sink_aware"
 
 
+def normal_scores(x: np.ndarray) -> np.ndarray:
+    """Each column replaced by the normal quantiles of its ranks (van der Waerden scores; ties
+    share their mean rank). Fisher-z on these is the Gaussian-copula PC (Harris & Drton 2013,
+    JMLR): correct whatever monotone transform makes each node Gaussian, and as efficient as
+    Fisher-z on the raw values where they already are."""
+    from scipy.stats import norm, rankdata
+
+    return norm.ppf(rankdata(x, axis=0) / (x.shape[0] + 1))
+
+
 def _fisherz_pvalue(corr: np.ndarray, n: int, x: int, y: int, cond: list[int]) -> float:
     """causal-learn's Fisher-z test, computed the same way (partial correlation from the
     inverse of the sub-correlation matrix, r clipped below 1), with ``erfc`` in place of
@@ -86,8 +96,9 @@ def _register_sink_aware_test() -> None:
     other, so every pair of nodes has a separating set without outputs (the parents of either
     node). Conditioning on a sibling output, a near-deterministic copy of the tested output
     (all logits are functions of the same concepts), would wrongly "separate" true parents; so
-    outputs are never conditioned on. Fisher-z is computed by :func:`_fisherz_pvalue`; other
-    tests are causal-learn's own.
+    outputs are never conditioned on. Fisher-z is computed by :func:`_fisherz_pvalue`;
+    ``rank_fisherz`` is Fisher-z on :func:`normal_scores` of the data it is given (a bootstrap
+    resample is ranked on its own); other tests are causal-learn's own.
     """
     from causallearn.utils import cit
 
@@ -96,6 +107,8 @@ def _register_sink_aware_test() -> None:
 
     class SinkAwareCIT(cit.CIT_Base):
         def __init__(self, data, inner="fisherz", exclude=(), **kwargs):
+            if inner == "rank_fisherz":
+                data, inner = normal_scores(np.asarray(data, dtype=np.float64)), "fisherz"
             super().__init__(data)
             self.check_cache_method_consistent(_SINK_AWARE, cit.NO_SPECIFIED_PARAMETERS_MSG)
             self.exclude = frozenset(int(i) for i in exclude)

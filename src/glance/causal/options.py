@@ -36,7 +36,7 @@ __all__ = [
 #: ``"pc"`` (constraint-based) or ``"ges"`` (score-based, BIC).
 DiscoveryMethod = Literal["pc", "ges"]
 #: PC's conditional-independence tests that run on data.
-DataCITest = Literal["fisherz", "kci"]
+DataCITest = Literal["fisherz", "rank_fisherz", "kci"]
 #: ... plus ``d_separation``, an oracle for tests: pass ``ci_kwargs={"true_dag": G}`` to
 #: :func:`~glance.causal.discover` with a ``networkx.DiGraph`` over column indices.
 CITest = Literal[DataCITest, "d_separation"]
@@ -64,9 +64,11 @@ class DiscoveryOptions:
     method
         ``"pc"`` (constraint-based) or ``"ges"`` (score-based, BIC).
     ci_test
-        PC's conditional-independence test: ``"fisherz"`` (linear-Gaussian), ``"kci"``
-        (kernel, nonlinear; run on a random subsample of ``kci_subsample`` rows) or the
-        ``"d_separation"`` oracle (tests only).
+        PC's conditional-independence test: ``"fisherz"`` (linear-Gaussian),
+        ``"rank_fisherz"`` (Fisher-z on each column's normal scores, the Gaussian-copula PC of
+        Harris & Drton 2013: unchanged by any monotone transform of a node, such as a logit
+        that saturates), ``"kci"`` (kernel, nonlinear; run on a random subsample of
+        ``kci_subsample`` rows) or the ``"d_separation"`` oracle (tests only).
     alpha
         Significance level of the CI tests, in (0, 1). Smaller gives sparser graphs.
     orientation
