@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from glance._io import atomic_write_json  # noqa: E402
 from glance.causal import (  # noqa: E402
     BackgroundKnowledge,
+    DiscoveryOptions,
     StructuralCausalModel,
     bootstrap_discover,
     discover,
@@ -110,7 +111,7 @@ def _per_resample_slant_free(x, names, seed, n_resamples, n_jobs) -> int:
 
     rk = BackgroundKnowledge().resolve(names, [_kind(n) for n in names])
     seeds = np.random.SeedSequence(seed).spawn(n_resamples)
-    kw = dict(method="pc", ci_test="fisherz", alpha=0.01, max_k=None, kci_subsample=400)
+    kw = DiscoveryOptions()  # the library's defaults, as bootstrap_discover would use
     x = check_discovery_data(x, names)
     from joblib import Parallel, delayed
 
