@@ -43,7 +43,15 @@ def test_resolution_overrides_apply_from_their_size_and_yield_to_the_user():
     big = resolve_config("fast", resolution=side)
     assert big.train.generator_steps == changes["train"]["generator_steps"]
     assert big.loss.reconstruction_loss == "laplacian"
-    assert resolve_config("fast", resolution=2 * side) == big
+    # the sizes apply in increasing order: 128 px keeps the 64 px changes and adds its own
+    (s1, _), (s2, more) = AT_RESOLUTION["fast"][:2]
+    assert (s1, s2) == (side, 2 * side)
+    bigger = resolve_config("fast", resolution=s2)
+    assert bigger.loss == big.loss and bigger.generator == big.generator
+    assert bigger.train.generator_steps == big.train.generator_steps
+    assert bigger.train.generator_batch == more["train"]["generator_batch"]
+    assert bigger.train.generator_batch < big.train.generator_batch
+    assert resolve_config("fast", resolution=2 * s2) == bigger
     # the caller's overrides win over the resolution's
     mine = resolve_config("fast", {"train": {"generator_steps": 7}}, resolution=side)
     assert mine.train.generator_steps == 7 and mine.loss.reconstruction_loss == "laplacian"
