@@ -240,12 +240,18 @@ KEYED += [
     ("64 px", "shapes: fast fit wall (s)", "resolution", "shapes.fit_wall_s", "(info)"),
 ]  # fmt: skip
 
-# The same, the pendulum rendered at 128 px (--size 128): the fast preset with its 64 px override.
+# The same, the pendulum rendered at 128 px (--size 128): the fast preset with its 64 and 128 px
+# overrides; the run before the 128 px one (generator batch 32) is kept beside it.
 _R128 = "resolution-pendulum-128px"
+_R128_B32 = "resolution-pendulum-128px-batch32"
 KEYED += [
     ("128 px", "pendulum: ResNet-18 test accuracy", _R128, "pendulum.classifier.test_accuracy",
      "(info)"),
     ("128 px", "pendulum: fast fit wall (s)", _R128, "pendulum.fit_wall_s", "(info)"),
+    ("128 px", "pendulum: fast fit wall, generator batch 32 (s; another day)", _R128_B32,
+     "pendulum.fit_wall_s", "(info)"),
+    ("128 px", "pendulum: FID (classifier features)", _R128, "pendulum.metrics.fid", "(info)"),
+    ("128 px", "pendulum: FID, generator batch 32", _R128_B32, "pendulum.metrics.fid", "(info)"),
     ("128 px", "pendulum: fidelity", _R128, "pendulum.metrics.fidelity", ">= 0.95"),
     ("128 px", "pendulum: reconstruction fidelity", _R128,
      "pendulum.metrics.reconstruction_fidelity", ">= 0.90"),
