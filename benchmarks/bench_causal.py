@@ -58,10 +58,15 @@ from glance.causal import (  # noqa: E402
     bootstrap_discover,
     discover,
 )
+from glance.causal.options import DATA_CI_TESTS  # noqa: E402
 from glance.metrics.graph import graph_scores  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "causal.json"
 ROWS: list[dict[str, Any]] = []
+
+
+#: Discovery options every section but kci passes (``--ci-test``); empty: the library's defaults.
+OPTS: dict[str, Any] = {}
 
 
 def record(section: str, name: str, value: Any, target: str, ok: bool | None) -> None:
@@ -111,7 +116,7 @@ def _per_resample_slant_free(x, names, seed, n_resamples, n_jobs) -> int:
 
     rk = BackgroundKnowledge().resolve(names, [_kind(n) for n in names])
     seeds = np.random.SeedSequence(seed).spawn(n_resamples)
-    kw = DiscoveryOptions()  # the library's defaults, as bootstrap_discover would use
+    kw = DiscoveryOptions(**OPTS)  # what bootstrap_discover uses
     x = check_discovery_data(x, names)
     from joblib import Parallel, delayed
 
@@ -134,7 +139,7 @@ def bench_morpho(n: int, n_jobs: int, tag: str = "morpho") -> None:
     b = 20
     sec = tag  # section name in the table
     x, names = morpho_data(n, seed=0, slant=False)
-    g = bootstrap_discover(x, names, n_resamples=b, random_state=0, n_jobs=n_jobs)
+    g = bootstrap_discover(x, names, n_resamples=b, random_state=0, n_jobs=n_jobs, **OPTS)
     f = _freq(g, "thickness", "intensity")
     e = g.edge("thickness", "intensity")
     record(
@@ -166,7 +171,9 @@ def bench_morpho(n: int, n_jobs: int, tag: str = "morpho") -> None:
         None,
     )
     bk = BackgroundKnowledge().order("thickness", "intensity")
-    gk = bootstrap_discover(x, names, n_resamples=b, random_state=0, n_jobs=n_jobs, knowledge=bk)
+    gk = bootstrap_discover(
+        x, names, n_resamples=b, random_state=0, n_jobs=n_jobs, knowledge=bk, **OPTS
+    )
     fk = _freq(gk, "thickness", "intensity")
     record(
         sec,
@@ -248,7 +255,7 @@ def bench_shapes(n: int) -> None:
         ("nonlinear with v-structures", shapes_hard),
     ):
         x, names, truth, rule = make(n, seed=0)
-        g = discover(x, names)
+        g = discover(x, names, **OPTS)
         factors = [v for v in names if not v.startswith("output_")]
         s = graph_scores(g, {"nodes": names, "edges": truth}, nodes=factors)
         out = [v for v in names if v.startswith("output_")][0]
@@ -291,7 +298,7 @@ def bench_speed(n_jobs: int) -> None:
     x, names, truth = random_linear_dag(30, 10_000, seed=0)
     discover(x[:200, :5], names[:5])  # warm-up: imports are timed apart (cold start row)
     t0 = time.perf_counter()
-    g = discover(x, names)
+    g = discover(x, names, **OPTS)
     t1 = time.perf_counter()
     StructuralCausalModel(g).fit(x)
     t2 = time.perf_counter()
@@ -330,7 +337,7 @@ def bench_speed(n_jobs: int) -> None:
         None,
     )
     t0 = time.perf_counter()
-    gb = bootstrap_discover(x, names, n_resamples=20, random_state=0, n_jobs=n_jobs)
+    gb = bootstrap_discover(x, names, n_resamples=20, random_state=0, n_jobs=n_jobs, **OPTS)
     t1 = time.perf_counter()
     record(
         "speed",
@@ -540,7 +547,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="samples for morpho and shapes")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--ci-test",
+        choices=DATA_CI_TESTS,
+        default=None,
+        help="PC's CI test in the morpho, shapes and speed sections (default: the library's)",
+    )
     args = parser.parse_args(argv)
+    if args.ci_test:
+        OPTS["ci_test"] = args.ci_test
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     if "morpho" in args.sections:
