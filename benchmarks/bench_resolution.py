@@ -305,6 +305,7 @@ def _common(kind: str, contexts: list[str], args: argparse.Namespace) -> tuple:
         "classifier": clf_info,
         "fit_wall_s": fit_wall,
         "fit_seconds": getattr(est, "fit_seconds_", None),
+        "precision": getattr(est, "precision_", None),  # what the training steps computed in
         "interventions_measured": getattr(est, "context_readback_", None) is not None,
         "explained_calibrated": bool(args.calibrated),
         # set where a cached run was measured here (a fresh fit's time includes it)
@@ -587,11 +588,14 @@ def _print(results: dict[str, Any], tasks: list[str]) -> None:
 
 
 def _setting_row(result: dict[str, Any], task: str) -> dict[str, Any]:
-    """The figures that compare twin settings, from one run's result file."""
+    """The figures that compare twin settings, from one run's result file (or a merged one: the
+    task's own record of its run)."""
     r, m = result[task], result[task]["metrics"]
+    run = result["runs"][task] if "runs" in result else result
     return {
-        "command": result["command"],
-        "threads": result["settings"].get("threads"),
+        "command": run["command"],
+        "threads": run["settings"].get("threads"),
+        "precision": r.get("precision"),
         "fit_wall_s": r.get("fit_wall_s"),
         "readback_r2": m.get("readback_r2"),
         "alignment_r2": m.get("alignment_r2"),

@@ -240,6 +240,27 @@ KEYED += [
     ("64 px", "shapes: fast fit wall (s)", "resolution", "shapes.fit_wall_s", "(info)"),
 ]  # fmt: skip
 
+# The same two fits with mixed_precision="bf16" on this CPU's bf16 matrix units (AMX): not the
+# default, as causal shapes' brightness read-back fell under its bar (docs/own-model.md).
+_BF = "resolution-bf16"
+KEYED += [
+    ("64 px", "pendulum, bf16: fast fit wall (s)", _BF, "pendulum.fit_wall_s", "(info)"),
+    ("64 px", "pendulum, bf16: FID (classifier features)", _BF, "pendulum.metrics.fid", "(info)"),
+    ("64 px", "pendulum, bf16: read-back R² shadow_length (weakest)", _BF,
+     "pendulum.metrics.readback_r2.shadow_length", ">= 0.80"),
+    ("64 px", "pendulum, bf16: mediator first by direct importance", _BF,
+     "pendulum.mediator_first_direct", ">= 0.90"),
+    ("64 px", "pendulum, bf16: pendulum_angle direct / total", _BF,
+     "pendulum.pendulum_angle_direct_over_total", "<= 0.10"),
+    ("64 px", "pendulum, bf16: agreement with the oracle (Spearman, total)", _BF,
+     "pendulum.oracle.agreement.mean_spearman", "(info)"),
+    ("64 px", "shapes, bf16: fast fit wall (s)", _BF, "shapes.fit_wall_s", "(info)"),
+    ("64 px", "shapes, bf16: FID (classifier features)", _BF, "shapes.metrics.fid", "(info)"),
+    ("64 px", "shapes, bf16: read-back R² brightness (weakest readable)", _BF,
+     "shapes.metrics.readback_r2.brightness", ">= 0.80"),
+    ("64 px", "shapes, bf16: rule factor first", _BF, "shapes.rule_factor_first", ">= 0.90"),
+]  # fmt: skip
+
 # The same, the pendulum rendered at 128 px (--size 128): the fast preset with its 64 and 128 px
 # overrides; the run before the 128 px one (generator batch 32) is kept beside it.
 _R128 = "resolution-pendulum-128px"

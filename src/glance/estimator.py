@@ -81,7 +81,10 @@ class Glance:
     random_state : int
         Seed of everything random in the fit (same seed, data and machine: same result).
     device : str
-        ``"cpu"``, ``"cuda"`` or ``"cuda:1"`` (mixed precision on CUDA per the config).
+        ``"cpu"``, ``"cuda"`` or ``"cuda:1"``. Mixed precision follows the config's
+        ``train.mixed_precision``: ``"auto"`` trains in bf16 (or fp16) on CUDA and in fp32 on a
+        CPU, ``"bf16"`` in bf16 on either (faster on a CPU with bf16 matrix units, such as Intel
+        AMX); ``precision_`` says what a fit used.
     quiet : bool
         No progress bars.
     n_threads : int, optional
@@ -126,6 +129,10 @@ class Glance:
         Logged training losses (every 10 steps).
     fit_seconds_ : float
         Wall time of :meth:`fit`.
+    precision_ : str or None
+        What the training steps computed in: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the
+        config's ``train.mixed_precision`` as resolved on the fitting machine; ``None`` for a
+        run saved before it was recorded).
     thread_history_ : list of (float, float, int)
         ``(time, other processes' load in cores, threads chosen)`` at every thread change of the
         fit (see :class:`glance.threads.ThreadPolicy`).
@@ -432,6 +439,7 @@ class Glance:
         self.concept_names_ = [*self.context_names_, *(f"concept_{i}" for i in range(u))]
         self.classes_ = _classes(self.adapter_, dataset)
         self.history_ = trainer.history
+        self.precision_ = trainer.precision.name
         self.train_source_ = str(dataset.source)
         self.run_ = None
 
@@ -1112,6 +1120,7 @@ def _state_json(est: Glance) -> dict[str, Any]:
         "image_shape": list(est.image_shape_),
         "n_classes": int(est.adapter_.n_classes),
         "fit_seconds": float(getattr(est, "fit_seconds_", float("nan"))),
+        "precision": getattr(est, "precision_", None),
         "train_source": getattr(est, "train_source_", None),
     }
 
@@ -1271,4 +1280,5 @@ def _restore(
     est.classes_ = list(state["classes"])
     est.fit_seconds_ = float(state["fit_seconds"]) if state.get("fit_seconds") else float("nan")
     est.train_source_ = state.get("train_source")
+    est.precision_ = state.get("precision")
     est.history_ = fitted["history"]

@@ -65,6 +65,7 @@ def make_fixture_run(
                 "torch_version": "2.x-fixture",
                 "preset": "fast",
                 "random_state": 0,
+                "precision": "bf16",
                 "contexts": CONTEXTS,
                 "concept_names": CONTEXTS + CONCEPTS,
                 "classes": ["0", "1", "2"],

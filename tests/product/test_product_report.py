@@ -95,6 +95,7 @@ def test_report_has_every_section_and_figure_from_metrics(fixture_run: Path) -> 
     assert doc.rows["counterfactual_composition"]["grade"] == "info"
     assert "LOW FIDELITY" not in html
     assert "low-fidelity" not in doc.ids
+    assert "<dt>precision</dt><dd>bf16</dd>" in html  # what the fit trained in, from state.json
 
 
 def test_changed_metrics_change_the_report(tmp_path: Path) -> None:

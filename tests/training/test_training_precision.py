@@ -1,5 +1,7 @@
 """Mixed precision: ``mixed_precision="bf16"`` autocasts on CPU too (it used to fall back to fp32
-silently); ``"auto"`` and ``"off"`` stay fp32 on CPU, ``"fp16"`` says it cannot."""
+silently); ``"auto"`` and ``"off"`` stay fp32 on CPU (``"auto"`` names bf16 where the CPU has
+bf16 matrix units and the images are large), ``"fp16"`` says it cannot; a fit records what it
+computed in."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import math
 import pytest
 import torch
 
-from glance.estimator import Glance
+from glance.estimator import Glance, load
 from glance.training import loop as loop_mod
 
 CPU = torch.device("cpu")
@@ -28,15 +30,43 @@ def test_cpu_autocasts_only_when_bf16_is_asked_for(mode, enabled):
     assert not prec.use_scaler  # bf16 needs no loss scaling
 
 
+@pytest.mark.parametrize(
+    ("units", "side", "hint"),
+    [
+        (True, 64, True),
+        (True, 128, True),
+        (True, 32, False),
+        (False, 64, False),
+        (True, None, False),
+    ],
+)
+def test_auto_on_cpu_stays_fp32_and_names_bf16_where_it_would_pay(
+    monkeypatch, caplog, units, side, hint
+):
+    monkeypatch.setattr(loop_mod, "cpu_has_bf16_units", lambda: units)
+    with caplog.at_level(logging.INFO, logger="glance.training.loop"):
+        prec = loop_mod._Precision(CPU, "auto", side)
+    assert not prec.enabled and prec.name == "fp32"
+    assert prec.hint_bf16 is hint
+    assert ("mixed_precision='bf16'" in caplog.text) is hint
+    # an explicit choice gets no hint
+    assert not loop_mod._Precision(CPU, "off", side).hint_bf16
+    assert loop_mod._Precision(CPU, "bf16", side).name == "bf16"
+
+
+def test_cpu_bf16_units_probe_answers_a_bool():
+    assert isinstance(loop_mod.cpu_has_bf16_units(), bool)
+
+
 def test_fp16_on_cpu_warns_that_it_trains_in_fp32(caplog):
     with caplog.at_level(logging.WARNING, logger="glance.training.loop"):
         loop_mod._Precision(CPU, "fp16")
     assert "fp16" in caplog.text and "fp32" in caplog.text
 
 
-def test_bf16_fit_on_cpu_trains_in_bf16(tiny_classifier, tiny_data, monkeypatch):
+def test_bf16_fit_on_cpu_trains_in_bf16(tiny_classifier, tiny_data, monkeypatch, tmp_path):
     """A whole (tiny) fit under CPU bf16 autocast: the generator's convolutions run in bf16,
-    every logged loss is finite, and the fitted weights stay fp32."""
+    every logged loss is finite, the fitted weights stay fp32, and the run records bf16."""
     dtypes: set[torch.dtype] = set()
     conv2d = torch.nn.functional.conv2d
 
@@ -54,8 +84,24 @@ def test_bf16_fit_on_cpu_trains_in_bf16(tiny_classifier, tiny_data, monkeypatch)
         config={"train": {**train, "mixed_precision": "bf16"}},
         random_state=0,
         quiet=True,
-    ).fit(tiny_data)
+    ).fit(tiny_data, out=tmp_path / "run")
     assert torch.bfloat16 in dtypes
+    assert est.precision_ == "bf16"
+    assert load(tmp_path / "run", classifier=tiny_classifier).precision_ == "bf16"
     logged = [v for rec in est.history_ for k, v in rec.items() if k not in ("step", "stage")]
     assert logged and all(math.isfinite(v) for v in logged if isinstance(v, float))
     assert all(p.dtype == torch.float32 for p in est.generator_.parameters())
+
+
+def test_auto_fit_on_cpu_trains_in_fp32_and_says_so(tiny_classifier, tiny_data, monkeypatch):
+    """'auto' on a CPU (even one with bf16 matrix units) trains in fp32, and the fit says so."""
+    monkeypatch.setattr(loop_mod, "cpu_has_bf16_units", lambda: True)
+    est = Glance(
+        tiny_classifier,
+        contexts=["thickness", "intensity"],
+        preset="tiny",
+        config={"train": {"encoder_steps": 2, "generator_steps": 2, "generator_batch": 8}},
+        random_state=0,
+        quiet=True,
+    ).fit(tiny_data)
+    assert est.precision_ == "fp32"

@@ -655,7 +655,7 @@ def _provenance(art: RunArtifacts) -> dict:
             versions[key.removesuffix("_version")] = str(state[key])
     run_facts = {
         k: str(state[k])
-        for k in ("preset", "random_state", "layer", "train_source")
+        for k in ("preset", "random_state", "layer", "train_source", "precision")
         if state.get(k) is not None
     }
     if _num(state.get("fit_seconds")) is not None:
