@@ -95,6 +95,7 @@ def test_dry_run_and_config_errors(workspace, capsys, tmp_path):
     assert main(fit_argv(workspace, tmp_path / "never", "--dry-run")) == 0
     out = capsys.readouterr().out
     assert "generator_steps: 4" in out and "preset: tiny" in out
+    assert "# training precision on cpu (16 px images): fp32" in out  # "auto" on a CPU
     assert not (tmp_path / "never").exists()
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nencoder_stepz = 3\n", encoding="utf-8")

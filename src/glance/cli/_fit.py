@@ -118,7 +118,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from glance.data import load_dataset
     from glance.estimator import Glance, check_device
     from glance.training.config import resolve_config
-    from glance.training.loop import TrainingInterrupted
+    from glance.training.loop import TrainingInterrupted, training_precision
 
     contexts = tuple(c.strip() for c in args.contexts.split(",") if c.strip())
     resolve_config(args.preset, args.config)  # a bad preset or config fails before any loading
@@ -128,6 +128,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         side = load_dataset(args.data, _training_split(args.data)).image_shape[-1]
         config = resolve_config(args.preset, args.config, resolution=side)
         print(yaml.safe_dump({"preset": args.preset, **config.to_dict()}, sort_keys=False))
+        mode = config.train.mixed_precision
+        precision = training_precision(args.device, mode, side)
+        print(f"# training precision on {args.device} ({side} px images): {precision}")
         return 0
     check_device(args.device)  # before anything is loaded or created
     classifier = classifier_from_args(args, required=True)

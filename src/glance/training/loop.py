@@ -52,6 +52,7 @@ __all__ = [
     "TrainingInterrupted",
     "fit_loop",
     "request_stop",
+    "training_precision",
 ]
 
 logger = logging.getLogger(__name__)
@@ -237,6 +238,16 @@ class _Precision:
         scaler.update()
         if scaler.get_scale() < before:
             self.skipped += 1
+
+
+def training_precision(device: str | torch.device, mode: str, image_side: int | None = None) -> str:
+    """What a fit's steps would compute in on ``device`` (``"fp32"``, ``"bf16"`` or ``"fp16"``)
+    for the config's ``train.mixed_precision`` ``mode`` and images of ``image_side`` pixels;
+    logs what a fit logs about it (the bf16 hint, fp16 on a CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "fp32"  # no CUDA here: the fit itself will refuse the device
+    return _Precision(device, mode, image_side).name
 
 
 def _mix_seed(*parts: int) -> int:
