@@ -302,6 +302,25 @@ KEYED += [
      ">= 0.90"),
 ]  # fmt: skip
 
+# The same fit with mixed_precision="bf16" on this CPU's bf16 matrix units (not the default).
+_R128_BF = "resolution-pendulum-128px-bf16"
+KEYED += [
+    ("128 px", "pendulum, bf16: fast fit wall (s; the fp32 fit above ran the same day)", _R128_BF,
+     "pendulum.fit_wall_s", "(info)"),
+    ("128 px", "pendulum, bf16: FID (classifier features)", _R128_BF, "pendulum.metrics.fid",
+     "(info)"),
+    ("128 px", "pendulum, bf16: reconstruction edges", _R128_BF,
+     "pendulum.metrics.reconstruction_edges", ">= 0.90"),
+    ("128 px", "pendulum, bf16: read-back R² shadow_length (weakest)", _R128_BF,
+     "pendulum.metrics.readback_r2.shadow_length", ">= 0.80"),
+    ("128 px", "pendulum, bf16: mediator first by direct importance", _R128_BF,
+     "pendulum.mediator_first_direct", ">= 0.90"),
+    ("128 px", "pendulum, bf16: pendulum_angle direct / total", _R128_BF,
+     "pendulum.pendulum_angle_direct_over_total", "<= 0.10"),
+    ("128 px", "pendulum, bf16: agreement with the oracle (Spearman, total)", _R128_BF,
+     "pendulum.oracle.agreement.mean_spearman", "(info)"),
+]  # fmt: skip
+
 # What the context readers read, against the renderer (benchmarks/bench_readers.py, issue 13):
 # read change per std of one factor moved alone; 1 on the diagonal, 0 elsewhere when clean.
 KEYED += [
