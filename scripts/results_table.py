@@ -268,7 +268,7 @@ _R128_B32 = "resolution-pendulum-128px-batch32"
 KEYED += [
     ("128 px", "pendulum: ResNet-18 test accuracy", _R128, "pendulum.classifier.test_accuracy",
      "(info)"),
-    ("128 px", "pendulum: fast fit wall (s)", _R128, "pendulum.fit_wall_s", "(info)"),
+    ("128 px", "pendulum: fast fit wall in fp32 (s)", _R128, "pendulum.fit_wall_s", "(info)"),
     ("128 px", "pendulum: fast fit wall, generator batch 32 (s; another day)", _R128_B32,
      "pendulum.fit_wall_s", "(info)"),
     ("128 px", "pendulum: FID (classifier features)", _R128, "pendulum.metrics.fid", "(info)"),
@@ -302,10 +302,11 @@ KEYED += [
      ">= 0.90"),
 ]  # fmt: skip
 
-# The same fit with mixed_precision="bf16" on this CPU's bf16 matrix units (not the default).
+# The same fit in bf16 on this CPU's bf16 matrix units: what mixed_precision="auto" chooses there
+# from 128 px (glance.training.loop.AUTO_CPU_BF16_MIN_SIDE).
 _R128_BF = "resolution-pendulum-128px-bf16"
 KEYED += [
-    ("128 px", "pendulum, bf16: fast fit wall (s; the fp32 fit above ran the same day)", _R128_BF,
+    ("128 px", "pendulum, bf16 (auto on an AMX CPU): fast fit wall (s; fp32's day)", _R128_BF,
      "pendulum.fit_wall_s", "(info)"),
     ("128 px", "pendulum, bf16: FID (classifier features)", _R128_BF, "pendulum.metrics.fid",
      "(info)"),

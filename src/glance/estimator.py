@@ -82,9 +82,9 @@ class Glance:
         Seed of everything random in the fit (same seed, data and machine: same result).
     device : str
         ``"cpu"``, ``"cuda"`` or ``"cuda:1"``. Mixed precision follows the config's
-        ``train.mixed_precision``: ``"auto"`` trains in bf16 (or fp16) on CUDA and in fp32 on a
-        CPU, ``"bf16"`` in bf16 on either (faster on a CPU with bf16 matrix units, such as Intel
-        AMX); ``precision_`` says what a fit used.
+        ``train.mixed_precision``: ``"auto"`` trains in bf16 (or fp16) on CUDA, in bf16 on a CPU
+        with bf16 matrix units (Intel AMX) for images of 128 px or more, and in fp32 otherwise;
+        ``"bf16"`` trains in bf16 on either. ``precision_`` says what a fit used.
     quiet : bool
         No progress bars.
     n_threads : int, optional

@@ -1,7 +1,7 @@
 """Mixed precision: ``mixed_precision="bf16"`` autocasts on CPU too (it used to fall back to fp32
-silently); ``"auto"`` and ``"off"`` stay fp32 on CPU (``"auto"`` names bf16 where the CPU has
-bf16 matrix units and the images are large), ``"fp16"`` says it cannot; a fit records what it
-computed in."""
+silently); ``"auto"`` autocasts on CPU only with bf16 matrix units and images of 128 px or more
+(and names bf16 from 64 px), ``"off"`` stays fp32, ``"fp16"`` says it cannot; a fit records what
+it computed in."""
 
 from __future__ import annotations
 
@@ -31,25 +31,32 @@ def test_cpu_autocasts_only_when_bf16_is_asked_for(mode, enabled):
 
 
 @pytest.mark.parametrize(
-    ("units", "side", "hint"),
+    ("units", "side", "enabled", "hint"),
     [
-        (True, 64, True),
-        (True, 128, True),
-        (True, 32, False),
-        (False, 64, False),
-        (True, None, False),
+        (True, 128, True, False),
+        (True, 256, True, False),
+        (True, 64, False, True),
+        (True, 32, False, False),
+        (False, 128, False, False),
+        (False, 64, False, False),
+        (True, None, False, False),
     ],
 )
-def test_auto_on_cpu_stays_fp32_and_names_bf16_where_it_would_pay(
-    monkeypatch, caplog, units, side, hint
+def test_auto_on_cpu_uses_bf16_units_for_large_images_and_names_them_for_mid_ones(
+    monkeypatch, caplog, units, side, enabled, hint
 ):
     monkeypatch.setattr(loop_mod, "cpu_has_bf16_units", lambda: units)
     with caplog.at_level(logging.INFO, logger="glance.training.loop"):
         prec = loop_mod._Precision(CPU, "auto", side)
-    assert not prec.enabled and prec.name == "fp32"
+    assert prec.enabled is enabled
+    assert prec.name == ("bf16" if enabled else "fp32")
     assert prec.hint_bf16 is hint
-    assert ("mixed_precision='bf16'" in caplog.text) is hint
-    # an explicit choice gets no hint
+    assert ("mixed_precision='bf16' made" in caplog.text) is hint
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    with prec.autocast():
+        assert (a @ b).dtype == (torch.bfloat16 if enabled else torch.float32)
+    # an explicit choice is followed, with no hint
+    assert loop_mod._Precision(CPU, "off", side).name == "fp32"
     assert not loop_mod._Precision(CPU, "off", side).hint_bf16
     assert loop_mod._Precision(CPU, "bf16", side).name == "bf16"
 
@@ -94,7 +101,8 @@ def test_bf16_fit_on_cpu_trains_in_bf16(tiny_classifier, tiny_data, monkeypatch,
 
 
 def test_auto_fit_on_cpu_trains_in_fp32_and_says_so(tiny_classifier, tiny_data, monkeypatch):
-    """'auto' on a CPU (even one with bf16 matrix units) trains in fp32, and the fit says so."""
+    """'auto' on a CPU (even one with bf16 matrix units) trains small images in fp32, and the fit
+    says so."""
     monkeypatch.setattr(loop_mod, "cpu_has_bf16_units", lambda: True)
     est = Glance(
         tiny_classifier,

@@ -142,14 +142,17 @@ class _NonFinite(Exception):
         self.term, self.step, self.value = term, step, value
 
 
-#: On a CPU with bf16 matrix units, ``mixed_precision="auto"`` still trains in fp32 but says
-#: that ``"bf16"`` is there, for images of at least this side. Measured on a 2-core Xeon with AMX
-#: (torch 2.14, oneDNN), the 64 px ``fast`` preset, the same data, ResNet-18 and seed: a full
-#: generator step 0.69-0.70 s in bf16 against 0.80-0.91 s in fp32, the pendulum's fit 1,059 s
-#: against 1,265 s, every pendulum figure as good; but causal shapes' brightness read back from
-#: the reconstructions 0.83 -> 0.79, under the 0.80 a reconstruction must reach (one seed each;
-#: docs/own-model.md). At 128 px the pendulum's fit took 1,372 s against 2,234 s, FID 3.2 -> 4.3.
-#: So bf16 is not the default on a CPU: a setting away.
+#: On a CPU with bf16 matrix units (:func:`cpu_has_bf16_units`), ``mixed_precision="auto"``
+#: trains images of at least ``AUTO_CPU_BF16_MIN_SIDE`` px in bf16, and says that ``"bf16"`` is
+#: there for images of at least ``CPU_BF16_HINT_MIN_SIDE`` px. Measured on a 2-core Xeon with AMX
+#: (torch 2.14, oneDNN), the ``fast`` preset, the same data, ResNet-18 and seed, one seed each
+#: (docs/own-model.md): at 128 px the pendulum's fit took 1,372 s in bf16 against 2,234 s in
+#: fp32 the same day, every figure of bench_resolution.py as before but FID 3.2 -> 4.3; at 64 px
+#: a full generator step 0.69-0.70 s against 0.80-0.91 s, the pendulum's fit 1,059 s against
+#: 1,265 s with every figure as good, but causal shapes' brightness read back from the
+#: reconstructions 0.83 -> 0.79, under the 0.80 a reconstruction must reach. Hence bf16 by
+#: default from 128 px, a setting away at 64 px, and fp32 below (not measured in bf16).
+AUTO_CPU_BF16_MIN_SIDE = 128
 CPU_BF16_HINT_MIN_SIDE = 64
 
 
@@ -165,12 +168,13 @@ def cpu_has_bf16_units() -> bool:
 
 @dataclass
 class _Precision:
-    """Autocast + GradScaler on CUDA (bf16 or fp16); bf16 autocast on CPU when asked for.
+    """Autocast + GradScaler on CUDA (bf16 or fp16); bf16 autocast on CPU where it pays.
 
-    On CPU only an explicit ``"bf16"`` autocasts (``torch.autocast("cpu", torch.bfloat16)``):
-    ``"auto"`` stays fp32 there (and logs that ``"bf16"`` is faster where the CPU has bf16 matrix
-    units and the images are :data:`CPU_BF16_HINT_MIN_SIDE` px or more, ``image_side``), and
-    ``"fp16"`` (which would need a gradient scaler) runs in fp32 with a warning.
+    On CPU, ``"bf16"`` always autocasts (``torch.autocast("cpu", torch.bfloat16)``); ``"auto"``
+    does so only on a CPU with bf16 matrix units and for images of at least
+    :data:`AUTO_CPU_BF16_MIN_SIDE` px a side (``image_side``), stays fp32 otherwise, and logs
+    that ``"bf16"`` is there from :data:`CPU_BF16_HINT_MIN_SIDE` px; ``"fp16"`` (which would
+    need a gradient scaler) runs in fp32 there with a warning.
     """
 
     device: torch.device
@@ -181,10 +185,14 @@ class _Precision:
 
     def __post_init__(self) -> None:
         cuda = self.device.type == "cuda"
-        cpu_bf16 = self.device.type == "cpu" and self.mode == "bf16"
+        cpu_bf16 = self.device.type == "cpu" and (
+            self.mode == "bf16" or self._cpu_units_pay(AUTO_CPU_BF16_MIN_SIDE)
+        )
         self.enabled = (cuda and self.mode != "off") or cpu_bf16
-        use_bf16 = self.mode == "bf16" or (
-            self.mode == "auto" and self.enabled and torch.cuda.is_bf16_supported()
+        use_bf16 = (
+            self.mode == "bf16"
+            or cpu_bf16
+            or (self.mode == "auto" and self.enabled and torch.cuda.is_bf16_supported())
         )
         self.dtype = torch.bfloat16 if use_bf16 else torch.float16
         self.use_scaler = self.enabled and self.dtype == torch.float16
@@ -194,25 +202,34 @@ class _Precision:
                 "(use 'bf16' for mixed precision on CPU)",
                 self.device,
             )
+        elif cpu_bf16 and self.mode == "auto":
+            logger.info(
+                "mixed_precision='auto': training %d px images in bf16 on this CPU's bf16 "
+                "matrix units ('off' trains in fp32)",
+                self.image_side,
+            )
         elif self.hint_bf16:
             logger.info(
                 "training %d px images in fp32 on a CPU with bf16 matrix units: "
-                "mixed_precision='bf16' made a fit about 15%% faster at 64 px and 40%% at "
-                "128 px (docs/own-model.md says what it changed in the benchmarks)",
+                "mixed_precision='bf16' made a fit about 15%% faster at 64 px "
+                "(docs/own-model.md says what it changed in the benchmarks)",
                 self.image_side,
             )
+
+    def _cpu_units_pay(self, min_side: int) -> bool:
+        return (
+            self.device.type == "cpu"
+            and self.mode == "auto"
+            and self.image_side is not None
+            and self.image_side >= min_side
+            and cpu_has_bf16_units()
+        )
 
     @property
     def hint_bf16(self) -> bool:
         """Whether ``"auto"`` leaves a CPU's bf16 matrix units unused on images large enough
         for them to pay."""
-        return (
-            self.device.type == "cpu"
-            and self.mode == "auto"
-            and self.image_side is not None
-            and self.image_side >= CPU_BF16_HINT_MIN_SIDE
-            and cpu_has_bf16_units()
-        )
+        return not self.enabled and self._cpu_units_pay(CPU_BF16_HINT_MIN_SIDE)
 
     @property
     def name(self) -> str:
