@@ -61,6 +61,14 @@ def test_auto_on_cpu_uses_bf16_units_for_large_images_and_names_them_for_mid_one
     assert loop_mod._Precision(CPU, "bf16", side).name == "bf16"
 
 
+def test_training_precision_plans_a_cuda_fit_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert loop_mod.training_precision("cuda", "off", 64) == "fp32"
+    assert loop_mod.training_precision("cuda", "bf16", 64) == "bf16"
+    assert loop_mod.training_precision("cuda", "auto", 64) == "bf16 or fp16 (the GPU's)"
+    assert loop_mod.training_precision("cpu", "bf16", 64) == "bf16"
+
+
 def test_cpu_bf16_units_probe_answers_a_bool():
     assert isinstance(loop_mod.cpu_has_bf16_units(), bool)
 

@@ -263,8 +263,8 @@ def training_precision(device: str | torch.device, mode: str, image_side: int | 
     for the config's ``train.mixed_precision`` ``mode`` and images of ``image_side`` pixels;
     logs what a fit logs about it (the bf16 hint, fp16 on a CPU)."""
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "fp32"  # no CUDA here: the fit itself will refuse the device
+    if device.type == "cuda" and not torch.cuda.is_available():  # planning on another machine
+        return {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}.get(mode, "bf16 or fp16 (the GPU's)")
     return _Precision(device, mode, image_side).name
 
 
