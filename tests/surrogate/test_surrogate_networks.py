@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from glance.exceptions import ShapeError
 from glance.surrogate import (
     ConceptEncoder,
     Discriminator,
+    EqualizedConv2d,
     Generator,
     MappingNetwork,
     SurrogateHead,
@@ -146,6 +148,37 @@ def test_discriminator_rejects_wrong_images():
         d(torch.rand(2, 3, 28, 28))
     with pytest.raises(ShapeError, match="images"):
         d(torch.rand(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("size", [8, 9, 64])
+def test_downsampling_conv_is_conv_then_average_pool(kernel, size):
+    """The stride-2 pooled kernel is the same function as conv then a 2x2 average pool (values
+    and gradients, padding included, odd sizes floored like the pool)."""
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(4, 5, kernel, activation="lrelu", down=2)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(3, 4, size, size, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = conv.weight.detach().clone().requires_grad_()
+    ref = F.conv2d(x_ref, w_ref * conv.weight_gain, conv.bias.detach(), padding=kernel // 2)
+    ref = F.leaky_relu(F.avg_pool2d(ref, 2), 0.2) * 2**0.5
+    out = conv(x)
+    assert out.shape == ref.shape == (3, 5, size // 2, size // 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    gx, gw = torch.autograd.grad(out, (x, conv.weight), grad)
+    gx_ref, gw_ref = torch.autograd.grad(ref, (x_ref, w_ref), grad)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_discriminator_is_the_same_for_either_input_layout():
+    torch.manual_seed(0)
+    d = Discriminator(32, 3, channel_base=256, channel_max=16)
+    x = torch.rand(4, 3, 32, 32)
+    torch.testing.assert_close(d(x), d(x.contiguous(memory_format=torch.channels_last)))
 
 
 def test_minibatch_stddev_values():

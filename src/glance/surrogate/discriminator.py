@@ -99,7 +99,10 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         r = self.img_resolution
         check_shape(images, (None, self.img_channels, r, r), "images")
-        x = images * 2 - 1  # [0, 1] -> [-1, 1], centred inputs for the first layer
+        # [0, 1] -> [-1, 1], centred inputs for the first layer. Channels-last like the
+        # generator's output: real images come NCHW, and oneDNN convolves NHWC faster (at 64 px
+        # the whole D forward + backward took 101 ms NCHW, 64 ms NHWC, on this project's CPU).
+        x = (images * 2 - 1).contiguous(memory_format=torch.channels_last)
         if r != self.work_resolution:
             x = F.interpolate(
                 x, size=(self.work_resolution,) * 2, mode="bilinear", align_corners=False
