@@ -60,6 +60,10 @@ class Discriminator(nn.Module):
         Group size of the minibatch standard-deviation layer.
     mbstd_channels : int
         Number of standard-deviation feature maps appended.
+    channels_last : bool
+        Convolve in the NHWC memory layout (the generator's, by default), whatever the layout of
+        the images given: real images come NCHW, and oneDNN convolves NHWC faster on CPU
+        (``benchmarks/bench_discriminator.py``). The logits are the same either way.
 
     Raises
     ------
@@ -76,9 +80,11 @@ class Discriminator(nn.Module):
         channel_max: int = 256,
         mbstd_group: int = 4,
         mbstd_channels: int = 1,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.channels_last = channels_last
         self.mbstd_group, self.mbstd_channels = mbstd_group, mbstd_channels
         self.work_resolution = max(synthesis_resolution(img_resolution), 4)
 
@@ -99,10 +105,9 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         r = self.img_resolution
         check_shape(images, (None, self.img_channels, r, r), "images")
-        # [0, 1] -> [-1, 1], centred inputs for the first layer. Channels-last like the
-        # generator's output: real images come NCHW, and oneDNN convolves NHWC faster (at 64 px
-        # the whole D forward + backward took 101 ms NCHW, 64 ms NHWC, on this project's CPU).
-        x = (images * 2 - 1).contiguous(memory_format=torch.channels_last)
+        x = images * 2 - 1  # [0, 1] -> [-1, 1], centred inputs for the first layer
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if r != self.work_resolution:
             x = F.interpolate(
                 x, size=(self.work_resolution,) * 2, mode="bilinear", align_corners=False
