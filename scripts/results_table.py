@@ -364,6 +364,15 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             )
             v = 100 * flops / r[key]
             out.append(("surrogate", fig, _fmt(v), ">= 50", _check(v, ">= 50")))
+    disc = _load("discriminator")
+    for r in disc.get("rows", []) if disc else []:
+        ms = r["median_ms"]
+        fig = (
+            f"fast: D forward + backward at {r['size']} px, batch {r['batch']}: before (real / "
+            "generated images) -> now (ms)"
+        )
+        v = f"{ms['pool']:.0f} / {ms['pool-nhwc']:.0f} -> {ms['strided-nhwc']:.0f}"
+        out.append(("surrogate", fig, v, "(info)", ""))
     causal = _load("causal")
     for r in causal.get("rows", []) if causal else []:
         if r.get("pass") is not None and not r["metric"].startswith(" "):
