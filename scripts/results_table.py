@@ -306,7 +306,7 @@ KEYED += [
 # from 128 px (glance.training.loop.AUTO_CPU_BF16_MIN_SIDE).
 _R128_BF = "resolution-pendulum-128px-bf16"
 KEYED += [
-    ("128 px", "pendulum, bf16 (auto on an AMX CPU): fast fit wall (s; fp32's day)", _R128_BF,
+    ("128 px", "pendulum, bf16 (auto on an AMX CPU): fast fit wall, strided D (s)", _R128_BF,
      "pendulum.fit_wall_s", "(info)"),
     ("128 px", "pendulum, bf16: FID (classifier features)", _R128_BF, "pendulum.metrics.fid",
      "(info)"),
