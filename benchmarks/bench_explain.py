@@ -94,20 +94,26 @@ def _classifier(data: Path, target: str, work: Path, epochs: int, seed: int) -> 
     from glance.data import load_dataset
 
     path = work / f"clf-{data.name}-{target.replace(':', '_')}-e{epochs}.safetensors"
+    model = None
     if path.is_file():
         try:
-            return load_classifier(path)
+            model = load_classifier(path)
         except CheckpointError as exc:  # cached under an older architecture: retrain
             logger.warning("retraining the classifier (%s)", exc)
-    model = train_classifier(
-        load_dataset(data, split="train"),
-        "small-cnn",
-        target,
-        epochs=epochs,
-        seed=seed,
-        quiet=True,
-    )
-    save_classifier(model, path)
+    if model is None:
+        model = train_classifier(
+            load_dataset(data, split="train"),
+            "small-cnn",
+            target,
+            epochs=epochs,
+            seed=seed,
+            quiet=True,
+        )
+        save_classifier(model, path)
+    # The same recipe and seed train bit-identical weights only at the same thread count (a
+    # convolution's sums are split by thread), and the explanation figures move with the
+    # network drawn: the digest says whether two results explain the same classifier.
+    model.meta["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return model
 
 
@@ -598,6 +604,7 @@ def task_morpho(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {
         "data": str(data),
         "classifier_accuracy": clf.meta.get("accuracy"),
+        "classifier_weights_sha256": clf.meta.get("weights_sha256"),
         **scm_info,
         **_fidelity(est, x, twin),
         **_fit_info(est),
@@ -669,6 +676,7 @@ def _shapes(
     res: dict[str, Any] = {
         "data": str(data),
         "classifier_accuracy": clf.meta.get("accuracy"),
+        "classifier_weights_sha256": clf.meta.get("weights_sha256"),
         **scm_info,
         **_fidelity(est, x, twin),
         **_fit_info(est),
@@ -920,10 +928,19 @@ def _merge(files: list[Path], out: Path) -> int:
     merged: dict[str, Any] = {"runs": []}
     for f in files:
         part = json.loads(f.read_text())
-        merged["runs"].append({k: part.get(k) for k in ("command", "machine", "settings")})
+        # a merged file brings its own runs and keeps each task's "run"
+        runs = part.get("runs") or [{k: part.get(k) for k in ("command", "machine", "settings")}]
         for task in TASKS:
             if task in part:
-                merged[task] = {**part[task], "run": part.get("command")}
+                merged[task] = {**part[task], "run": part.get("command") or part[task].get("run")}
+        merged["runs"] += runs
+    # a run all of whose tasks a later file replaced is no longer listed, nor a run twice
+    used = {merged[t]["run"] for t in TASKS if t in merged}
+    merged["runs"] = [
+        r
+        for i, r in enumerate(merged["runs"])
+        if r["command"] in used and r["command"] not in [q["command"] for q in merged["runs"][:i]]
+    ]
     _print(merged, list(TASKS))
     atomic_write_json(out, merged)
     return 0
