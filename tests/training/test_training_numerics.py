@@ -186,3 +186,32 @@ def test_only_a_saturated_generator_that_ignores_the_concepts_is_refused():
     white = fake(lambda z, noise_mode: torch.full((len(z), 1, 4, 4), 1.0 - 1e-6))
     with pytest.raises(TrainingDivergedError, match="largest per-pixel spread"):
         Trainer.check_generator_draws(white, 5)
+
+
+@pytest.mark.slow
+def test_fast_preset_warm_up_keeps_drawing_real_digits(tmp_path):
+    """The `fast` preset's warm-up on real Morpho-MNIST digits ends with a generator that still
+    draws them. With the L1 alone it drew every digit black and the fit was refused after the
+    warm-up (3,000 and 9,000 digits of the demo's recipe, seed 0; docs/own-model.md): the
+    preset's pixel cross-entropy is what keeps the demo's fit alive, and this is its guard."""
+    from glance.classifiers.training import train_classifier
+    from glance.data import load_dataset
+    from glance.data.morpho_generate import generate_morphomnist
+
+    data = generate_morphomnist(tmp_path / "morpho", n=3300, seed=0)
+    train = load_dataset(data, "train")
+    clf = train_classifier(train, "small-cnn", seed=0, epochs=2, quiet=True)
+    est = Glance(
+        clf,
+        contexts=("thickness", "intensity"),
+        preset="fast",
+        random_state=0,
+        quiet=True,
+        n_threads=2,
+        # the warm-up is what saturated; the full steps after it are not under test
+        config={"train": {"generator_steps": 1, "eval_images": 64}},
+    )
+    est.fit(train)  # refuses a saturated generator (TrainingDivergedError) after the warm-up
+    images = est.generate(est.encode(train.load_images(range(64))))
+    assert float(images.std(0).max()) > 0.1  # the digits differ from each other
+    assert 0.02 < float(images.mean()) < 0.5  # neither black nor white
