@@ -936,11 +936,8 @@ def _merge(files: list[Path], out: Path) -> int:
         merged["runs"] += runs
     # a run all of whose tasks a later file replaced is no longer listed, nor a run twice
     used = {merged[t]["run"] for t in TASKS if t in merged}
-    merged["runs"] = [
-        r
-        for i, r in enumerate(merged["runs"])
-        if r["command"] in used and r["command"] not in [q["command"] for q in merged["runs"][:i]]
-    ]
+    runs_by_command = {r["command"]: r for r in merged["runs"] if r["command"] in used}
+    merged["runs"] = list(runs_by_command.values())
     _print(merged, list(TASKS))
     atomic_write_json(out, merged)
     return 0
