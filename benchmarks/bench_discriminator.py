@@ -60,9 +60,10 @@ def _pool_forward(self: EqualizedConv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _form(pooled: bool) -> Iterator[None]:
+def _form(strided: bool) -> Iterator[None]:
+    """``strided``: glance's own forward (the pooled kernel); otherwise the conv + pool one."""
     original = EqualizedConv2d.forward
-    EqualizedConv2d.forward = original if pooled else _pool_forward  # type: ignore[method-assign]
+    EqualizedConv2d.forward = original if strided else _pool_forward  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -71,7 +72,7 @@ def _form(pooled: bool) -> Iterator[None]:
 
 def bench_size(size: int, batch: int, rounds: int) -> dict:
     g = resolve_config("fast", resolution=size).generator
-    forms = {  # name: (pooled kernel, channels-last)
+    forms = {  # name: (strided with the pooled kernel, channels-last)
         "pool": (False, False),
         "pool-nhwc": (False, True),
         "strided": (True, False),
