@@ -149,6 +149,20 @@ def test_reconstruction_figures_below_their_floor_stamp_the_report(tmp_path: Pat
         assert shown in html and "the surrogate agrees" not in html  # fidelity itself passes
 
 
+def test_a_readback_read_through_a_tied_context_says_what_it_cannot_see(tmp_path: Path) -> None:
+    extra = {
+        "readback_r2": {"shape": 0.99, "size": 0.95},
+        "readers": {
+            "shape": {"heldout_r2": 0.99, "source": "cnn", "read_through": ["hue"]},
+            "size": {"heldout_r2": 0.98, "source": "cnn", "read_through": []},
+        },
+    }
+    doc = _parse(render_report(make_fixture_run(tmp_path / "run", metrics_extra=extra)))
+    shape, size = doc.rows["readback_r2.shape"], doc.rows["readback_r2.size"]
+    assert "read shape through hue" in shape["text_all"] and "loses shape" in shape["text_all"]
+    assert "through" not in size["text_all"]
+
+
 def test_specificity_rows_grade_the_worst_cross_talk(tmp_path: Path) -> None:
     cs = {
         "effectiveness": {"thickness": {"spearman": 0.9}, "intensity": {"spearman": 0.85}},
