@@ -15,6 +15,10 @@ the same seed and measure, one stage at a time:
   from the generated images by a context reader fitted on real images
   (:mod:`glance.metrics.readers`): effectiveness (Spearman and slope, 1 = as much as asked) and
   the cross-talk on every other readable context;
+- **orientation**: the held-out R² of each shape's orientation (modulo its symmetry) read
+  linearly from the classifier's pooled features and from the concepts: a detail the classifier
+  sees but does not decide by, which the concepts drop and the generator then draws as an average
+  (the blobs of docs/faithfulness.md);
 - **explanation**: per image, the ranking of the 8 contexts by GLANCE's total importance (graph
   with the data's DAG among the contexts given as knowledge, MLP mechanisms) against the oracle
   (the same interventions made with the renderer, judged by the real classifier), beside the
@@ -142,6 +146,58 @@ def free_dim_r2(est: Any, data: Path, contexts: list[str], n: int, seed: int) ->
         y = np.asarray(ds.attribute(c), dtype=np.float64)[idx]
         model = HistGradientBoostingRegressor(max_iter=100, random_state=seed)
         out[c] = float(cross_val_score(model, z, y, cv=3, scoring="r2").mean())
+    return out
+
+
+#: Rotational symmetry of each shape code of the renderer (circle: none to read).
+SYMMETRY = {1: 4, 2: 3}  # square, triangle
+
+
+def orientation_r2(est: Any, data: Path, n: int, seed: int) -> dict[str, dict[str, float]]:
+    """Held-out R² of each shape's orientation, read linearly from the classifier's features and
+    from the concepts: what the classifier sees of a detail it does not decide by, and how much
+    of it the concepts keep (a generator cannot draw what they drop: it draws the average).
+
+    The target is ``(cos, sin)`` of the rotation times the shape's symmetry (a square rotated by
+    90° is the same image), so a perfect reading gives 1. Features are pooled to the encoder's
+    pooled size; ridge regression with its penalty chosen by cross-validation on the training
+    images, scored on the test split.
+    """
+    import torch.nn.functional as F
+    from sklearn.linear_model import RidgeCV
+
+    from glance.data import load_dataset
+
+    pooled = est.encoder_.pooled
+    read: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    for split in ("train", "test"):
+        ds = load_dataset(data, split=split)
+        idx = np.random.default_rng(seed).permutation(len(ds))[: min(n, len(ds))]
+        x = ds.load_images(np.sort(idx)).float()
+        with torch.no_grad():
+            feats = torch.cat(
+                [
+                    F.adaptive_avg_pool2d(est.adapter_.features(x[i : i + 256]), pooled).flatten(1)
+                    for i in range(0, len(x), 256)
+                ]
+            ).numpy()
+        z = est.encode(x).numpy()
+        shape = np.asarray(ds.attribute("shape"))[np.sort(idx)]
+        angle = np.deg2rad(np.asarray(ds.attribute("rotation"), dtype=np.float64)[np.sort(idx)])
+        read[split] = (feats, z, shape, angle)
+    out: dict[str, dict[str, float]] = {"features": {}, "concepts": {}}
+    names = {1: "square", 2: "triangle"}
+    for code, k in SYMMETRY.items():
+        tr, te = (np.asarray(read[s][2]) == code for s in ("train", "test"))
+
+        def target(angle: np.ndarray, k: int = k) -> np.ndarray:
+            return np.stack([np.cos(k * angle), np.sin(k * angle)], 1)
+
+        for col, key in ((0, "features"), (1, "concepts")):
+            model = RidgeCV(alphas=np.logspace(-3, 3, 7))
+            model.fit(read["train"][col][tr], target(read["train"][3][tr]))
+            r2 = model.score(read["test"][col][te], target(read["test"][3][te]))
+            out[key][names[code]] = float(r2)
     return out
 
 
@@ -289,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             **_fidelity(est, x_fid, None),
             "encoder_matrix": encoder_matrix(est, data, contexts, 256).round(3).tolist(),
             "free_dim_r2": free_dim_r2(est, data, contexts, args.n_probe, args.seed),
+            "orientation_r2": orientation_r2(est, data, args.n_probe, args.seed),
             "generator": generator_soundness(est, data, x, args.seed),
             "explanation": explanation_agreement(est, clf, data, contexts, x, oracle),
             "wall_s": time.perf_counter() - t0,
@@ -339,6 +396,13 @@ def _print(r: dict[str, Any]) -> None:
     for name, s in r["settings"].items():
         leak = " ".join(f"{c[:5]}={v:.2f}" for c, v in s["free_dim_r2"].items())
         print(f"{name:18s} free-dim R2: {leak}")
+        if "orientation_r2" in s:
+            o = s["orientation_r2"]
+            kept = " ".join(
+                f"{k}={o['concepts'][k]:.2f} (features {o['features'][k]:.2f})"
+                for k in o["features"]
+            )
+            print(f"{'':18s} orientation R2 from the concepts: {kept}")
         over = s["explanation"]["importance_over_oracle"]
         ratio = " ".join(f"{c[:5]}={v:.2f}" for c, v in over.items())
         print(f"{'':18s} importance / oracle: {ratio}")
