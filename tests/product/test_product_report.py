@@ -161,6 +161,9 @@ def test_a_readback_read_through_a_tied_context_says_what_it_cannot_see(tmp_path
     shape, size = doc.rows["readback_r2.shape"], doc.rows["readback_r2.size"]
     assert "read shape through hue" in shape["text_all"] and "loses shape" in shape["text_all"]
     assert "through" not in size["text_all"]
+    extra["readers"]["shape"]["read_through"] = "hue"  # not a list: a foreign metrics.json
+    doc = _parse(render_report(make_fixture_run(tmp_path / "odd", metrics_extra=extra)))
+    assert "through" not in doc.rows["readback_r2.shape"]["text_all"]
 
 
 def test_specificity_rows_grade_the_worst_cross_talk(tmp_path: Path) -> None:

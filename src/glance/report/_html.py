@@ -81,7 +81,7 @@ def _soundness_rows(cs: Any) -> list[dict]:
         label = f"{THRESHOLDS['counterfactual_effectiveness'].label}: {ctx}"
         row = _metric_row(f"counterfactual_effectiveness.{ctx}", label, value,
                           "counterfactual_effectiveness")  # fmt: skip
-        through = e.get("read_through") if isinstance(e, Mapping) else None
+        through = _names(e.get("read_through")) if isinstance(e, Mapping) else []
         if value is not None and through:
             row["description"] += (
                 f" (read by a reader that may read it through {', '.join(through)}, tied to it "
@@ -123,6 +123,14 @@ def _specificity_rows(cs: Mapping[str, Any]) -> list[dict]:
     return rows
 
 
+def _names(value: Any) -> list[str]:
+    """A list of context names from metrics.json; anything else (a hand-edited or foreign file)
+    gives none, so the report never spells one name out letter by letter."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return []
+
+
 def _with_reason(row: dict, reasons: Any, ctx: str) -> dict:
     """A row whose figure is not given says why (the reader cannot read the context...)."""
     if row["value"] is None and isinstance(reasons, Mapping) and reasons.get(ctx):
@@ -148,7 +156,7 @@ def _readback_rows(metrics: Mapping[str, Any]) -> list[dict]:
             row["description"] += (
                 f" (reader: {info.get('source', '?')}, held-out R² {_fmt(info.get('heldout_r2'))})"
             )
-            through = info.get("read_through")
+            through = _names(info.get("read_through"))
             if through:
                 # On causal shapes the shape reader reads the colour: blobs of the right colour
                 # read back shape at R² 0.99 (docs/faithfulness.md). Say what the figure cannot see.
