@@ -172,8 +172,8 @@ def orientation_r2(est: Any, data: Path, n: int, seed: int) -> dict[str, dict[st
     read: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for split in ("train", "test"):
         ds = load_dataset(data, split=split)
-        idx = np.random.default_rng(seed).permutation(len(ds))[: min(n, len(ds))]
-        x = ds.load_images(np.sort(idx)).float()
+        idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[: min(n, len(ds))])
+        x = ds.load_images(idx).float()
         with torch.no_grad():
             feats = torch.cat(
                 [
@@ -182,8 +182,8 @@ def orientation_r2(est: Any, data: Path, n: int, seed: int) -> dict[str, dict[st
                 ]
             ).numpy()
         z = est.encode(x).numpy()
-        shape = np.asarray(ds.attribute("shape"))[np.sort(idx)]
-        angle = np.deg2rad(np.asarray(ds.attribute("rotation"), dtype=np.float64)[np.sort(idx)])
+        shape = np.asarray(ds.attribute("shape"))[idx]
+        angle = np.deg2rad(np.asarray(ds.attribute("rotation"), dtype=np.float64)[idx])
         read[split] = (feats, z, shape, angle)
     out: dict[str, dict[str, float]] = {"features": {}, "concepts": {}}
     names = {1: "square", 2: "triangle"}
