@@ -174,14 +174,13 @@ def orientation_r2(est: Any, data: Path, n: int, seed: int) -> dict[str, dict[st
         ds = load_dataset(data, split=split)
         idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[: min(n, len(ds))])
         x = ds.load_images(idx).float()
+        feats, zs = [], []
         with torch.no_grad():
-            feats = torch.cat(
-                [
-                    F.adaptive_avg_pool2d(est.adapter_.features(x[i : i + 256]), pooled).flatten(1)
-                    for i in range(0, len(x), 256)
-                ]
-            ).numpy()
-        z = est.encode(x).numpy()
+            for i in range(0, len(x), 256):  # one classifier pass serves both readings
+                f = est.adapter_.features(x[i : i + 256])
+                feats.append(F.adaptive_avg_pool2d(f, pooled).flatten(1))
+                zs.append(est.encoder_(f)[0])  # the posterior mean: what est.encode returns
+        feats, z = torch.cat(feats).numpy(), torch.cat(zs).numpy()
         shape = np.asarray(ds.attribute("shape"))[idx]
         angle = np.deg2rad(np.asarray(ds.attribute("rotation"), dtype=np.float64)[idx])
         read[split] = (feats, z, shape, angle)
