@@ -92,6 +92,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], name: str, overrides: dict, 
         random_state=args.seed,
         quiet=True,
         config=overrides or None,
+        n_threads=args.threads,  # fixed, not the load-following choice (bench_explain._fit)
     )
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
 

@@ -162,6 +162,9 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         random_state=seed,
         quiet=True,
         config=overrides or None,
+        # --threads fixes the fit's threads too: the automatic choice follows the machine's
+        # load, and a fit's trajectory differs with its thread count.
+        n_threads=args.threads,
     )
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
 
@@ -959,7 +962,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=None, help="override the preset")
     ap.add_argument("--eval-images", type=int, default=None, help="override the preset")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads, the fits' too (default: glance's automatic choice)",
+    )
     ap.add_argument(
         "--config",
         type=json.loads,
