@@ -164,7 +164,7 @@ def _fit(clf: Any, data: Path, contexts: list[str], args: argparse.Namespace) ->
         config=overrides or None,
         # --threads fixes the fit's threads too: the automatic choice follows the machine's
         # load, and a fit's trajectory differs with its thread count.
-        n_threads=args.threads,
+        n_threads=getattr(args, "threads", None),  # bench_atlas's arguments have none
     )
     return est.fit(_relabelled(load_dataset(data, split="train"), clf), out=run)
 
