@@ -226,6 +226,40 @@ KEYED += [
      "pendulum.classifier_dependence.light_angle.partial_r", "(info)"),
     ("64 px", "pendulum, MobileNetV3-small: counterfactual validity", "resolution-mobilenet",
      "pendulum.counterfactual_validity", ">= 0.90"),
+]
+# The same ResNet-18 recipe trained 15 epochs instead of 6: a network that reads the shadow, not
+# the light (docs/causal-graph.md, "the output's parents follow the network").
+_E15, _E15_NAME = "resolution-resnet18-e15", "pendulum, ResNet-18 (15 epochs)"
+KEYED += [
+    ("64 px", f"{_E15_NAME}: test accuracy", _E15, "pendulum.classifier.test_accuracy", "(info)"),
+    ("64 px", f"{_E15_NAME}: fast fit wall (s)", _E15, "pendulum.fit_wall_s", "<= 1200"),
+    ("64 px", f"{_E15_NAME}: fidelity", _E15, "pendulum.metrics.fidelity", ">= 0.95"),
+    ("64 px", f"{_E15_NAME}: read-back R² shadow_length (weakest)", _E15,
+     "pendulum.metrics.readback_r2.shadow_length", ">= 0.80"),
+    ("64 px", f"{_E15_NAME}: reconstruction edges", _E15,
+     "pendulum.metrics.reconstruction_edges", ">= 0.90"),
+    ("64 px", f"{_E15_NAME}: the classifier's logit vs light_angle given the shadow (partial r)",
+     _E15, "pendulum.classifier_dependence.light_angle.partial_r", "(info)"),
+    ("64 px", f"{_E15_NAME}: shadow_length -> output in bootstrap resamples", _E15,
+     "pendulum.parents_of_output.shadow_length.directed_into_output", ">= 0.90"),
+    ("64 px", f"{_E15_NAME}: pendulum_angle adjacent to output (resamples)", _E15,
+     "pendulum.parents_of_output.pendulum_angle.adjacent_to_output", "<= 0.10"),
+    ("64 px", f"{_E15_NAME}: light_angle adjacent to output (resamples)", _E15,
+     "pendulum.parents_of_output.light_angle.adjacent_to_output", "<= 0.10"),
+    ("64 px", f"{_E15_NAME}: mediator first by direct importance", _E15,
+     "pendulum.mediator_first_direct", ">= 0.90"),
+    ("64 px", f"{_E15_NAME}: mediator first by direct importance (oracle says)", _E15,
+     "pendulum.oracle.mediator_first_direct", "(info)"),
+    ("64 px", f"{_E15_NAME}: pendulum_angle direct / total", _E15,
+     "pendulum.pendulum_angle_direct_over_total", "<= 0.10"),
+    ("64 px", f"{_E15_NAME}: the oracle's pendulum_angle direct / total", _E15,
+     "pendulum.oracle.pendulum_angle_direct_over_total", "(info)"),
+    ("64 px", f"{_E15_NAME}: agreement with the oracle (Spearman, total)", _E15,
+     "pendulum.oracle.agreement.mean_spearman", "(info)"),
+    ("64 px", f"{_E15_NAME}: counterfactual validity", _E15,
+     "pendulum.counterfactual_validity", ">= 0.90"),
+]
+KEYED += [
     ("64 px", "shapes: rule factor first", "resolution", "shapes.rule_factor_first", ">= 0.90"),
     ("64 px", "shapes: the oracle's rule factor first", "resolution",
      "shapes.oracle.rule_factor_first", "(info)"),
